@@ -1,0 +1,84 @@
+"""Sequentially consistent atomic operations on int64 array elements, for numba.
+
+Numba has no CPU atomics of its own, so these are LLVM instructions emitted
+through ``numba.extending.intrinsic``.  Each takes a 1-d int64 array (a view of
+the shared memory) and an element index.  ``seq_cst`` everywhere: these words
+are few and the simplest ordering is the one that is easiest to reason about
+(a release store followed by a load of another word, as the waking protocol
+needs, is only ordered under ``seq_cst``).
+
+Numba's on-disk cache does not track this module: after changing it, delete
+the ``*.nbi``/``*.nbc`` files under ``pysyncq/__pycache__``.
+"""
+
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+
+def _element_pointer(context, builder, arrty, arr, idx):
+    ary = context.make_array(arrty)(context, builder, arr)
+    return cgutils.get_item_pointer(context, builder, arrty, ary, [idx], wraparound=False)
+
+
+@intrinsic
+def atomic_load(typingctx, arr, idx):
+    """Return ``arr[idx]``."""
+    sig = types.int64(arr, idx)
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
+        return builder.load_atomic(ptr, "seq_cst", 8)
+
+    return sig, codegen
+
+
+@intrinsic
+def atomic_store(typingctx, arr, idx, val):
+    """Set ``arr[idx] = val``; every earlier store is visible before it."""
+    sig = types.void(arr, idx, types.int64)
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
+        val = context.cast(builder, args[2], sig.args[2], types.int64)
+        builder.store_atomic(val, ptr, "seq_cst", 8)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def atomic_cas(typingctx, arr, idx, expected, new):
+    """If ``arr[idx] == expected`` set it to ``new``; return the old value."""
+    sig = types.int64(arr, idx, types.int64, types.int64)
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
+        res = builder.cmpxchg(ptr, args[2], args[3], "seq_cst", "seq_cst")
+        return builder.extract_value(res, 0)
+
+    return sig, codegen
+
+
+@intrinsic
+def atomic_xchg(typingctx, arr, idx, val):
+    """Set ``arr[idx] = val``; return the old value."""
+    sig = types.int64(arr, idx, types.int64)
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
+        return builder.atomic_rmw("xchg", ptr, args[2], "seq_cst")
+
+    return sig, codegen
+
+
+@intrinsic
+def atomic_add(typingctx, arr, idx, val):
+    """Add ``val`` to ``arr[idx]``; return the old value."""
+    sig = types.int64(arr, idx, types.int64)
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
+        return builder.atomic_rmw("add", ptr, args[2], "seq_cst")
+
+    return sig, codegen

@@ -1,0 +1,206 @@
+"""POSIX shared-memory segments, without ``multiprocessing.shared_memory``.
+
+``SharedMemory`` registers every segment with the ``resource_tracker``, which
+then warns about "leaked" segments, or unlinks them, when the process that
+created them exits, even though other processes still use them (Python < 3.13
+has no way to opt out).  A pysyncq queue decides itself when its name is
+unlinked (the last member to leave does it), so it talks to ``shm_open``
+directly and no tracker is involved.
+"""
+
+import errno
+import mmap
+import os
+import struct
+import time
+
+import numpy as np
+
+from . import kernels
+from .errors import NotAQueue
+from .layout import (
+    H_CAPACITY,
+    H_INSTANCE,
+    H_MAGIC,
+    H_NSLOTS,
+    H_RING_OFFSET,
+    H_VERSION,
+    HEADER_BYTES,
+    LAYOUT_VERSION,
+    MAGIC,
+    ring_offset,
+    segment_bytes,
+)
+
+try:
+    import _posixshmem
+except ImportError:  # pragma: no cover - every POSIX CPython has it
+    _posixshmem = None
+
+#: Where Linux keeps POSIX shared memory; used only to list queues.
+SHM_DIR = "/dev/shm"
+#: How long an attach waits for a segment that is still being formatted.
+FORMAT_GRACE = 1.0
+
+
+def _path(name):
+    return "/" + name
+
+
+def _open(name, flags, mode=0o600):
+    if _posixshmem is None:  # pragma: no cover
+        raise OSError(errno.ENOSYS, "POSIX shared memory is not available on this platform")
+    return _posixshmem.shm_open(_path(name), flags, mode=mode)
+
+
+def unlink(name):
+    """Remove ``name``; a name that is already gone is not an error."""
+    try:
+        _posixshmem.shm_unlink(_path(name))
+    except FileNotFoundError:
+        pass
+
+
+def read_header(name):
+    """The header words of segment ``name`` as a tuple, or None if it is not a queue.
+
+    Reads with ``pread`` and maps nothing, so it is safe on any segment.
+    """
+    try:
+        fd = _open(name, os.O_RDONLY)
+    except (FileNotFoundError, PermissionError, ValueError, OSError):
+        return None
+    try:
+        data = os.pread(fd, HEADER_BYTES, 0)
+    finally:
+        os.close(fd)
+    if len(data) < HEADER_BYTES:
+        return None
+    words = struct.unpack(f"<{HEADER_BYTES // 8}q", data)
+    return words if words[H_MAGIC] == MAGIC else None
+
+
+def new_instance_id():
+    return int.from_bytes(os.urandom(8), "little") & ((1 << 62) - 1) | 1
+
+
+class Segment:
+    """This process's mapping of one queue segment.
+
+    ``mem`` is the whole segment as a writable uint8 array (what the kernels
+    take); ``words`` the same memory as int64; ``addr`` its address, for the
+    futex calls.  A forked child shares the parent's mapping object and may
+    close its own copy.
+    """
+
+    def __init__(self, name, mm):
+        self.name = name
+        self._mm = mm
+        self.mem = np.frombuffer(mm, np.uint8)
+        self.words = self.mem.view(np.int64)
+        self.addr = self.mem.ctypes.data
+        self.capacity = int(self.words[H_CAPACITY])
+        self.nslots = int(self.words[H_NSLOTS])
+        self.instance = int(self.words[H_INSTANCE])
+
+    @classmethod
+    def create(cls, name, capacity, nslots, creator, start_pos=0):
+        """Create and format a new segment; ``FileExistsError`` if the name is taken."""
+        fd = _open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR)
+        total = segment_bytes(capacity, nslots)
+        try:
+            try:
+                # Reserve the memory now: on a full /dev/shm this fails here with
+                # a clear error instead of killing a process with SIGBUS later.
+                os.posix_fallocate(fd, 0, total)
+            except OSError as e:
+                if e.errno in (errno.ENOSPC, errno.ENOMEM, errno.EFBIG):
+                    raise MemoryError(
+                        f"cannot reserve {total} bytes of shared memory for queue {name!r}: "
+                        f"{os.strerror(e.errno)}; choose a smaller size or free space in "
+                        f"{SHM_DIR}"
+                    ) from None
+                os.ftruncate(fd, total)  # no fallocate on this filesystem
+            mm = mmap.mmap(fd, total)
+        except BaseException:
+            os.close(fd)
+            unlink(name)
+            raise
+        os.close(fd)
+        offset = ring_offset(nslots)
+        mem = np.frombuffer(mm, np.uint8)
+        kernels.ring_format(mem, capacity, nslots, offset, new_instance_id(), creator, start_pos)
+        del mem
+        return cls(name, mm)
+
+    @classmethod
+    def attach(cls, name):
+        """Map an existing queue.  ``FileNotFoundError`` or ``NotAQueue``."""
+        fd = _open(name, os.O_RDWR)
+        try:
+            deadline = time.monotonic() + FORMAT_GRACE
+            while True:
+                size = os.fstat(fd).st_size
+                words = None
+                if size >= HEADER_BYTES:
+                    data = os.pread(fd, HEADER_BYTES, 0)
+                    words = struct.unpack(f"<{HEADER_BYTES // 8}q", data)
+                    if words[H_MAGIC] == MAGIC:
+                        break
+                # Either not ours, or a creator is formatting it right now.
+                if time.monotonic() > deadline or (words is not None and words[H_MAGIC] != 0):
+                    raise NotAQueue(
+                        f"shared memory {name!r} exists but is not a pysyncq queue; "
+                        f"use another name (or remove it if it is a leftover)"
+                    )
+                time.sleep(0.001)
+            _check_header(name, words, size)
+            mm = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        return cls(name, mm)
+
+    def unlink_if_same(self):
+        """Unlink the name if it still names this segment (not a later queue)."""
+        header = read_header(self.name)
+        if header is not None and header[H_INSTANCE] == self.instance:
+            unlink(self.name)
+
+    def close(self):
+        """Unmap.  Where a caller still holds a view of the memory, the unmapping
+        is left to the garbage collector."""
+        mm = self._mm
+        if mm is None:
+            return
+        self._mm = self.mem = self.words = None
+        try:
+            mm.close()
+        except BufferError:
+            pass
+
+
+def _check_header(name, words, size):
+    version = words[H_VERSION]
+    if version != LAYOUT_VERSION:
+        raise NotAQueue(
+            f"queue {name!r} was made by a pysyncq with layout version {version}, "
+            f"this one reads version {LAYOUT_VERSION}; use the same pysyncq everywhere"
+        )
+    cap, nslots, offset = words[H_CAPACITY], words[H_NSLOTS], words[H_RING_OFFSET]
+    if (
+        cap <= 0
+        or cap % 8
+        or nslots <= 0
+        or offset != ring_offset(nslots)
+        or segment_bytes(cap, nslots) > size
+    ):
+        raise NotAQueue(f"shared memory {name!r} has a corrupt pysyncq header")
+
+
+def list_queues():
+    """Names of the pysyncq queues in ``SHM_DIR`` (empty where there is none)."""
+    try:
+        names = sorted(os.listdir(SHM_DIR))
+    except OSError:
+        return []
+    return [n for n in names if read_header(n) is not None]

@@ -1,0 +1,521 @@
+"""Numba kernels: every read and write of the shared memory happens here.
+
+Each kernel takes the segment as a 1-d uint8 array ``mem`` (plus ints, bytes
+and small private arrays), returns a status code from :mod:`pysyncq.layout`
+(or a tuple led by one), never raises, never blocks and never allocates on the
+hot path.  The Python class turns codes into exceptions and does all waiting.
+
+There are two layers:
+
+``ring_*`` / ``slot_*`` / ``head_*``
+    The ring itself.  Only called with the queue lock held, by the ``op_*``
+    kernels below or directly by single-process tests, where ``w`` is the
+    segment seen as int64 words (``mem.view(np.int64)``).
+
+``op_*``
+    What the class calls, one per public operation: try the lock once, run one
+    ring kernel, release the lock.  The lock word holds the caller's process
+    token, so a process that died holding it can be identified and the lock
+    taken over (``op_steal``).  When the lock is held by someone else an
+    ``op_*`` returns ``BUSY`` having done nothing.
+
+Crash safety.  A process can die at any instruction.  Every ring kernel makes
+its change visible with one final store (``H_WRITE_POS`` for an append, the
+cursor for a pop, ``S_STATE`` for an open or a close), so a kernel cut short
+leaves the ring as it was before, or as it is after a smaller complete step
+(an append that wrapped publishes its padding first).  The only derived state
+is ``H_HEAD``, which ``ring_recover`` recomputes.
+"""
+
+import numpy as np
+from numba import njit
+
+from ._atomics import atomic_add, atomic_cas, atomic_load, atomic_store, atomic_xchg
+from .layout import (
+    BUSY,
+    CONTENDED,
+    EMPTY,
+    F_UNLINKED,
+    FULL,
+    H_APPENDS,
+    H_CAPACITY,
+    H_CREATOR,
+    H_DATA_SEQ,
+    H_FLAGS,
+    H_HEAD,
+    H_INSTANCE,
+    H_LOCK,
+    H_LOCK_SEQ,
+    H_MAGIC,
+    H_MEMBER_SEQ,
+    H_NSLOTS,
+    H_REAPED,
+    H_RECOVERIES,
+    H_RING_OFFSET,
+    H_SLOT_HWM,
+    H_SPACE_SEQ,
+    H_VERSION,
+    H_WRITE_POS,
+    HEADER_WORDS,
+    KIND_PAD,
+    LAYOUT_VERSION,
+    MAGIC,
+    NEED_SPACE,
+    NO_SLOT,
+    NOT_MEMBER,
+    OK,
+    REC_HEADER,
+    S_CURSOR,
+    S_FLAGS,
+    S_RECEIVED,
+    S_SCREENED,
+    S_SENT,
+    S_STATE,
+    S_TOKEN,
+    S_WAIT,
+    SEQ_SHIFT,
+    SF_READER,
+    SLOT_ACTIVE,
+    SLOT_FREE,
+    SLOT_WORDS,
+    TOO_LARGE,
+    UNLINK,
+    W_DATA,
+    W_SPACE,
+    WAKE_DATA,
+    WAKE_LOCK,
+    WAKE_MEMBERS,
+    WAKE_SPACE,
+)
+
+_JIT = {"cache": True}
+_SEQ32 = 0xFFFFFFFF
+
+
+@njit(**_JIT)
+def slot_word(slot, field):
+    """Index in the int64 view of ``field`` of reader slot ``slot``."""
+    return HEADER_WORDS + slot * SLOT_WORDS + field
+
+
+@njit(**_JIT)
+def is_member(w, slot, token):
+    """True if ``slot`` is an active slot owned by ``token``."""
+    if slot < 0 or slot >= w[H_NSLOTS]:
+        return False
+    return w[slot_word(slot, S_STATE)] == SLOT_ACTIVE and w[slot_word(slot, S_TOKEN)] == token
+
+
+@njit(**_JIT)
+def ring_format(mem, capacity, nslots, ring_offset, instance, creator, start_pos):
+    """Write an empty queue into ``mem``; the magic word is stored last.
+
+    Only for a segment no other process can use yet.  ``start_pos`` is the
+    initial value of every position (0 in use; tests start near 2**62).
+    """
+    w = mem.view(np.int64)
+    w[: ring_offset // 8] = 0
+    w[H_VERSION] = LAYOUT_VERSION
+    w[H_CAPACITY] = capacity
+    w[H_NSLOTS] = nslots
+    w[H_RING_OFFSET] = ring_offset
+    w[H_INSTANCE] = instance
+    w[H_CREATOR] = creator
+    w[H_WRITE_POS] = start_pos
+    w[H_HEAD] = start_pos
+    atomic_store(w, H_MAGIC, MAGIC)
+
+
+@njit(**_JIT)
+def any_waiting(w, bit):
+    """True if some slot's owner sleeps (or is about to) on ``bit``."""
+    for i in range(w[H_SLOT_HWM]):
+        if atomic_load(w, slot_word(i, S_WAIT)) & bit:
+            return True
+    return False
+
+
+@njit(**_JIT)
+def head_refresh(w):
+    """Set the head to the smallest reader cursor (the write position if none).
+
+    Returns ``WAKE_SPACE`` if the head moved forward and a writer waits for
+    space, else 0.  Lock held.
+    """
+    low = w[H_WRITE_POS]
+    for i in range(w[H_SLOT_HWM]):
+        if w[slot_word(i, S_STATE)] == SLOT_ACTIVE and w[slot_word(i, S_FLAGS)] & SF_READER:
+            c = w[slot_word(i, S_CURSOR)]
+            if c < low:
+                low = c
+    old = w[H_HEAD]
+    if low == old:
+        return 0
+    w[H_HEAD] = low
+    if low < old:
+        return 0
+    atomic_add(w, H_SPACE_SEQ, 1)
+    return WAKE_SPACE if any_waiting(w, W_SPACE) else 0
+
+
+@njit(**_JIT)
+def _copy_in(mem, p, src):
+    for k in range(len(src)):
+        mem[p + k] = src[k]
+    return p + len(src)
+
+
+@njit(**_JIT)
+def ring_append(w, mem, slot, token, sender, mtype, body, kind):
+    """Append one record from ``slot``.  Lock held.
+
+    Returns ``OK`` (with ``WAKE_*`` bits), ``FULL`` (with the space sequence
+    to wait on above ``SEQ_SHIFT``), ``TOO_LARGE`` if the record could not fit
+    even in an empty ring, or ``NOT_MEMBER``.  Nothing is changed unless the
+    result is ``OK``.
+    """
+    if not is_member(w, slot, token):
+        return NOT_MEMBER
+    cap = w[H_CAPACITY]
+    payload = len(sender) + len(mtype) + len(body)
+    size = (REC_HEADER + payload + 7) & ~7
+    if size > cap:
+        return TOO_LARGE
+    pos = w[H_WRITE_POS]
+    room = cap - pos % cap
+    pad = room if room < size else 0
+    head = w[H_HEAD]
+    # Readers that have read everything skip the padding at once (below), so
+    # in an empty ring a record only needs its own size.
+    if not (head == pos or pos + pad + size - head <= cap):
+        flags = head_refresh(w)
+        head = w[H_HEAD]
+        if not (head == pos or pos + pad + size - head <= cap):
+            return FULL | flags | ((atomic_load(w, H_SPACE_SEQ) & _SEQ32) << SEQ_SHIFT)
+    else:
+        flags = 0
+    base = w[H_RING_OFFSET]
+    if pad:
+        if pad >= REC_HEADER:
+            at = (base + pos % cap) // 8
+            w[at] = pad
+            w[at + 1] = KIND_PAD << 32
+        # Publish the padding on its own, then move the readers that are at
+        # its start past it, so they never pin it.
+        atomic_store(w, H_WRITE_POS, pos + pad)
+        for i in range(w[H_SLOT_HWM]):
+            if w[slot_word(i, S_STATE)] == SLOT_ACTIVE and w[slot_word(i, S_CURSOR)] == pos:
+                w[slot_word(i, S_CURSOR)] = pos + pad
+        if head == pos:
+            flags |= head_refresh(w)
+        pos += pad
+    at = base + pos % cap
+    meta = len(sender) | (len(mtype) << 16) | (kind << 32) | ((size - REC_HEADER - payload) << 40)
+    w[at // 8] = size
+    w[at // 8 + 1] = meta
+    p = _copy_in(mem, at + REC_HEADER, sender)
+    p = _copy_in(mem, p, mtype)
+    p = _copy_in(mem, p, body)
+    for q in range(p, at + size):
+        mem[q] = 0
+    atomic_store(w, H_WRITE_POS, pos + size)  # the record becomes visible here
+    w[H_APPENDS] += 1
+    w[slot_word(slot, S_SENT)] += 1
+    atomic_add(w, H_DATA_SEQ, 1)
+    if any_waiting(w, W_DATA):
+        flags |= WAKE_DATA
+    return OK | flags
+
+
+@njit(**_JIT)
+def _screened(mem, p, length, scr, first, stop):
+    """True if bytes ``mem[p:p+length]`` equal one of entries first..stop-1."""
+    sw = scr.view(np.int64)
+    for k in range(first, stop):
+        off = sw[2 + 2 * k]
+        if sw[3 + 2 * k] != length:
+            continue
+        same = True
+        for j in range(length):
+            if mem[p + j] != scr[off + j]:
+                same = False
+                break
+        if same:
+            return True
+    return False
+
+
+@njit(**_JIT)
+def ring_pop(w, mem, slot, token, scr, out):
+    """Copy the next record that ``slot`` has not read and does not screen.
+
+    ``scr`` is the screen table built by ``PySyncQ`` (see ``screen_table``):
+    records whose sender or type it lists are passed over, and count as read.
+    The sender, type and body are copied back to back into ``out``.
+
+    Returns ``(status, sender_len, type_len, body_len, kind)``: ``OK`` with a
+    record; ``EMPTY`` with the data sequence to wait on in place of
+    ``body_len``; ``NEED_SPACE`` with the bytes ``out`` must hold in place of
+    ``body_len`` (the record stays unread); or ``NOT_MEMBER``.  ``WAKE_SPACE``
+    may be set in ``status``.  Lock held.
+    """
+    if not is_member(w, slot, token):
+        return NOT_MEMBER, 0, 0, 0, 0
+    cap = w[H_CAPACITY]
+    base = w[H_RING_OFFSET]
+    end = w[H_WRITE_POS]
+    ns = scr.view(np.int64)[0]
+    nt = scr.view(np.int64)[1]
+    cw = slot_word(slot, S_CURSOR)
+    start = w[cw]
+    cur = start
+    status = EMPTY
+    slen = tlen = blen = kind = 0
+    while cur < end:
+        room = cap - cur % cap
+        if room < REC_HEADER:
+            cur += room
+            continue
+        at = base + cur % cap
+        size = w[at // 8]
+        meta = w[at // 8 + 1]
+        kind = (meta >> 32) & 0xFF
+        if kind == KIND_PAD:
+            cur += size
+            continue
+        slen = meta & 0xFFFF
+        tlen = (meta >> 16) & 0xFFFF
+        blen = size - REC_HEADER - slen - tlen - ((meta >> 40) & 0xFF)
+        p = at + REC_HEADER
+        if _screened(mem, p, slen, scr, 0, ns) or _screened(mem, p + slen, tlen, scr, ns, ns + nt):
+            cur += size
+            w[slot_word(slot, S_SCREENED)] += 1
+            continue
+        n = slen + tlen + blen
+        if n > len(out):
+            status = NEED_SPACE
+            blen = n
+            break
+        out[:n] = mem[p : p + n]
+        cur += size
+        w[slot_word(slot, S_RECEIVED)] += 1
+        status = OK
+        break
+    if status == EMPTY:
+        slen = tlen = kind = 0
+        blen = atomic_load(w, H_DATA_SEQ) & _SEQ32
+    if cur != start:
+        atomic_store(w, cw, cur)  # the records before cur are read here
+        if start == w[H_HEAD]:
+            status |= head_refresh(w)
+    return status, slen, tlen, blen, kind
+
+
+@njit(**_JIT)
+def slot_open(w, token, reader):
+    """Claim the lowest free slot for ``token``; return its index or -1.
+
+    A reader's cursor starts at the write position: it sees only records
+    appended after it opened.  Lock held.
+    """
+    for i in range(w[H_NSLOTS]):
+        if w[slot_word(i, S_STATE)] == SLOT_FREE:
+            w[slot_word(i, S_TOKEN)] = token
+            w[slot_word(i, S_CURSOR)] = w[H_WRITE_POS]
+            w[slot_word(i, S_FLAGS)] = SF_READER if reader else 0
+            w[slot_word(i, S_WAIT)] = 0
+            w[slot_word(i, S_SENT)] = 0
+            w[slot_word(i, S_RECEIVED)] = 0
+            w[slot_word(i, S_SCREENED)] = 0
+            if i >= w[H_SLOT_HWM]:
+                w[H_SLOT_HWM] = i + 1
+            atomic_store(w, slot_word(i, S_STATE), SLOT_ACTIVE)
+            atomic_add(w, H_MEMBER_SEQ, 1)
+            return i
+    return -1
+
+
+@njit(**_JIT)
+def count_members(w):
+    """Active slots, plus one while the creator holds the queue."""
+    n = 1 if w[H_CREATOR] != 0 else 0
+    for i in range(w[H_SLOT_HWM]):
+        if atomic_load(w, slot_word(i, S_STATE)) == SLOT_ACTIVE:
+            n += 1
+    return n
+
+
+@njit(**_JIT)
+def slot_leave(w, slot, token, creator):
+    """Free ``slot`` if ``token`` owns it; drop the creator's hold if ``creator``.
+
+    ``slot`` < 0 frees no slot.  The slot's unread records are released.
+    Returns ``OK`` or ``NOT_MEMBER`` with ``WAKE_*`` bits, and ``UNLINK`` when
+    no member is left and the name has not been unlinked yet: the caller must
+    unlink it.  Lock held.
+    """
+    status = OK | WAKE_MEMBERS
+    if slot >= 0:
+        if is_member(w, slot, token):
+            w[slot_word(slot, S_WAIT)] = 0
+            atomic_store(w, slot_word(slot, S_STATE), SLOT_FREE)
+            status |= head_refresh(w)
+        else:
+            status = NOT_MEMBER | WAKE_MEMBERS
+    if creator and w[H_CREATOR] == token:
+        w[H_CREATOR] = 0
+    atomic_add(w, H_MEMBER_SEQ, 1)
+    if count_members(w) == 0 and not (w[H_FLAGS] & F_UNLINKED):
+        w[H_FLAGS] |= F_UNLINKED
+        status |= UNLINK
+    return status
+
+
+@njit(**_JIT)
+def ring_recover(w):
+    """Make the queue consistent after its lock holder died.  Lock held.
+
+    Every kernel publishes with one final store, so the ring needs no repair;
+    only the cached head is recomputed.  All sleepers are woken to look again.
+    """
+    w[H_RECOVERIES] += 1
+    head_refresh(w)
+    atomic_add(w, H_DATA_SEQ, 1)
+    atomic_add(w, H_SPACE_SEQ, 1)
+    return WAKE_DATA | WAKE_SPACE | WAKE_MEMBERS
+
+
+# -- The lock.  The word holds the holder's token; CONTENDED tells the holder
+# -- that someone sleeps on H_LOCK_SEQ and must be woken at release.
+
+
+@njit(**_JIT)
+def lock_release(w):
+    """Release the lock; return ``WAKE_LOCK`` if a waiter must be woken."""
+    old = atomic_xchg(w, H_LOCK, 0)
+    if old & CONTENDED:
+        atomic_add(w, H_LOCK_SEQ, 1)
+        return WAKE_LOCK
+    return 0
+
+
+@njit(**_JIT)
+def lock_prepare_wait(mem):
+    """Before sleeping on a busy lock: mark it contended.
+
+    Returns ``(seq, holder)``: sleep on ``H_LOCK_SEQ`` while it equals
+    ``seq``.  ``holder`` is the holder's token, or 0 if the lock is free now
+    (do not sleep, try again).
+    """
+    w = mem.view(np.int64)
+    seq = atomic_load(w, H_LOCK_SEQ) & _SEQ32
+    holder = atomic_load(w, H_LOCK)
+    if holder == 0:
+        return seq, 0
+    if not holder & CONTENDED and atomic_cas(w, H_LOCK, holder, holder | CONTENDED) != holder:
+        return seq, 0
+    return seq, holder & ~CONTENDED
+
+
+@njit(**_JIT)
+def op_steal(mem, dead, lockval):
+    """Take the lock from the dead holder ``dead`` and recover the queue.
+
+    Returns ``BUSY`` if ``dead`` no longer holds the lock (released, or taken
+    over by someone else first), else the status of the recovery.
+    """
+    w = mem.view(np.int64)
+    if atomic_cas(w, H_LOCK, dead, lockval) != dead:
+        if atomic_cas(w, H_LOCK, dead | CONTENDED, lockval | CONTENDED) != dead | CONTENDED:
+            return BUSY
+    status = ring_recover(w)
+    return status | lock_release(w)
+
+
+@njit(**_JIT)
+def op_append(mem, lockval, slot, sender, mtype, body, kind):
+    """``ring_append`` under the lock, or ``BUSY``."""
+    w = mem.view(np.int64)
+    if atomic_cas(w, H_LOCK, 0, lockval) != 0:
+        return BUSY
+    status = ring_append(w, mem, slot, lockval & ~CONTENDED, sender, mtype, body, kind)
+    return status | lock_release(w)
+
+
+@njit(**_JIT)
+def op_pop(mem, lockval, slot, scr, out):
+    """``ring_pop`` under the lock, or ``(BUSY, 0, 0, 0, 0)``."""
+    w = mem.view(np.int64)
+    if atomic_cas(w, H_LOCK, 0, lockval) != 0:
+        return BUSY, 0, 0, 0, 0
+    status, slen, tlen, blen, kind = ring_pop(w, mem, slot, lockval & ~CONTENDED, scr, out)
+    return status | lock_release(w), slen, tlen, blen, kind
+
+
+@njit(**_JIT)
+def op_open(mem, lockval, reader):
+    """``slot_open`` under the lock: ``(OK, slot)``, ``(NO_SLOT, -1)`` or
+    ``(BUSY, -1)``.  A queue whose name is already unlinked cannot be joined:
+    ``(NOT_MEMBER, -1)``."""
+    w = mem.view(np.int64)
+    if atomic_cas(w, H_LOCK, 0, lockval) != 0:
+        return BUSY, -1
+    if w[H_FLAGS] & F_UNLINKED:
+        return NOT_MEMBER | lock_release(w), -1
+    slot = slot_open(w, lockval & ~CONTENDED, reader)
+    status = (OK | WAKE_MEMBERS) if slot >= 0 else NO_SLOT
+    return status | lock_release(w), slot
+
+
+@njit(**_JIT)
+def op_leave(mem, lockval, slot, token, creator):
+    """``slot_leave`` under the lock, or ``BUSY``.
+
+    ``token`` is the member that leaves: the caller's own for a close, a dead
+    process's for a reap.
+    """
+    w = mem.view(np.int64)
+    if atomic_cas(w, H_LOCK, 0, lockval) != 0:
+        return BUSY
+    status = slot_leave(w, slot, token, creator)
+    if token != lockval & ~CONTENDED and status & 0xFF == OK:
+        w[H_REAPED] += 1
+    return status | lock_release(w)
+
+
+# -- Lock-free reads and the owner's own wait bits.
+
+
+@njit(**_JIT)
+def seq_load(mem, index):
+    """The low 32 bits of header word ``index`` (a futex word)."""
+    return atomic_load(mem.view(np.int64), index) & _SEQ32
+
+
+@njit(**_JIT)
+def set_waiting(mem, slot, bits):
+    """Set the owner's wait bits (only the slot's owner calls this)."""
+    atomic_store(mem.view(np.int64), slot_word(slot, S_WAIT), bits)
+
+
+@njit(**_JIT)
+def members(mem):
+    """``(slot, token, is_reader)`` rows for every active slot, and a row
+    ``(-1, creator_token, 0)`` while the creator holds the queue."""
+    w = mem.view(np.int64)
+    hwm = w[H_SLOT_HWM]
+    rows = np.empty((hwm + 1, 3), np.int64)
+    n = 0
+    creator = w[H_CREATOR]
+    if creator != 0:
+        rows[0, 0] = -1
+        rows[0, 1] = creator
+        rows[0, 2] = 0
+        n = 1
+    for i in range(hwm):
+        if atomic_load(w, slot_word(i, S_STATE)) == SLOT_ACTIVE:
+            rows[n, 0] = i
+            rows[n, 1] = w[slot_word(i, S_TOKEN)]
+            rows[n, 2] = 1 if w[slot_word(i, S_FLAGS)] & SF_READER else 0
+            n += 1
+    return rows[:n]

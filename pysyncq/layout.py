@@ -1,0 +1,157 @@
+"""The shared-memory format of a pysyncq queue.
+
+One POSIX shared-memory segment holds a whole queue::
+
+    offset 0                 HEADER_BYTES             ring_offset          ring_offset + capacity
+    +------------------------+------------------------+--------------------+
+    | header (int64 words)   | reader table           | ring (bytes)       |
+    | H_* below              | nslots x SLOT_BYTES    | records, 8-aligned |
+    +------------------------+------------------------+--------------------+
+
+Positions
+    ``write_pos``, ``head`` and every reader's ``cursor`` are monotonic byte
+    counters (int64) that only ever grow.  A position ``p`` lives at ring offset
+    ``p % capacity``.  The bytes in use are ``write_pos - head``, where ``head``
+    is a cache of the smallest cursor of any open reader (or ``write_pos`` when
+    there is none).  The cache may lag behind the true minimum, never run ahead
+    of it, so space is never freed early.
+
+Records
+    Every record starts on an 8-byte boundary with a 16-byte header::
+
+        word 0: size     total bytes of the record, header and padding included
+        word 1: meta     sender_len | type_len << 16 | kind << 32 | pad << 40
+
+    followed by the sender, type and body bytes, back to back, then ``pad``
+    zero bytes to reach a multiple of 8.  A record never crosses the end of the
+    ring: when it would, the writer fills the rest of the ring with a padding
+    record (kind ``KIND_PAD``) and starts the record at offset 0.  When fewer
+    than ``REC_HEADER`` bytes are left before the end, there is no room for a
+    padding header and readers skip those bytes by rule.
+
+Reader table
+    ``nslots`` slots of 8 int64 words (``S_*``), one per process that opened the
+    queue.  A slot is claimed by writing its fields and then ``S_STATE`` last,
+    and freed by clearing ``S_STATE``; both happen with the queue lock held.
+
+Futex words
+    ``H_LOCK_SEQ``, ``H_DATA_SEQ``, ``H_SPACE_SEQ`` and ``H_MEMBER_SEQ`` are
+    event counters that sleepers wait on (Linux futex on the low 32 bits, which
+    come first on a little-endian machine).
+"""
+
+import numpy as np
+
+#: "PYSYNCQ" and a format byte, read as a little-endian int64.
+MAGIC = int.from_bytes(b"PYSYNCQ\x01", "little")
+#: Bumped whenever the meaning of any word below changes.
+LAYOUT_VERSION = 1
+
+WORD = 8
+HEADER_BYTES = 256
+HEADER_WORDS = HEADER_BYTES // WORD
+SLOT_BYTES = 64
+SLOT_WORDS = SLOT_BYTES // WORD
+REC_HEADER = 16
+
+# -- Header words.  Grouped so that the words written on every message share a
+# -- cache line and the lock word has one of its own.
+H_MAGIC = 0  # MAGIC, stored last when the segment is formatted
+H_VERSION = 1  # LAYOUT_VERSION
+H_CAPACITY = 2  # usable ring bytes, a multiple of 8
+H_NSLOTS = 3  # size of the reader table
+H_RING_OFFSET = 4  # byte offset of the ring in the segment
+H_INSTANCE = 5  # random id of this segment, so that a name reused later is told apart
+H_CREATOR = 6  # token of the creating process while it holds the queue, else 0
+H_FLAGS = 7  # F_* bits
+
+H_LOCK = 8  # token of the process holding the queue lock (| CONTENDED), 0 when free
+H_LOCK_SEQ = 9  # futex: bumped by a release that saw CONTENDED
+
+H_WRITE_POS = 16  # position after the last complete record; stored last by an append
+H_HEAD = 17  # cached minimum reader cursor
+H_DATA_SEQ = 18  # futex: bumped by every append
+H_SPACE_SEQ = 19  # futex: bumped whenever head moves forward
+H_SLOT_HWM = 20  # one past the highest slot ever claimed; scans stop here
+H_MEMBER_SEQ = 21  # futex: bumped by every open and close
+
+H_APPENDS = 24  # messages appended since creation
+H_RECOVERIES = 25  # locks taken over from a dead holder
+H_REAPED = 26  # slots freed because their process had died
+
+F_UNLINKED = 1  # the segment's name has been (or is being) unlinked
+
+# -- Reader-table slot words.
+S_STATE = 0  # SLOT_FREE or SLOT_ACTIVE, stored last when claiming
+S_TOKEN = 1  # token of the owning process
+S_CURSOR = 2  # position of the next record this reader will look at
+S_FLAGS = 3  # SF_* bits
+S_WAIT = 4  # W_* bits: what the owner sleeps on
+S_SENT = 5  # messages appended by this slot
+S_RECEIVED = 6  # messages popped by this slot
+S_SCREENED = 7  # messages skipped by this slot's screens
+
+SLOT_FREE = 0
+SLOT_ACTIVE = 1
+SF_READER = 1  # the slot holds a read cursor that pins unread records
+
+W_DATA = 1
+W_SPACE = 2
+
+# -- Record kinds (byte 4 of the meta word).
+KIND_STR = 1  # body was given as str (or as an object converted with str())
+KIND_BYTES = 2  # body was given as bytes
+KIND_PAD = 255  # filler up to the end of the ring
+
+#: Upper limit of the sender and the type, in bytes (they are stored in 16 bits).
+MAX_NAME_BYTES = 0xFFFF
+
+# -- Process tokens: pid in the low 22 bits, process start time above.  The lock
+# -- word and each slot hold a token, so that a reused pid is never mistaken for
+# -- the process that died.  Bit 62 marks a contended lock.
+PID_BITS = 22
+PID_MASK = (1 << PID_BITS) - 1
+START_MASK = (1 << (62 - PID_BITS)) - 1
+CONTENDED = 1 << 62
+
+# -- Status codes returned by the kernels.  The low byte is the code; the next
+# -- bits ask the caller to wake sleepers after the lock is released.
+OK = 0
+EMPTY = 1
+FULL = 2
+TOO_LARGE = 3
+BUSY = 4  # the lock is held by someone else: nothing was done
+NO_SLOT = 5  # every reader slot is taken
+NOT_MEMBER = 6  # the slot is not (any more) owned by this token
+NEED_SPACE = 7  # the caller's output buffer is too small for the next record
+CODE_MASK = 0xFF
+WAKE_DATA = 1 << 8
+WAKE_SPACE = 1 << 9
+WAKE_LOCK = 1 << 10
+WAKE_MEMBERS = 1 << 11
+UNLINK = 1 << 12  # leave(): the caller was the last member and must unlink the name
+SEQ_SHIFT = 16  # FULL: the space sequence the caller must wait on, above this bit
+
+
+def ring_offset(nslots):
+    """Byte offset of the ring for a table of ``nslots`` slots."""
+    return HEADER_BYTES + nslots * SLOT_BYTES
+
+
+def segment_bytes(capacity, nslots):
+    """Total bytes of a segment whose ring holds ``capacity`` bytes."""
+    return ring_offset(nslots) + capacity
+
+
+def record_bytes(payload):
+    """Bytes a record with ``payload`` bytes of sender, type and body occupies."""
+    return (REC_HEADER + payload + 7) & ~7
+
+
+def max_payload(capacity):
+    """The largest sender + type + body that fits in an empty ring."""
+    return capacity - REC_HEADER
+
+
+#: The dtype of the header and slot words.
+WORD_DTYPE = np.int64

@@ -1,0 +1,888 @@
+"""``PySyncQ``: the broadcast queue as Python sees it.
+
+How the pieces fit
+------------------
+The shared memory (see :mod:`pysyncq.layout`) holds the ring, a table with one
+slot per process that opened the queue, and a lock word.  Every operation on
+the hot path is one call of an ``op_*`` kernel (:mod:`pysyncq.kernels`), which
+tries the lock once, does its work and releases the lock before returning.  So
+the lock is never held while Python runs: an exception, a Ctrl-C or a numba
+compilation can never leave it taken, and only a process killed inside a
+kernel can.
+
+Everything that waits lives here, outside the lock:
+
+* Lock busy: yield a few times, then mark the lock contended and sleep on
+  ``H_LOCK_SEQ`` (the releaser wakes one sleeper).  A holder that keeps the lock
+  for ``lock_check`` seconds is looked up; if its process is dead the lock is
+  taken over and the queue recovered (``op_steal``).
+* No message (``pop(block=True)``): set this slot's ``W_DATA`` bit and sleep on
+  ``H_DATA_SEQ``.  An append bumps that word and wakes the sleepers only if some
+  slot has the bit, so nobody pays for a wake when nobody sleeps, and the
+  writer never waits for the sleepers (a killed sleeper costs nothing).
+* No space (``append(block=True)``): the same with ``W_SPACE``/``H_SPACE_SEQ``,
+  woken whenever the slowest reader moves.  While waiting, and whenever the
+  queue is found full, the members are checked (at most every
+  ``reap_interval`` seconds) and the slots of dead processes are freed.
+
+A wait never sleeps longer than a short tick, so any wake that could be missed
+(a process killed at the wrong moment) costs a tick of latency, never a hang.
+"""
+
+import math
+import multiprocessing
+import multiprocessing.util
+import os
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _futex, _proc, _segment, kernels
+from .errors import (
+    MessageTooLarge,
+    NotAQueue,
+    NotOpened,
+    QueueClosed,
+    QueueExists,
+    QueueFull,
+    TooManyProcesses,
+)
+from .layout import (
+    BUSY,
+    CODE_MASK,
+    CONTENDED,
+    EMPTY,
+    F_UNLINKED,
+    H_APPENDS,
+    H_DATA_SEQ,
+    H_FLAGS,
+    H_HEAD,
+    H_LOCK_SEQ,
+    H_MEMBER_SEQ,
+    H_REAPED,
+    H_RECOVERIES,
+    H_SPACE_SEQ,
+    H_WRITE_POS,
+    KIND_BYTES,
+    KIND_STR,
+    MAX_NAME_BYTES,
+    NEED_SPACE,
+    NO_SLOT,
+    NOT_MEMBER,
+    OK,
+    S_CURSOR,
+    S_FLAGS,
+    S_RECEIVED,
+    S_SCREENED,
+    S_SENT,
+    SEQ_SHIFT,
+    SF_READER,
+    TOO_LARGE,
+    UNLINK,
+    W_DATA,
+    W_SPACE,
+    WAKE_DATA,
+    WAKE_LOCK,
+    WAKE_MEMBERS,
+    WAKE_SPACE,
+    max_payload,
+    record_bytes,
+)
+from .screen import ScreenSet, as_bytes, screen_table
+
+#: Default usable capacity of the ring, in bytes.
+DEFAULT_SIZE = 1 << 20
+#: Smallest ring accepted: a few small messages.
+MIN_SIZE = 64
+#: Largest ring accepted (1 TiB); the segment must also fit in /dev/shm.
+MAX_SIZE = 1 << 40
+#: Default number of processes that can have the queue open at once.
+DEFAULT_SLOTS = 128
+MAX_SLOTS = 1 << 16
+#: Seconds between checks for dead members while the queue is full.
+REAP_INTERVAL = 1.0
+#: Seconds a lock may stay with one holder before its process is looked up.
+LOCK_CHECK = 0.2
+#: The longest single sleep; a missed wake costs at most this.
+TICK = 0.5
+_LOCK_SLEEP = 0.01
+_SPINS = 3
+_WAKE_BITS = WAKE_DATA | WAKE_SPACE | WAKE_LOCK | WAKE_MEMBERS
+
+_live = weakref.WeakSet()
+
+
+def _forget_after_fork():
+    # A forked child is a new process: the parent's membership and creator
+    # hold are not its own.  It keeps the mapping and may open() afresh.
+    for q in list(_live):
+        q._forget_parent()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+@dataclass(frozen=True)
+class ReaderStats:
+    """One open slot of a queue, as seen at one moment."""
+
+    slot: int
+    pid: int
+    reader: bool  #: holds a read cursor (False for ``open(reader=False)``)
+    lag: int  #: bytes appended that this reader has not passed yet
+    sent: int
+    received: int
+    screened: int
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """A snapshot of a queue, read without taking its lock."""
+
+    name: str
+    capacity: int  #: usable bytes of the ring
+    used: int  #: bytes held by records some reader has not passed
+    free: int
+    appended: int  #: messages appended since creation
+    recoveries: int  #: locks taken over from a dead holder
+    reaped: int  #: slots freed because their process had died
+    members: tuple  #: ``ReaderStats`` of every open slot
+
+
+class _Member:
+    """This process's open handle: its slot and private buffers."""
+
+    __slots__ = (
+        "slot",
+        "token",
+        "sender",
+        "sender_bytes",
+        "reader",
+        "out",
+        "out_mm",
+        "lock",
+        "waiting",
+    )
+
+    def __init__(self, slot, token, sender, sender_bytes, reader):
+        self.slot = slot
+        self.token = token
+        self.sender = sender
+        self.sender_bytes = sender_bytes
+        self.reader = reader
+        self.lock = threading.Lock()  # guards out/out_mm and waiting between threads
+        self.waiting = [0, 0, 0]  # sleepers of this handle by wait bit
+        self.grow(4096)
+
+    def grow(self, n):
+        import mmap
+
+        size = 1 << max(12, (n - 1).bit_length())
+        self.out_mm = mmap.mmap(-1, size)
+        self.out = np.frombuffer(self.out_mm, np.uint8)
+
+
+class _State:
+    """What a handle must release when closed or garbage-collected.
+
+    Kept apart from ``PySyncQ`` so that the finalizer holds no reference to
+    the handle itself.
+    """
+
+    __slots__ = ("seg", "member", "creator", "pid", "__weakref__")
+
+    def __init__(self, seg, creator):
+        self.seg = seg
+        self.member = None
+        self.creator = creator
+        self.pid = os.getpid()
+
+    def release(self):
+        """Leave the queue (unlinking it if this was the last member) and unmap."""
+        seg = self.seg
+        if seg is None or self.pid != os.getpid():
+            return
+        member, creator = self.member, self.creator
+        self.member = None
+        self.creator = False
+        try:
+            if seg.mem is not None and not seg.words[H_FLAGS] & F_UNLINKED:
+                _reap_dead(seg, force_token=member.token if member else None)
+                if member is not None or creator:
+                    token = member.token if member else _proc.own_token()
+                    slot = member.slot if member else -1
+                    st = _locked(seg, token, kernels.op_leave, slot, token, creator)
+                    _wake(seg, st)
+                    if st & UNLINK:
+                        seg.unlink_if_same()
+        finally:
+            self.seg = None
+            seg.close()
+
+
+def _wake(seg, status):
+    """Wake the sleepers that a kernel's status asks for."""
+    if status & _WAKE_BITS:
+        addr = seg.addr
+        if status & WAKE_DATA:
+            _futex.wake(addr + 8 * H_DATA_SEQ)
+        if status & WAKE_SPACE:
+            _futex.wake(addr + 8 * H_SPACE_SEQ)
+        if status & WAKE_LOCK:
+            _futex.wake(addr + 8 * H_LOCK_SEQ, 1)
+        if status & WAKE_MEMBERS:
+            _futex.wake(addr + 8 * H_MEMBER_SEQ)
+
+
+def _locked(seg, token, op, *args):
+    """Run ``op(mem, lockval, *args)``, waiting as long as the lock is busy.
+
+    Returns the kernel's result (an int, or a tuple led by the status).
+    """
+    mem = seg.mem
+    result = op(mem, token, *args)
+    status = result[0] if type(result) is tuple else result
+    if status & CODE_MASK != BUSY:
+        return result
+    spins = 0
+    lockval = token
+    seen, since = 0, 0.0
+    while True:
+        if spins < _SPINS:
+            spins += 1
+            os.sched_yield()
+        else:
+            seq, holder = kernels.lock_prepare_wait(mem)
+            if holder:
+                now = time.monotonic()
+                if holder != seen:
+                    seen, since = holder, now
+                elif now - since >= LOCK_CHECK:
+                    since = now
+                    if not _proc.is_alive(holder):
+                        _wake(seg, kernels.op_steal(mem, holder, token))
+                        continue
+                _futex.wait(seg.addr + 8 * H_LOCK_SEQ, seq, _LOCK_SLEEP)
+                # Having slept, keep the lock marked contended so that the
+                # next release wakes whoever still sleeps.
+                lockval = token | CONTENDED
+        result = op(mem, lockval, *args)
+        status = result[0] if type(result) is tuple else result
+        if status & CODE_MASK != BUSY:
+            return result
+
+
+def _reap_dead(seg, force_token=None):
+    """Free the slots (and creator hold) of members whose process has ended.
+
+    Returns True if anything was freed.  ``force_token`` is the caller's own
+    token, never reaped.  Unlinks the name if the reap left no member.
+    """
+    me = _proc.own_token()
+    freed = False
+    for slot, token, _ in kernels.members(seg.mem):
+        token = int(token)
+        if token in (me, force_token) or _proc.is_alive(token):
+            continue
+        st = _locked(seg, me, kernels.op_leave, int(slot), token, slot < 0)
+        _wake(seg, st)
+        if st & CODE_MASK == OK:
+            freed = True
+        if st & UNLINK:
+            seg.unlink_if_same()
+    return freed
+
+
+def _check_timer(timer):
+    """Validate a timer; return it as a float (inf for None)."""
+    if timer is None:
+        return math.inf
+    if type(timer) is float or type(timer) is int:
+        if timer >= 0:
+            return timer
+    elif isinstance(timer, bool) or not isinstance(timer, (int, float)):
+        try:
+            import numbers
+
+            if isinstance(timer, numbers.Real) and not isinstance(timer, bool):
+                return _check_timer(float(timer))
+        except (TypeError, ValueError):
+            pass
+        raise TypeError(f"timer must be a number of seconds or None, not {type(timer).__name__}")
+    raise ValueError(f"timer must be >= 0 seconds or None (wait for ever), not {timer!r}")
+
+
+def _check_name(name):
+    if name is None:
+        return f"psq_{os.getpid()}_{os.urandom(6).hex()}"
+    if not isinstance(name, str):
+        raise TypeError(f"queue name must be a str, not {type(name).__name__}")
+    bare = name[1:] if name.startswith("/") else name
+    if not bare or bare in (".", "..") or "/" in bare or "\0" in bare:
+        raise ValueError(
+            f"invalid queue name {name!r}: use a non-empty name without '/' or NUL characters"
+        )
+    if len(bare.encode()) > 250:
+        raise ValueError(f"queue name is {len(bare.encode())} bytes long; the limit is 250")
+    return bare
+
+
+def _check_int(value, what, low, high):
+    if isinstance(value, bool) or not isinstance(value, int):
+        try:
+            value = value.__index__()
+        except (AttributeError, TypeError):
+            raise TypeError(f"{what} must be an int, not {type(value).__name__}") from None
+    if not low <= value <= high:
+        raise ValueError(f"{what} must be between {low} and {high}, not {value}")
+    return value
+
+
+def _decode(b):
+    try:
+        return b.decode()
+    except UnicodeDecodeError:
+        return b  # raw bytes rather than losing the message
+
+
+def _attach(name, start, scrnsend, scrntype):
+    """Unpickle a handle: attach to the queue by name, unopened."""
+    try:
+        seg = _segment.Segment.attach(name)
+    except FileNotFoundError:
+        raise QueueClosed(
+            f"queue {name!r} no longer exists: its last process closed it before this one "
+            f"attached; keep one process open until all have called open()"
+        ) from None
+    q = PySyncQ.__new__(PySyncQ)
+    q._setup(name, seg, start, creator=False)
+    q.scrnsend.update(scrnsend)
+    q.scrntype.update(scrntype)
+    return q
+
+
+class PySyncQ:
+    """A broadcast message queue in shared memory.
+
+    ``PySyncQ(name, create=True, size=1 MiB, start=None, *, slots=128)``
+
+    With ``create=True`` (the parent) a new queue is made; ``name`` None picks
+    a unique name.  ``size`` is the usable capacity of the ring in bytes,
+    rounded up to a multiple of 8; the segment is larger by a fixed
+    ``256 + 64 * slots`` bytes.  ``slots`` bounds how many processes can have
+    the queue open at once.  A leftover queue of the same name whose processes
+    have all ended is reclaimed; a live one raises :class:`QueueExists`.  With
+    ``create=False`` an existing queue is attached.  ``start`` is accepted for
+    compatibility with pysyncq 0.0.1 and otherwise unused: the handle works with
+    every start method, passed to children as a ``Process`` argument (forked
+    children inherit it, spawned ones re-attach by name).
+
+    Each process then calls :meth:`open` once, appends and pops, and calls
+    :meth:`close`; the last process to close removes the shared memory.
+    """
+
+    # -- Creation, pickling, lifetime ---------------------------------------
+
+    def __init__(
+        self, name=None, create=True, size=DEFAULT_SIZE, start=None, *, slots=DEFAULT_SLOTS
+    ):
+        name = _check_name(name)
+        if start is not None and start not in multiprocessing.get_all_start_methods():
+            raise ValueError(
+                f"start must be None or one of {multiprocessing.get_all_start_methods()}, "
+                f"not {start!r}"
+            )
+        if create:
+            size = _check_int(size, "size", MIN_SIZE, MAX_SIZE)
+            slots = _check_int(slots, "slots", 1, MAX_SLOTS)
+            seg = _create(name, (size + 7) & ~7, slots)
+        else:
+            try:
+                seg = _segment.Segment.attach(name)
+            except FileNotFoundError:
+                raise FileNotFoundError(
+                    f"no pysyncq queue named {name!r}: create it first with create=True"
+                ) from None
+        self._setup(name, seg, start, creator=create)
+
+    def _setup(self, name, seg, start, creator):
+        self.name = name
+        self.start = start
+        self._seg = seg
+        self._mem = seg.mem
+        self._state = _State(seg, creator)
+        self._finalizer = None
+        self._m = None
+        self._changes = [0]
+        self._scrnsend = ScreenSet(_changes=self._changes)
+        self._scrntype = ScreenSet(_changes=self._changes)
+        self._scr = None
+        self._scr_at = -1
+        self._next_reap = 0.0
+        self.reap_interval = REAP_INTERVAL
+        if creator:
+            self._arm_finalizer()
+        _live.add(self)
+
+    def _arm_finalizer(self):
+        if self._finalizer is None:
+            # Runs at garbage collection, at the end of a multiprocessing child
+            # and at interpreter exit (after the children are joined).
+            self._finalizer = multiprocessing.util.Finalize(
+                self, self._state.release, exitpriority=-10
+            )
+
+    def _forget_parent(self):
+        self._m = None
+        self._finalizer = None
+        state = self._state
+        if state.seg is not None:
+            self._state = _State(state.seg, False)
+
+    def __reduce__(self):
+        if self._state.seg is None:
+            raise QueueClosed(f"queue {self.name!r} is closed and cannot be sent to a process")
+        return (_attach, (self.name, self.start, list(self._scrnsend), list(self._scrntype)))
+
+    def close(self):
+        """Leave the queue and release this process's resources.
+
+        The messages this process had not read are released.  The last process
+        to close (or the creator's exit, if it never opened and everyone else
+        has closed) removes the shared memory.  Closing twice does nothing.
+        """
+        self._m = None
+        fin, self._finalizer = self._finalizer, None
+        if fin is not None:
+            fin.cancel()
+        self._state.release()
+        self._mem = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def closed(self):
+        return self._state.seg is None
+
+    def _usable(self):
+        if self._state.seg is None:
+            raise QueueClosed(f"queue {self.name!r} is closed in this process; it cannot be used")
+        return self._seg
+
+    # -- Membership ----------------------------------------------------------
+
+    def open(self, sender=None, filtself=True, *, reader=True):
+        """Register this process with the queue; return the handle.
+
+        ``sender`` (str or bytes, default the process id) names this process in
+        every message it appends; ``filtself`` adds it to :attr:`scrnsend`, so
+        the process does not read its own messages.  With ``reader=False`` the
+        process only writes: it holds no read cursor and never pins messages.
+        A reader sees every message appended after its ``open()``.
+
+        Usable as a context manager: ``with q.open('worker'): ...`` closes on
+        exit.
+        """
+        seg = self._usable()
+        if self._m is not None:
+            raise RuntimeError(
+                f"queue {self.name!r} is already open in this process as {self._m.sender!r}; "
+                f"close() it first, or open another PySyncQ handle"
+            )
+        if sender is None:
+            sender = str(os.getpid())
+        if not isinstance(sender, (str, bytes)):
+            raise TypeError(f"sender must be a str or bytes, not {type(sender).__name__}")
+        sender_bytes = as_bytes(sender)
+        if len(sender_bytes) > MAX_NAME_BYTES:
+            raise ValueError(
+                f"sender is {len(sender_bytes)} bytes long; the limit is {MAX_NAME_BYTES}"
+            )
+        token = _proc.own_token()
+        status, slot = _locked(seg, token, kernels.op_open, 1 if reader else 0)
+        if status & CODE_MASK == NO_SLOT and _reap_dead(seg):
+            status, slot = _locked(seg, token, kernels.op_open, 1 if reader else 0)
+        _wake(seg, status)
+        code = status & CODE_MASK
+        if code == NO_SLOT:
+            raise TooManyProcesses(
+                f"all {seg.nslots} slots of queue {self.name!r} are held by live processes; "
+                f"create the queue with a larger slots= or close unused handles"
+            )
+        if code == NOT_MEMBER:
+            raise QueueClosed(
+                f"queue {self.name!r} was closed by all its processes and removed; create a new one"
+            )
+        member = _Member(slot, token, sender, sender_bytes, reader)
+        self._state.member = member
+        self._m = member
+        self._arm_finalizer()
+        if filtself:
+            self._scrnsend.add(sender)
+        return self
+
+    def _member(self):
+        self._usable()
+        raise NotOpened(f"call open() on queue {self.name!r} in this process first")
+
+    def _revoked(self):
+        self._m = self._state.member = None
+        raise QueueClosed(
+            f"this process's membership of queue {self.name!r} was revoked (it was judged "
+            f"dead, or the queue was reset); open() it again"
+        )
+
+    @property
+    def sender(self):
+        """The sender name given to :meth:`open` (None before)."""
+        return self._m.sender if self._m is not None else None
+
+    @property
+    def size(self):
+        """Usable capacity of the ring in bytes."""
+        return self._seg.capacity
+
+    @property
+    def max_message(self):
+        """The largest ``len(sender) + len(type) + len(body)`` that can ever fit."""
+        return max_payload(self._seg.capacity)
+
+    # -- Screening -----------------------------------------------------------
+
+    @property
+    def scrnsend(self):
+        """Senders whose messages this process does not read (str or bytes)."""
+        return self._scrnsend
+
+    @scrnsend.setter
+    def scrnsend(self, items):
+        self._scrnsend.clear()
+        self._scrnsend.update(items)
+
+    @property
+    def scrntype(self):
+        """Message types this process does not read (str or bytes)."""
+        return self._scrntype
+
+    @scrntype.setter
+    def scrntype(self, items):
+        self._scrntype.clear()
+        self._scrntype.update(items)
+
+    def _screens(self):
+        if self._scr_at != self._changes[0]:
+            self._scr = screen_table(self._scrnsend.keys_bytes(), self._scrntype.keys_bytes())
+            self._scr_at = self._changes[0]
+        return self._scr
+
+    # -- Messages ------------------------------------------------------------
+
+    def append(self, msgtype="", msg="", block=False, timer=0.5):
+        """Append a message: ``(sender, msgtype, msg)`` for every other reader.
+
+        ``msgtype`` and ``msg`` may be str or bytes (written as they are) or any
+        object (written as ``str(obj)``).  When the queue is full: raise
+        :class:`QueueFull` (a ``MemoryError``) at once, or with ``block=True``
+        wait up to ``timer`` seconds (None: for ever) for space, then raise.
+        A message too large for even an empty queue raises
+        :class:`MessageTooLarge` (also a ``MemoryError``) at once.
+        """
+        m = self._m
+        if m is None:
+            self._member()
+        if type(timer) is not float or not timer >= 0:
+            timer = _check_timer(timer)
+        t = msgtype.encode() if type(msgtype) is str else as_bytes(msgtype)
+        if type(msg) is str:
+            body, kind = msg.encode(), KIND_STR
+        elif type(msg) is bytes:
+            body, kind = msg, KIND_BYTES
+        elif isinstance(msg, (bytearray, memoryview)):
+            body, kind = bytes(msg), KIND_BYTES
+        else:
+            body, kind = str(msg).encode(), KIND_STR
+        if len(t) > MAX_NAME_BYTES:
+            raise ValueError(f"msgtype is {len(t)} bytes long; the limit is {MAX_NAME_BYTES}")
+        status = kernels.op_append(self._mem, m.token, m.slot, m.sender_bytes, t, body, kind)
+        if status & CODE_MASK:
+            status = self._append_slow(status, m, t, body, kind, block, timer)
+        if status & _WAKE_BITS:
+            _wake(self._seg, status)
+
+    def _append_slow(self, status, m, t, body, kind, block, timer):
+        seg = self._seg
+        deadline = None
+        while True:
+            code = status & CODE_MASK
+            if code == OK:
+                return status
+            if code == BUSY:
+                status = _locked(
+                    seg, m.token, kernels.op_append, m.slot, m.sender_bytes, t, body, kind
+                )
+                continue
+            if code == TOO_LARGE:
+                need = len(m.sender_bytes) + len(t) + len(body)
+                raise MessageTooLarge(
+                    f"message of {need} bytes (sender + type + body) can never fit in queue "
+                    f"{self.name!r}, which holds at most {self.max_message}; create the queue "
+                    f"with a larger size"
+                )
+            if code == NOT_MEMBER:
+                self._revoked()
+            # FULL: free the slots of dead readers, else wait for space.
+            _wake(seg, status)
+            seq = (status >> SEQ_SHIFT) & 0xFFFFFFFF
+            now = time.monotonic()
+            if now >= self._next_reap:
+                self._next_reap = now + self.reap_interval
+                if _reap_dead(seg, m.token):
+                    status = _locked(
+                        seg, m.token, kernels.op_append, m.slot, m.sender_bytes, t, body, kind
+                    )
+                    continue
+            if deadline is None:
+                deadline = now + timer if block else now
+            remaining = deadline - now
+            if remaining <= 0:
+                need = record_bytes(len(m.sender_bytes) + len(t) + len(body))
+                w = seg.words
+                free = seg.capacity - int(w[H_WRITE_POS] - w[H_HEAD])
+                why = f"waited {timer} s" if block else "block=False"
+                raise QueueFull(
+                    f"queue {self.name!r} is full ({why}): the message needs {need} bytes, "
+                    f"{free} are free; the slowest reader must pop first"
+                )
+            self._sleep(m, W_SPACE, H_SPACE_SEQ, seq, min(remaining, self.reap_interval, TICK))
+            status = _locked(seg, m.token, kernels.op_append, m.slot, m.sender_bytes, t, body, kind)
+
+    def pop(self, block=False, timer=0.5, decode=True):
+        """Pop the next unread message: ``(sender, type, body)``, or None.
+
+        Messages whose sender is in :attr:`scrnsend` or whose type is in
+        :attr:`scrntype` are skipped (and count as read).  With nothing to
+        read: return None at once, or with ``block=True`` wait up to ``timer``
+        seconds in all (None: for ever).  ``decode=False`` returns bytes; by
+        default the fields are decoded from UTF-8 (a field that is not valid
+        UTF-8 is returned as bytes rather than lost).
+        """
+        m = self._m
+        if m is None or not m.reader:
+            self._not_reader(m)
+        if type(timer) is not float or not timer >= 0:
+            timer = _check_timer(timer)
+        deadline = None
+        while True:
+            with m.lock:
+                result = kernels.op_pop(self._mem, m.token, m.slot, self._screens(), m.out)
+                if result[0] & CODE_MASK == BUSY:
+                    result = _locked(
+                        self._seg, m.token, kernels.op_pop, m.slot, self._screens(), m.out
+                    )
+                status, slen, tlen, blen, kind = result
+                code = status & CODE_MASK
+                if code == OK:
+                    out = m.out_mm
+                    a = slen + tlen
+                    fields = (out[:slen], out[slen:a], out[a : a + blen])
+                elif code == NEED_SPACE:
+                    m.grow(blen)
+            if status & _WAKE_BITS:
+                _wake(self._seg, status)
+            if code == OK:
+                if decode:
+                    s, t, b = fields
+                    return (_decode(s), _decode(t), _decode(b))
+                return fields
+            if code == EMPTY:
+                if not block:
+                    return None
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + timer
+                remaining = deadline - now
+                if remaining <= 0:
+                    return None
+                self._sleep(m, W_DATA, H_DATA_SEQ, blen, min(remaining, TICK))
+            elif code != NEED_SPACE:
+                self._revoked()
+
+    def _not_reader(self, m):
+        if m is None:
+            self._member()
+        raise NotOpened(
+            f"queue {self.name!r} was opened with reader=False in this process: it cannot pop"
+        )
+
+    def _sleep(self, m, bit, word, seq, timeout):
+        """Sleep on futex ``word`` while it equals ``seq``, advertising ``bit``."""
+        seg = self._seg
+        with m.lock:
+            m.waiting[bit] += 1
+            kernels.set_waiting(seg.mem, m.slot, _wait_bits(m.waiting))
+        try:
+            _futex.wait(seg.addr + 8 * word, seq, timeout)
+        finally:
+            with m.lock:
+                m.waiting[bit] -= 1
+                if self._m is m:
+                    kernels.set_waiting(seg.mem, m.slot, _wait_bits(m.waiting))
+
+    def __call__(self, block=False, timer=0.5, decode=True):
+        """An iterator that pops until :meth:`pop` returns None.
+
+        ``for m in q(block=True, timer=0.1): ...`` waits up to ``timer`` for
+        each next message.
+        """
+        if self._m is None:
+            self._member()
+        _check_timer(timer)
+        return self._iterate(block, timer, decode)
+
+    def _iterate(self, block, timer, decode):
+        while (m := self.pop(block, timer, decode)) is not None:
+            yield m
+
+    def __iter__(self):
+        return self()
+
+    # -- Coordination and inspection ------------------------------------------
+
+    def wait_for_readers(self, n, timer=10.0):
+        """Wait until at least ``n`` other processes have opened the queue as readers.
+
+        Counts reader slots other than this handle's own.  Returns the count;
+        raises ``TimeoutError`` if ``timer`` seconds pass first (None: wait for
+        ever).  Use it in a parent before the first append, in place of a
+        guessed ``time.sleep``.
+        """
+        seg = self._usable()
+        n = _check_int(n, "n", 0, MAX_SLOTS)
+        timer = _check_timer(timer)
+        deadline = time.monotonic() + timer
+        own = self._m.slot if self._m is not None else -1
+        while True:
+            seq = kernels.seq_load(seg.mem, H_MEMBER_SEQ)
+            rows = kernels.members(seg.mem)
+            count = int(np.count_nonzero((rows[:, 2] == 1) & (rows[:, 0] != own)))
+            if count >= n:
+                return count
+            now = time.monotonic()
+            if now >= deadline:
+                raise TimeoutError(
+                    f"only {count} of {n} readers opened queue {self.name!r} within {timer} s"
+                )
+            if now >= self._next_reap:
+                self._next_reap = now + self.reap_interval
+                _reap_dead(seg, self._m.token if self._m else None)
+            _futex.wait(seg.addr + 8 * H_MEMBER_SEQ, seq, min(deadline - now, TICK))
+
+    def stats(self):
+        """A :class:`QueueStats` snapshot (taken without the lock)."""
+        seg = self._usable()
+        w = seg.words
+        end = int(w[H_WRITE_POS])
+        readers = []
+        for slot, token, is_reader in kernels.members(seg.mem):
+            if slot < 0:
+                continue
+
+            def word(field, slot=slot):
+                return int(w[kernels.slot_word(int(slot), field)])
+
+            readers.append(
+                ReaderStats(
+                    slot=int(slot),
+                    pid=_proc.token_pid(int(token)),
+                    reader=bool(word(S_FLAGS) & SF_READER),
+                    lag=end - word(S_CURSOR) if is_reader else 0,
+                    sent=word(S_SENT),
+                    received=word(S_RECEIVED),
+                    screened=word(S_SCREENED),
+                )
+            )
+        used = max(0, end - min([end] + [end - r.lag for r in readers if r.reader]))
+        return QueueStats(
+            name=self.name,
+            capacity=seg.capacity,
+            used=used,
+            free=seg.capacity - used,
+            appended=int(w[H_APPENDS]),
+            recoveries=int(w[H_RECOVERIES]),
+            reaped=int(w[H_REAPED]),
+            members=tuple(readers),
+        )
+
+    def __repr__(self):
+        state = "closed" if self.closed else ("open" if self._m is not None else "not opened")
+        sender = f", sender={self._m.sender!r}" if self._m is not None else ""
+        return f"PySyncQ(name={self.name!r}, size={self._seg.capacity}{sender}, {state})"
+
+
+def _wait_bits(waiting):
+    return (W_DATA if waiting[W_DATA] else 0) | (W_SPACE if waiting[W_SPACE] else 0)
+
+
+def _create(name, capacity, nslots):
+    """Create queue ``name``, reclaiming a leftover whose processes all ended."""
+    token = _proc.own_token()
+    for _ in range(3):
+        try:
+            return _segment.Segment.create(name, capacity, nslots, token)
+        except FileExistsError:
+            pass
+        if _segment.read_header(name) is None:
+            raise QueueExists(
+                f"shared memory {name!r} exists and is not a pysyncq queue; choose another name"
+            )
+        if queue_in_use(name):
+            raise QueueExists(
+                f"a pysyncq queue named {name!r} is in use by a live process; choose another "
+                f"name, or attach to it with create=False"
+            )
+        _segment.unlink(name)
+    raise QueueExists(f"could not create queue {name!r}: its name keeps being taken")
+
+
+def queue_in_use(name):
+    """True if queue ``name`` exists and a live process has it open (or created it)."""
+    try:
+        seg = _segment.Segment.attach(name)
+    except (FileNotFoundError, NotAQueue):
+        return False
+    try:
+        return any(_proc.is_alive(int(t)) for t in kernels.members(seg.mem)[:, 1])
+    finally:
+        seg.close()
+
+
+def remove(name, force=False):
+    """Remove queue ``name`` left behind by processes that all ended.
+
+    Returns True if it was removed, False if there was no such queue.  Raises
+    :class:`QueueExists` if a live process still uses it, unless ``force``.
+    Raises :class:`NotAQueue` for shared memory that is not a pysyncq queue.
+    """
+    name = _check_name(name)
+    if _segment.read_header(name) is None:
+        try:
+            _segment.Segment.attach(name).close()
+        except FileNotFoundError:
+            return False
+        raise NotAQueue(f"shared memory {name!r} is not a pysyncq queue; not removing it")
+    if not force and queue_in_use(name):
+        raise QueueExists(f"queue {name!r} is in use by a live process; not removing it")
+    _segment.unlink(name)
+    return True
+
+
+def list_queues():
+    """``(name, in_use)`` for every pysyncq queue in /dev/shm."""
+    return [(n, queue_in_use(n)) for n in _segment.list_queues()]

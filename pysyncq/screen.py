@@ -1,0 +1,130 @@
+"""Screening sets: the senders and types a process does not want to read.
+
+``PySyncQ.scrnsend`` and ``PySyncQ.scrntype`` are :class:`ScreenSet` objects.
+An entry may be given as str, as bytes, or as any object (stored as
+``str(obj)``, as the message fields are), and ``'me'`` and ``b'me'`` are the
+same entry: adding, testing and removing work in either form.  Iteration
+yields each entry in the form it was last added in.
+
+Every change bumps a counter shared by the two sets of a queue handle, which
+tells the handle to rebuild the compact table (``screen_table``) that the pop
+kernel scans.
+"""
+
+from collections.abc import MutableSet
+
+import numpy as np
+
+
+def as_bytes(obj):
+    """The bytes that stand for ``obj`` in the queue (str is UTF-8 encoded)."""
+    t = type(obj)
+    if t is str:
+        return obj.encode()
+    if t is bytes:
+        return obj
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return bytes(obj)
+    return str(obj).encode()
+
+
+class ScreenSet(MutableSet):
+    """A set of names compared as bytes, whatever form they are given in."""
+
+    __slots__ = ("_items", "_changes")
+
+    def __init__(self, iterable=(), _changes=None):
+        self._items = {}
+        self._changes = _changes if _changes is not None else [0]
+        for item in iterable:
+            self.add(item)
+
+    # -- The MutableSet protocol; the mixins build the rest on these.
+    def __contains__(self, item):
+        try:
+            return as_bytes(item) in self._items
+        except UnicodeEncodeError:
+            return False
+
+    def __iter__(self):
+        return iter(list(self._items.values()))
+
+    def __len__(self):
+        return len(self._items)
+
+    def add(self, item):
+        key = as_bytes(item)
+        if self._items.get(key) is not item:
+            self._items[key] = item
+            self._changes[0] += 1
+
+    def discard(self, item):
+        try:
+            key = as_bytes(item)
+        except UnicodeEncodeError:
+            return
+        if self._items.pop(key, self) is not self:
+            self._changes[0] += 1
+
+    # -- What a built-in set has besides, so that code written for a set works.
+    def update(self, *iterables):
+        for iterable in iterables:
+            for item in iterable:
+                self.add(item)
+
+    def difference_update(self, *iterables):
+        for iterable in iterables:
+            for item in iterable:
+                self.discard(item)
+
+    def clear(self):
+        if self._items:
+            self._items.clear()
+            self._changes[0] += 1
+
+    def copy(self):
+        """A plain ``set`` of the entries, in the forms they were added in."""
+        return set(self._items.values())
+
+    def keys_bytes(self):
+        """The entries as bytes (what the queue compares)."""
+        return list(self._items)
+
+    def __eq__(self, other):
+        if isinstance(other, (set, frozenset, ScreenSet)):
+            try:
+                return set(self._items) == {as_bytes(x) for x in other}
+            except UnicodeEncodeError:
+                return False
+        return NotImplemented
+
+    __hash__ = None
+
+    def __repr__(self):
+        return f"ScreenSet({set(self._items.values())!r})" if self._items else "ScreenSet()"
+
+    def __reduce__(self):
+        return (ScreenSet, (list(self._items.values()),))
+
+
+def screen_table(senders, types):
+    """Pack two lists of bytes into the uint8 table the pop kernel reads.
+
+    Layout, in int64 words: ``[n_senders, n_types, (offset, length) per entry]``
+    followed by the entries' bytes; senders first.  The length is a multiple
+    of 8 so the kernel can view it as int64.
+    """
+    entries = list(senders) + list(types)
+    head = 8 * (2 + 2 * len(entries))
+    total = head + sum(len(e) for e in entries)
+    table = np.zeros((total + 7) & ~7, np.uint8)
+    words = table[:head].view(np.int64)
+    words[0] = len(senders)
+    words[1] = len(types)
+    at = head
+    for k, e in enumerate(entries):
+        words[2 + 2 * k] = at
+        words[3 + 2 * k] = len(e)
+        table[at : at + len(e)] = np.frombuffer(e, np.uint8)
+        at += len(e)
+    return table
