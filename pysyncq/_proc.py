@@ -29,13 +29,20 @@ _HAVE_PROC = os.path.exists("/proc/self/stat")
 _cache = (None, 0)
 
 
+def token_of(pid):
+    """The token of live process ``pid``, or None if it does not exist."""
+    if not _HAVE_PROC:
+        return pid
+    fields = _stat_fields(pid)
+    return None if fields is None else pid | (fields[1] & START_MASK) << PID_BITS
+
+
 def own_token():
     """The token of the calling process (recomputed after a fork)."""
     global _cache
     pid = os.getpid()
     if _cache[0] != pid:
-        start = _stat_fields(pid)[1] if _HAVE_PROC else 0
-        _cache = (pid, pid | (start & START_MASK) << PID_BITS)
+        _cache = (pid, token_of(pid))
     return _cache[1]
 
 

@@ -32,6 +32,7 @@ A wait never sleeps longer than a short tick, so any wake that could be missed
 import math
 import multiprocessing
 import multiprocessing.util
+import numbers
 import os
 import threading
 import time
@@ -243,6 +244,8 @@ def _locked(seg, token, op, *args):
     Returns the kernel's result (an int, or a tuple led by the status).
     """
     mem = seg.mem
+    if mem is None:
+        raise QueueClosed(f"queue {seg.name!r} was closed in this process meanwhile")
     result = op(mem, token, *args)
     status = result[0] if type(result) is tuple else result
     if status & CODE_MASK != BUSY:
@@ -269,6 +272,8 @@ def _locked(seg, token, op, *args):
                 # Having slept, keep the lock marked contended so that the
                 # next release wakes whoever still sleeps.
                 lockval = token | CONTENDED
+                if seg.mem is None:
+                    raise QueueClosed(f"queue {seg.name!r} was closed in this process meanwhile")
         result = op(mem, lockval, *args)
         status = result[0] if type(result) is tuple else result
         if status & CODE_MASK != BUSY:
@@ -300,19 +305,12 @@ def _check_timer(timer):
     """Validate a timer; return it as a float (inf for None)."""
     if timer is None:
         return math.inf
-    if type(timer) is float or type(timer) is int:
-        if timer >= 0:
-            return timer
-    elif isinstance(timer, bool) or not isinstance(timer, (int, float)):
-        try:
-            import numbers
-
-            if isinstance(timer, numbers.Real) and not isinstance(timer, bool):
-                return _check_timer(float(timer))
-        except (TypeError, ValueError):
-            pass
+    if isinstance(timer, bool) or not isinstance(timer, numbers.Real):
         raise TypeError(f"timer must be a number of seconds or None, not {type(timer).__name__}")
-    raise ValueError(f"timer must be >= 0 seconds or None (wait for ever), not {timer!r}")
+    timer = float(timer)
+    if not timer >= 0:
+        raise ValueError(f"timer must be >= 0 seconds or None (wait for ever), not {timer!r}")
+    return timer
 
 
 def _check_name(name):
@@ -331,11 +329,10 @@ def _check_name(name):
 
 
 def _check_int(value, what, low, high):
-    if isinstance(value, bool) or not isinstance(value, int):
-        try:
-            value = value.__index__()
-        except (AttributeError, TypeError):
-            raise TypeError(f"{what} must be an int, not {type(value).__name__}") from None
+    if type(value) is not int:
+        if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+            raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+        value = value.__index__()
     if not low <= value <= high:
         raise ValueError(f"{what} must be between {low} and {high}, not {value}")
     return value
@@ -661,6 +658,8 @@ class PySyncQ:
                     f"{free} are free; the slowest reader must pop first"
                 )
             self._sleep(m, W_SPACE, H_SPACE_SEQ, seq, min(remaining, self.reap_interval, TICK))
+            if self._m is not m:
+                self._closed_meanwhile()
             status = _locked(seg, m.token, kernels.op_append, m.slot, m.sender_bytes, t, body, kind)
 
     def pop(self, block=False, timer=0.5, decode=True):
@@ -711,8 +710,13 @@ class PySyncQ:
                 if remaining <= 0:
                     return None
                 self._sleep(m, W_DATA, H_DATA_SEQ, blen, min(remaining, TICK))
+                if self._m is not m:
+                    self._closed_meanwhile()
             elif code != NEED_SPACE:
                 self._revoked()
+
+    def _closed_meanwhile(self):
+        raise QueueClosed(f"queue {self.name!r} was closed by another thread while waiting")
 
     def _not_reader(self, m):
         if m is None:

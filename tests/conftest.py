@@ -1,0 +1,56 @@
+"""Shared fixtures: unique queue names, a process pool that never hangs, and a
+check that nothing of ours is left in /dev/shm."""
+
+import itertools
+import os
+
+import pytest
+from procs import ProcPool
+
+import pysyncq
+from pysyncq import _segment
+
+_names = itertools.count()
+START_METHODS = ["fork", "spawn", "forkserver"]
+
+
+def new_name(tag="q"):
+    return f"pysyncq-test-{os.getpid()}-{tag}-{next(_names)}"
+
+
+def shm_exists(name):
+    return os.path.exists(os.path.join(_segment.SHM_DIR, name))
+
+
+@pytest.fixture
+def qname(request):
+    """A fresh queue name; the test must leave nothing behind under it."""
+    name = new_name(request.node.name[:40].replace("/", "_").replace("[", "_").replace("]", ""))
+    yield name
+    leaked = shm_exists(name)
+    _segment.unlink(name)
+    assert not leaked, f"test left shared memory {name!r} behind"
+
+
+@pytest.fixture
+def procs():
+    """Start processes with ``procs.start(...)``; all are reaped at teardown."""
+    pool = ProcPool()
+    yield pool
+    pool.reap()
+
+
+@pytest.fixture(params=START_METHODS)
+def method(request):
+    return request.param
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_queue_left_behind():
+    before = set(pysyncq.list_queues())
+    yield
+    after = {name for name, _ in pysyncq.list_queues()}
+    left = after - {name for name, _ in before}
+    for name in left:
+        _segment.unlink(name)
+    assert not left, f"the suite left queues in /dev/shm: {sorted(left)}"

@@ -1,0 +1,443 @@
+"""The public API beyond the guide: errors for bad input, context managers,
+screening sets, statistics, pickling and the module functions.
+
+Every bad call must raise its specific exception and leave the queue working:
+``assert_still_works`` runs a message through afterwards.
+"""
+
+import fractions
+import math
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+import pysyncq
+from pysyncq import (
+    MessageTooLarge,
+    NotAQueue,
+    NotOpened,
+    PySyncQ,
+    PySyncQError,
+    QueueClosed,
+    QueueExists,
+    QueueFull,
+    ScreenSet,
+    TooManyProcesses,
+)
+from pysyncq import _segment
+
+
+@pytest.fixture
+def pair(qname):
+    a = PySyncQ(qname, size=1024)
+    b = PySyncQ(qname, create=False)
+    a.open("a")
+    b.open("b")
+    yield a, b
+    b.close()
+    a.close()
+
+
+def assert_still_works(a, b):
+    for _ in a:
+        pass
+    for _ in b:
+        pass
+    a.append("check", "still works")
+    assert b.pop() == ("a", "check", "still works")
+    assert a.stats().used == 0 or a.pop() is None
+
+
+# -- Construction -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"name": 42}, TypeError, "name must be a str"),
+        ({"name": ""}, ValueError, "invalid queue name"),
+        ({"name": "/"}, ValueError, "invalid queue name"),
+        ({"name": "a/b"}, ValueError, "invalid queue name"),
+        ({"name": "nul\0"}, ValueError, "invalid queue name"),
+        ({"name": ".."}, ValueError, "invalid queue name"),
+        ({"name": "x" * 251}, ValueError, "limit is 250"),
+        ({"size": -1}, ValueError, "size must be between"),
+        ({"size": 0}, ValueError, "size must be between"),
+        ({"size": 63}, ValueError, "size must be between"),
+        ({"size": 1 << 41}, ValueError, "size must be between"),
+        ({"size": "big"}, TypeError, "size must be an int"),
+        ({"size": 1.5}, TypeError, "size must be an int"),
+        ({"size": True}, TypeError, "size must be an int"),
+        ({"slots": 0}, ValueError, "slots must be between"),
+        ({"slots": None}, TypeError, "slots must be an int"),
+        ({"start": "teleport"}, ValueError, "start must be"),
+    ],
+)
+def test_bad_constructor_arguments(qname, kwargs, exc, match):
+    kwargs = {"name": qname, **kwargs}
+    with pytest.raises(exc, match=match):
+        PySyncQ(**kwargs)
+
+
+def test_size_is_usable_capacity_rounded_up_to_8(qname):
+    with PySyncQ(qname, size=100) as q:
+        assert q.size == 104
+        assert q.max_message == 104 - 16
+        expected = 256 + 64 * pysyncq.DEFAULT_SLOTS + 104
+        assert os.path.getsize(f"/dev/shm/{qname}") == expected
+
+
+def test_numpy_integer_size_is_accepted(qname):
+    with PySyncQ(qname, size=np.int64(4096)) as q:
+        assert q.size == 4096
+
+
+def test_name_none_makes_a_unique_name():
+    with PySyncQ() as a, PySyncQ() as b:
+        assert a.name != b.name
+        assert a.name.startswith("psq_")
+
+
+def test_leading_slash_is_allowed(qname):
+    with PySyncQ("/" + qname) as q:
+        assert q.name == qname
+
+
+def test_create_on_a_live_queue_raises_queue_exists(qname):
+    with PySyncQ(qname) as q:
+        q.open("a")
+        with pytest.raises(QueueExists, match="in use by a live process") as e:
+            PySyncQ(qname)
+        assert isinstance(e.value, FileExistsError)
+        q.append("still", "works")
+        assert q.stats().appended == 1
+
+
+def test_create_on_foreign_shared_memory_raises_and_does_not_touch_it(qname):
+    fd = _segment._open(qname, os.O_CREAT | os.O_EXCL | os.O_RDWR)
+    try:
+        os.write(fd, b"not a queue" * 100)
+        with pytest.raises(QueueExists, match="not a pysyncq queue"):
+            PySyncQ(qname)
+        with pytest.raises(NotAQueue, match="not a pysyncq queue") as e:
+            PySyncQ(qname, create=False)
+        assert isinstance(e.value, ValueError)
+        with pytest.raises(NotAQueue):
+            pysyncq.remove(qname)
+        assert os.pread(fd, 11, 0) == b"not a queue"
+    finally:
+        os.close(fd)
+        _segment.unlink(qname)
+
+
+def test_attach_to_a_missing_queue_raises_file_not_found(qname):
+    with pytest.raises(FileNotFoundError, match="create it first"):
+        PySyncQ(qname, create=False)
+
+
+# -- Membership ---------------------------------------------------------------------
+
+
+def test_use_before_open_raises_not_opened(qname):
+    with PySyncQ(qname) as q:
+        for call in (q.pop, q.append, lambda: list(q), lambda: q(block=True)):
+            with pytest.raises(NotOpened, match=r"call open\(\)"):
+                call()
+        q.open("a")
+        q.append("t", "m")
+
+
+def test_use_after_close_raises_queue_closed(qname):
+    q = PySyncQ(qname)
+    q.open("a")
+    q.close()
+    assert q.closed
+    for call in (q.pop, q.append, q.open, q.stats, lambda: list(q), lambda: q.wait_for_readers(1)):
+        with pytest.raises(QueueClosed, match="closed"):
+            call()
+    q.close()  # closing twice is harmless
+
+
+def test_open_twice_raises(pair):
+    a, b = pair
+    with pytest.raises(RuntimeError, match="already open"):
+        a.open("again")
+    assert a.sender == "a"
+    assert_still_works(a, b)
+
+
+@pytest.mark.parametrize(
+    ("sender", "exc", "match"),
+    [
+        (42, TypeError, "sender must be a str or bytes"),
+        (["a"], TypeError, "sender must be a str or bytes"),
+        ("s" * 65536, ValueError, "limit is 65535"),
+        (b"s" * 65536, ValueError, "limit is 65535"),
+    ],
+)
+def test_bad_sender(qname, sender, exc, match):
+    with PySyncQ(qname) as q:
+        with pytest.raises(exc, match=match):
+            q.open(sender)
+        q.open("ok")  # the failed open changed nothing
+        assert q.sender == "ok"
+
+
+def test_longest_sender_and_type_work(qname):
+    with PySyncQ(qname, size=1 << 18) as a, PySyncQ(qname, create=False) as b:
+        a.open("s" * 65535)
+        b.open("b")
+        a.append("t" * 65535, "body")
+        assert b.pop() == ("s" * 65535, "t" * 65535, "body")
+
+
+def test_bytes_sender_is_returned_decoded(pair, qname):
+    with PySyncQ(qname, create=False) as c:
+        c.open(b"bytes-sender")
+        c.append("t", "m")
+        a, b = pair
+        assert b.pop() == ("bytes-sender", "t", "m")
+        assert a.pop() == ("bytes-sender", "t", "m")
+
+
+def test_too_many_processes(qname):
+    with (
+        PySyncQ(qname, slots=2) as a,
+        PySyncQ(qname, create=False) as b,
+        PySyncQ(qname, create=False) as c,
+    ):
+        a.open("a")
+        b.open("b")
+        with pytest.raises(TooManyProcesses, match="all 2 slots"):
+            c.open("c")
+        b.close()
+        c.open("c")  # a freed slot is reused
+
+
+def test_writer_only_handle_cannot_pop_and_pins_nothing(qname):
+    with PySyncQ(qname, size=256) as w, PySyncQ(qname, create=False) as r:
+        w.open("w", reader=False)
+        r.open("r")
+        with pytest.raises(NotOpened, match="reader=False"):
+            w.pop()
+        with pytest.raises(NotOpened, match="reader=False"):
+            list(w)
+        for i in range(100):  # ten times the capacity: only r has to keep up
+            w.append("n", i)
+            assert r.pop() == ("w", "n", str(i))
+
+
+# -- Messages ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("timer", "exc", "match"),
+    [
+        (-1, ValueError, ">= 0 seconds"),
+        (-0.001, ValueError, ">= 0 seconds"),
+        (math.nan, ValueError, ">= 0 seconds"),
+        ("soon", TypeError, "number of seconds"),
+        (True, TypeError, "number of seconds"),
+        ([1], TypeError, "number of seconds"),
+        (1j, TypeError, "number of seconds"),
+    ],
+)
+def test_bad_timers(pair, timer, exc, match):
+    a, b = pair
+    with pytest.raises(exc, match=match):
+        a.append("t", "m", block=True, timer=timer)
+    with pytest.raises(exc, match=match):
+        a.append("t", "m", timer=timer)  # even when it would not be used
+    with pytest.raises(exc, match=match):
+        b.pop(block=True, timer=timer)
+    with pytest.raises(exc, match=match):
+        b(block=True, timer=timer)
+    with pytest.raises(exc, match=match):
+        a.wait_for_readers(1, timer=timer)
+    assert b.pop() is None  # nothing was appended
+    assert_still_works(a, b)
+
+
+@pytest.mark.parametrize(
+    "timer", [0, 0.0, 1, fractions.Fraction(1, 100), np.float64(0.01), math.inf]
+)
+def test_good_timers(pair, timer):
+    a, b = pair
+    a.append("t", "m", block=True, timer=timer)
+    assert b.pop(block=True, timer=timer) == ("a", "t", "m")
+
+
+def test_message_too_large_raises_at_once_whatever_block_says(pair):
+    a, b = pair
+    big = "x" * (a.max_message - len("a") - len("t") + 1)
+    for kwargs in ({}, {"block": True, "timer": None}, {"block": True, "timer": 100}):
+        with pytest.raises(MessageTooLarge, match="can never fit") as e:
+            a.append("t", big, **kwargs)
+        assert isinstance(e.value, MemoryError)
+    a.append("t", big[:-1])  # the largest that fits, in an empty queue
+    assert b.pop() == ("a", "t", big[:-1])
+    assert_still_works(a, b)
+
+
+def test_over_long_type_raises(pair):
+    a, b = pair
+    with pytest.raises(ValueError, match="msgtype is 65536 bytes"):
+        a.append("t" * 65536, "m")
+    assert_still_works(a, b)
+
+
+def test_unencodable_str_raises_before_touching_the_queue(pair):
+    a, b = pair
+    with pytest.raises(UnicodeEncodeError):
+        a.append("t", "lone surrogate \udc80")
+    assert_still_works(a, b)
+
+
+def test_bytearray_and_memoryview_are_written_as_bytes(pair):
+    a, b = pair
+    a.append(bytearray(b"t"), bytearray(b"\x00\x01"))
+    a.append("t", memoryview(b"mv"))
+    assert b.pop(decode=False) == (b"a", b"t", b"\x00\x01")
+    assert b.pop(decode=False) == (b"a", b"t", b"mv")
+
+
+def test_queue_full_is_a_memory_error_and_loses_nothing(pair):
+    a, b = pair
+    sent = 0
+    with pytest.raises(QueueFull, match="is full") as e:
+        while True:
+            a.append("n", sent)
+            sent += 1
+    assert isinstance(e.value, MemoryError)
+    assert [int(m[2]) for m in b] == list(range(sent))
+
+
+def test_large_messages_grow_the_read_buffer(qname):
+    with PySyncQ(qname, size=1 << 20) as a, PySyncQ(qname, create=False) as b:
+        a.open("a")
+        b.open("b")
+        for n in (0, 1, 4095, 4096, 100_000, 1_000_000):
+            body = os.urandom(n)
+            a.append("t", body)
+            assert b.pop(decode=False) == (b"a", b"t", body)
+            assert a.pop() is None  # the writer passes its own message too
+
+
+# -- Context managers, pickling, screening sets ---------------------------------------
+
+
+def test_context_managers(qname):
+    with PySyncQ(qname) as q:
+        with q.open("a") as opened:
+            assert opened is q
+            q.append("t", "m")
+        assert q.closed
+    assert _segment.read_header(qname) is None
+
+
+def test_handles_and_exceptions_pickle(qname):
+    with PySyncQ(qname) as q:
+        q.open("a")
+        q.scrntype.add("noise")
+        copy = pickle.loads(pickle.dumps(q))
+        try:
+            assert copy.name == q.name and copy.sender is None  # not opened in the copy
+            assert "noise" in copy.scrntype and "a" in copy.scrnsend
+            copy.open("copy")
+            copy.append("t", "from copy")
+            assert q.pop() == ("copy", "t", "from copy")
+        finally:
+            copy.close()
+    with pytest.raises(QueueClosed):
+        pickle.dumps(q)
+    for exc in (QueueFull("x"), MessageTooLarge("y"), QueueClosed("z"), NotAQueue("w")):
+        again = pickle.loads(pickle.dumps(exc))
+        assert type(again) is type(exc) and str(again) == str(exc)
+        assert isinstance(again, PySyncQError)
+
+
+def test_screen_sets_accept_str_and_bytes_in_every_operation(qname):
+    with PySyncQ(qname) as q:
+        s = q.scrnsend
+        s.add("x")
+        s.add(b"y")
+        s.add(7)
+        assert "x" in s and b"x" in s and "y" in s and 7 in s and "7" in s
+        assert s == {"x", b"y", "7"} and s == {b"x", "y", 7}
+        assert len(s) == 3
+        s.discard(b"x")
+        s.remove("y")
+        with pytest.raises(KeyError):
+            s.remove("absent")
+        s |= {"p", "q"}
+        s -= {b"p"}
+        s.update(["r"], [b"s"])
+        assert s == {"7", "q", "r", "s"}
+        q.scrnsend = ["only"]
+        assert q.scrnsend == {"only"} and isinstance(q.scrnsend, ScreenSet)
+        q.scrntype = set()
+        assert not q.scrntype
+        assert "\udc80" not in s  # unencodable: simply absent
+        assert repr(ScreenSet()) == "ScreenSet()"
+
+
+def test_screen_changes_take_effect_on_the_next_pop(pair):
+    a, b = pair
+    a.append("t1", "1")
+    a.append("t2", "2")
+    a.append("t1", "3")
+    b.scrntype.add("t1")
+    assert b.pop() == ("a", "t2", "2")  # "1" was screened: passed, never to be seen
+    b.scrntype.clear()
+    assert b.pop() == ("a", "t1", "3")
+    assert b.pop() is None
+
+
+# -- Inspection and module functions ---------------------------------------------------
+
+
+def test_stats(pair):
+    a, b = pair
+    a.append("t", "x" * 100)
+    s = b.stats()
+    assert (s.capacity, s.appended, s.used, s.free) == (1024, 1, 120, 904)
+    by_slot = {r.slot: r for r in s.members}
+    assert by_slot[0].sent == 1 and by_slot[0].lag == 120
+    assert by_slot[1].lag == 120 and by_slot[1].pid == os.getpid()
+    b.pop()
+    a.pop()
+    assert b.stats().used == 0
+
+
+def test_wait_for_readers_counts_others_and_times_out(pair, qname):
+    a, b = pair
+    assert a.wait_for_readers(1, timer=1) == 1
+    with pytest.raises(TimeoutError, match="only 1 of 2 readers"):
+        a.wait_for_readers(2, timer=0.05)
+    with pytest.raises(ValueError):
+        a.wait_for_readers(-1)
+    with PySyncQ(qname, create=False) as c:
+        c.open("w", reader=False)
+        assert a.wait_for_readers(1, timer=1) == 1  # a writer-only handle is no reader
+
+
+def test_repr(qname):
+    q = PySyncQ(qname, size=256)
+    assert "not opened" in repr(q)
+    q.open("me")
+    assert repr(q) == f"PySyncQ(name={qname!r}, size=256, sender='me', open)"
+    q.close()
+    assert "closed" in repr(q)
+
+
+def test_list_and_remove(qname):
+    q = PySyncQ(qname)
+    q.open("a")
+    assert (qname, True) in pysyncq.list_queues()
+    with pytest.raises(QueueExists):
+        pysyncq.remove(qname)
+    q.close()
+    assert pysyncq.remove(qname) is False  # already gone
+    assert qname not in [n for n, _ in pysyncq.list_queues()]

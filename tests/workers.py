@@ -1,0 +1,181 @@
+"""Process targets for the multi-process tests.
+
+Top-level functions, so fork, spawn and forkserver can all run them.  Each
+checks what it receives itself and reports failure through its exit code
+(``raise SystemExit("why")``).
+"""
+
+import os
+import random
+import struct
+import time
+import zlib
+
+from pysyncq import PySyncQ, QueueFull
+
+WAIT = 60  # seconds any single wait in a worker may take before it is a failure
+
+
+def fail(why):
+    raise SystemExit(why)
+
+
+# -- Seed guide -----------------------------------------------------------------
+
+
+def seed_child(q, name):
+    """The guide's child: open, wait for the parent's start, reply, wait for stop."""
+    q.open(name)
+    m = q.pop(block=True, timer=WAIT)
+    if m != ("parent", "user", "start"):
+        fail(f"{name}: expected the start signal, got {m!r}")
+    q.append("reply", name)
+    for m in q(block=True, timer=WAIT):
+        if m == ("parent", "user", "stop"):
+            break
+    else:
+        fail(f"{name}: no stop signal")
+    q.close()
+
+
+def default_sender_child(q):
+    q.open()
+    q.append("hello", "from child")
+    if q.pop(block=True, timer=WAIT) != ("parent", "bye", ""):
+        fail("no bye")
+    q.close()
+
+
+def echo_child(q, name, echo):
+    """Echo every 'ping' (if ``echo``) until 'stop'; others just read."""
+    q.open(name)
+    q.scrntype.add("echo")
+    for _, mtype, body in q(block=True, timer=WAIT):
+        if mtype == "stop":
+            break
+        if echo:
+            q.append("echo", body, block=True, timer=WAIT)
+    else:
+        fail(f"{name}: timed out waiting")
+    q.close()
+
+
+# -- Checked message streams ----------------------------------------------------
+#
+# A checked body is: writer id (u32), incarnation (u32), sequence (u64),
+# crc32 of the payload (u32), payload.  Readers verify the checksum and that
+# each (writer, incarnation) stream arrives in order with no gap or repeat.
+
+_HEAD = struct.Struct("<IIQI")
+
+
+def checked_body(writer, incarnation, seq, payload):
+    return _HEAD.pack(writer, incarnation, seq, zlib.crc32(payload)) + payload
+
+
+def parse_checked(body):
+    writer, inc, seq, crc = _HEAD.unpack_from(body)
+    payload = body[_HEAD.size :]
+    if zlib.crc32(payload) != crc:
+        fail(f"corrupt message from writer {writer}.{inc} seq {seq}")
+    return writer, inc, seq
+
+
+class StreamChecker:
+    def __init__(self, name):
+        self.name = name
+        self.next = {}
+        self.count = 0
+
+    def check(self, body):
+        writer, incarnation, seq = parse_checked(body)
+        key = (writer, incarnation)
+        want = self.next.get(key, 0)
+        if seq != want:
+            fail(f"{self.name}: writer {key} sent seq {seq}, expected {want}")
+        self.next[key] = seq + 1
+        self.count += 1
+
+
+def checked_writer(q, writer, count, max_size, seed, block=True):
+    """Append ``count`` checked messages of random payload sizes, then 'done'."""
+    q.open(f"w{writer}", reader=False)
+    rng = random.Random(seed)
+    for seq in range(count):
+        payload = rng.randbytes(rng.randint(0, max_size))
+        q.append("data", checked_body(writer, 0, seq, payload), block=block, timer=WAIT)
+    q.append("done", str(writer), block=True, timer=WAIT)
+    q.close()
+
+
+def checked_reader(q, name, writers, counts, started=None, delay=0.0):
+    """Read until every writer said 'done'; check each stream and its length.
+
+    ``counts`` maps writer id to the number of messages expected from it.
+    """
+    q.open(name)
+    if started is not None:
+        started.set()
+    checker = StreamChecker(name)
+    done = set()
+    while len(done) < writers:
+        m = q.pop(block=True, timer=WAIT, decode=False)
+        if m is None:
+            fail(f"{name}: stalled with {checker.count} messages, done={sorted(done)}")
+        _, mtype, body = m
+        if mtype == b"done":
+            done.add(int(body))
+        else:
+            checker.check(body)
+        if delay:
+            time.sleep(delay)
+    for writer, count in counts.items():
+        if checker.next.get((writer, 0), 0) != count:
+            fail(f"{name}: got {checker.next.get((writer, 0), 0)} of {count} from {writer}")
+    q.close()
+
+
+# -- Crash tests ------------------------------------------------------------------
+
+
+def open_and_idle(q, name, started):
+    """Open as a reader, never read, sleep until killed."""
+    q.open(name)
+    started.set()
+    time.sleep(3600)
+
+
+def block_in_pop(q, name, started):
+    q.open(name)
+    started.set()
+    q.pop(block=True, timer=None)
+    time.sleep(3600)
+
+
+def block_in_append(q, name, started):
+    q.open(name, reader=False)
+    started.set()
+    while True:
+        q.append("fill", b"x" * 100, block=True, timer=None)
+
+
+def storm_writer(q, writer, incarnation, size):
+    """Append checked messages of ``size`` bytes as fast as possible until killed."""
+    q.open(f"s{writer}", reader=False)
+    rng = random.Random(incarnation)
+    payload = rng.randbytes(size)
+    seq = 0
+    while True:
+        try:
+            q.append(
+                "data", checked_body(writer, incarnation, seq, payload), block=True, timer=WAIT
+            )
+        except QueueFull:
+            fail(f"storm writer {writer}.{incarnation} stalled")
+        seq += 1
+
+
+def print_pid_and_sleep(q):
+    q.open()
+    print(os.getpid(), flush=True)
+    time.sleep(3600)
