@@ -25,8 +25,8 @@ from pysyncq import (
     QueueFull,
     ScreenSet,
     TooManyProcesses,
+    _segment,
 )
-from pysyncq import _segment
 
 
 @pytest.fixture

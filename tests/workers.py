@@ -11,7 +11,7 @@ import struct
 import time
 import zlib
 
-from pysyncq import PySyncQ, QueueFull
+from pysyncq import QueueFull
 
 WAIT = 60  # seconds any single wait in a worker may take before it is a failure
 
