@@ -91,6 +91,8 @@ from .layout import (
     WAKE_SPACE,
     max_payload,
     record_bytes,
+    ring_offset,
+    segment_bytes,
 )
 from .screen import ScreenSet, as_bytes, screen_table
 
@@ -107,6 +109,10 @@ MAX_SLOTS = 1 << 16
 REAP_INTERVAL = 1.0
 #: Seconds a lock may stay with one holder before its process is looked up.
 LOCK_CHECK = 0.2
+#: Seconds a call waits for a lock held by a live process, even when it was
+#: asked not to block (a holder is normally done in microseconds; one that is
+#: not has been stopped, e.g. by a debugger).  A longer timer waits longer.
+LOCK_PATIENCE = 1.0
 #: The longest single sleep; a missed wake costs at most this.
 TICK = 0.5
 _LOCK_SLEEP = 0.01
@@ -215,13 +221,42 @@ class _State:
                 if member is not None or creator:
                     token = member.token if member else _proc.own_token()
                     slot = member.slot if member else -1
-                    st = _locked(seg, token, kernels.op_leave, slot, token, creator)
+                    st = _locked(seg, token, kernels.op_leave, (slot, token, creator))
                     _wake(seg, st)
                     if st & UNLINK:
                         seg.unlink_if_same()
         finally:
             self.seg = None
             seg.close()
+
+
+_warmed = False
+
+
+def _warm_up():
+    """Load (or compile) every kernel once per process, on a private scrap ring.
+
+    Called when a handle is made, so that a parent has every kernel ready
+    before it forks children and a first ``append`` pays no compilation.  The
+    argument types are exactly those of real calls, so nothing is compiled
+    again later.
+    """
+    global _warmed
+    if _warmed:
+        return
+    cap, nslots, token = 64, 1, 1
+    mem = np.zeros(segment_bytes(cap, nslots), np.uint8)
+    kernels.ring_format(mem, cap, nslots, ring_offset(nslots), 1, token, 0)
+    _, slot = kernels.op_open(mem, token, 1)
+    kernels.op_append(mem, token, slot, b"", b"", b"", KIND_BYTES)
+    kernels.op_pop(mem, token, slot, screen_table([], []), np.zeros(64, np.uint8))
+    kernels.set_waiting(mem, slot, 0)
+    kernels.seq_load(mem, H_DATA_SEQ)
+    kernels.members(mem)
+    kernels.lock_prepare_wait(mem)
+    kernels.op_steal(mem, 2, token)
+    kernels.op_leave(mem, token, slot, token, True)
+    _warmed = True
 
 
 def _wake(seg, status):
@@ -238,10 +273,20 @@ def _wake(seg, status):
             _futex.wake(addr + 8 * H_MEMBER_SEQ)
 
 
-def _locked(seg, token, op, *args):
-    """Run ``op(mem, lockval, *args)``, waiting as long as the lock is busy.
+class _LockBusy(Exception):
+    """The lock stayed with a live holder past the caller's deadline."""
 
-    Returns the kernel's result (an int, or a tuple led by the status).
+    def __init__(self, holder):
+        super().__init__(holder)
+        self.pid = _proc.token_pid(holder)
+
+
+def _locked(seg, token, op, args, deadline=math.inf):
+    """Run ``op(mem, lockval, *args)``, waiting while the lock is busy.
+
+    Returns the kernel's result (an int, or a tuple led by the status).  A
+    holder that is found dead is replaced (``op_steal``); a live one is waited
+    for until ``deadline`` (a ``time.monotonic()`` value), then ``_LockBusy``.
     """
     mem = seg.mem
     if mem is None:
@@ -268,7 +313,9 @@ def _locked(seg, token, op, *args):
                     if not _proc.is_alive(holder):
                         _wake(seg, kernels.op_steal(mem, holder, token))
                         continue
-                _futex.wait(seg.addr + 8 * H_LOCK_SEQ, seq, _LOCK_SLEEP)
+                if now >= deadline:
+                    raise _LockBusy(holder)
+                _futex.wait(seg.addr + 8 * H_LOCK_SEQ, seq, min(_LOCK_SLEEP, deadline - now))
                 # Having slept, keep the lock marked contended so that the
                 # next release wakes whoever still sleeps.
                 lockval = token | CONTENDED
@@ -280,11 +327,12 @@ def _locked(seg, token, op, *args):
             return result
 
 
-def _reap_dead(seg, force_token=None):
+def _reap_dead(seg, force_token=None, deadline=math.inf):
     """Free the slots (and creator hold) of members whose process has ended.
 
     Returns True if anything was freed.  ``force_token`` is the caller's own
     token, never reaped.  Unlinks the name if the reap left no member.
+    ``deadline`` bounds the waits for the lock (see ``_locked``).
     """
     me = _proc.own_token()
     freed = False
@@ -292,7 +340,7 @@ def _reap_dead(seg, force_token=None):
         token = int(token)
         if token in (me, force_token) or _proc.is_alive(token):
             continue
-        st = _locked(seg, me, kernels.op_leave, int(slot), token, slot < 0)
+        st = _locked(seg, me, kernels.op_leave, (int(slot), token, slot < 0), deadline)
         _wake(seg, st)
         if st & CODE_MASK == OK:
             freed = True
@@ -406,6 +454,7 @@ class PySyncQ:
         self._setup(name, seg, start, creator=create)
 
     def _setup(self, name, seg, start, creator):
+        _warm_up()
         self.name = name
         self.start = start
         self._seg = seg
@@ -503,9 +552,9 @@ class PySyncQ:
                 f"sender is {len(sender_bytes)} bytes long; the limit is {MAX_NAME_BYTES}"
             )
         token = _proc.own_token()
-        status, slot = _locked(seg, token, kernels.op_open, 1 if reader else 0)
+        status, slot = _locked(seg, token, kernels.op_open, (1 if reader else 0,))
         if status & CODE_MASK == NO_SLOT and _reap_dead(seg):
-            status, slot = _locked(seg, token, kernels.op_open, 1 if reader else 0)
+            status, slot = _locked(seg, token, kernels.op_open, (1 if reader else 0,))
         _wake(seg, status)
         code = status & CODE_MASK
         if code == NO_SLOT:
@@ -615,52 +664,58 @@ class PySyncQ:
 
     def _append_slow(self, status, m, t, body, kind, block, timer):
         seg = self._seg
-        deadline = None
-        while True:
-            code = status & CODE_MASK
-            if code == OK:
-                return status
-            if code == BUSY:
-                status = _locked(
-                    seg, m.token, kernels.op_append, m.slot, m.sender_bytes, t, body, kind
-                )
-                continue
-            if code == TOO_LARGE:
-                need = len(m.sender_bytes) + len(t) + len(body)
-                raise MessageTooLarge(
-                    f"message of {need} bytes (sender + type + body) can never fit in queue "
-                    f"{self.name!r}, which holds at most {self.max_message}; create the queue "
-                    f"with a larger size"
-                )
-            if code == NOT_MEMBER:
-                self._revoked()
-            # FULL: free the slots of dead readers, else wait for space.
-            _wake(seg, status)
-            seq = (status >> SEQ_SHIFT) & 0xFFFFFFFF
-            now = time.monotonic()
-            if now >= self._next_reap:
-                self._next_reap = now + self.reap_interval
-                if _reap_dead(seg, m.token):
-                    status = _locked(
-                        seg, m.token, kernels.op_append, m.slot, m.sender_bytes, t, body, kind
-                    )
+        args = (m.slot, m.sender_bytes, t, body, kind)
+        start = time.monotonic()
+        deadline = start + timer if block else start
+        lock_deadline = max(deadline, start + LOCK_PATIENCE)
+        try:
+            while True:
+                code = status & CODE_MASK
+                if code == OK:
+                    return status
+                if code == BUSY:
+                    status = _locked(seg, m.token, kernels.op_append, args, lock_deadline)
                     continue
-            if deadline is None:
-                deadline = now + timer if block else now
-            remaining = deadline - now
-            if remaining <= 0:
-                need = record_bytes(len(m.sender_bytes) + len(t) + len(body))
-                w = seg.words
-                free = seg.capacity - int(w[H_WRITE_POS] - w[H_HEAD])
-                why = f"waited {timer} s" if block else "block=False"
-                raise QueueFull(
-                    f"queue {self.name!r} is full ({why}): the message needs {need} bytes, "
-                    f"{free} are free; the slowest reader must pop first"
-                )
-            self._sleep(m, W_SPACE, H_SPACE_SEQ, seq, min(remaining, self.reap_interval, TICK))
-            if self._m is not m:
-                self._closed_meanwhile()
-            status = _locked(seg, m.token, kernels.op_append, m.slot, m.sender_bytes, t, body, kind)
+                if code == TOO_LARGE:
+                    need = len(m.sender_bytes) + len(t) + len(body)
+                    raise MessageTooLarge(
+                        f"message of {need} bytes (sender + type + body) can never fit in "
+                        f"queue {self.name!r}, which holds at most {self.max_message}; create "
+                        f"the queue with a larger size"
+                    )
+                if code == NOT_MEMBER:
+                    self._revoked()
+                # FULL: free the slots of dead readers, else wait for space.
+                _wake(seg, status)
+                seq = (status >> SEQ_SHIFT) & 0xFFFFFFFF
+                now = time.monotonic()
+                if now >= self._next_reap:
+                    self._next_reap = now + self.reap_interval
+                    if _reap_dead(seg, m.token, lock_deadline):
+                        status = _locked(seg, m.token, kernels.op_append, args, lock_deadline)
+                        continue
+                if now >= deadline:
+                    raise QueueFull(self._full_message(m, t, body, block, timer))
+                timeout = min(deadline - now, self.reap_interval, TICK)
+                self._sleep(m, W_SPACE, H_SPACE_SEQ, seq, timeout)
+                if self._m is not m:
+                    self._closed_meanwhile()
+                status = _locked(seg, m.token, kernels.op_append, args, lock_deadline)
+        except _LockBusy as e:
+            raise QueueFull(
+                f"queue {self.name!r} is locked by process {e.pid}, which is alive but has not "
+                f"released the lock in {lock_deadline - start:.3g} s (stopped?)"
+            ) from None
+
+    def _full_message(self, m, t, body, block, timer):
+        need = record_bytes(len(m.sender_bytes) + len(t) + len(body))
+        w = self._seg.words
+        free = self._seg.capacity - int(w[H_WRITE_POS] - w[H_HEAD])
+        why = f"waited {timer} s" if block else "block=False"
+        return (
+            f"queue {self.name!r} is full ({why}): the message needs {need} bytes, {free} are "
+            f"free; the slowest reader must pop first"
+        )
 
     def pop(self, block=False, timer=0.5, decode=True):
         """Pop the next unread message: ``(sender, type, body)``, or None.
@@ -682,9 +737,17 @@ class PySyncQ:
             with m.lock:
                 result = kernels.op_pop(self._mem, m.token, m.slot, self._screens(), m.out)
                 if result[0] & CODE_MASK == BUSY:
-                    result = _locked(
-                        self._seg, m.token, kernels.op_pop, m.slot, self._screens(), m.out
-                    )
+                    start = time.monotonic()
+                    try:
+                        result = _locked(
+                            self._seg,
+                            m.token,
+                            kernels.op_pop,
+                            (m.slot, self._screens(), m.out),
+                            start + max(timer if block else 0.0, LOCK_PATIENCE),
+                        )
+                    except _LockBusy:
+                        return None
                 status, slen, tlen, blen, kind = result
                 code = status & CODE_MASK
                 if code == OK:
