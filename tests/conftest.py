@@ -7,7 +7,6 @@ import os
 import pytest
 from procs import ProcPool
 
-import pysyncq
 from pysyncq import _segment
 
 _names = itertools.count()
@@ -45,12 +44,16 @@ def method(request):
     return request.param
 
 
+def ours(name):
+    """Names this test session makes: through ``qname`` or ``PySyncQ(None)``."""
+    pid = os.getpid()
+    return name.startswith((f"pysyncq-test-{pid}-", f"psq_{pid}_"))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_queue_left_behind():
-    before = set(pysyncq.list_queues())
     yield
-    after = {name for name, _ in pysyncq.list_queues()}
-    left = after - {name for name, _ in before}
+    left = [name for name in _segment.list_queues() if ours(name)]
     for name in left:
         _segment.unlink(name)
-    assert not left, f"the suite left queues in /dev/shm: {sorted(left)}"
+    assert not left, f"the suite left queues in /dev/shm: {left}"
