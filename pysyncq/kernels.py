@@ -30,7 +30,14 @@ is ``H_HEAD``, which ``ring_recover`` recomputes.
 import numpy as np
 from numba import njit
 
-from ._atomics import atomic_add, atomic_cas, atomic_load, atomic_store, atomic_xchg
+from ._intrinsics import (
+    atomic_add,
+    atomic_cas,
+    atomic_load,
+    atomic_store,
+    atomic_xchg,
+    copy_bytes,
+)
 from .layout import (
     BUSY,
     CONTENDED,
@@ -160,8 +167,7 @@ def head_refresh(w):
 
 @njit(**_JIT)
 def _copy_in(mem, p, src):
-    for k in range(len(src)):
-        mem[p + k] = src[k]
+    copy_bytes(mem, p, src, 0, len(src))
     return p + len(src)
 
 
@@ -296,7 +302,7 @@ def ring_pop(w, mem, slot, token, scr, out):
             status = NEED_SPACE
             blen = n
             break
-        out[:n] = mem[p : p + n]
+        copy_bytes(out, 0, mem, p, n)
         cur += size
         w[slot_word(slot, S_RECEIVED)] += 1
         status = OK

@@ -179,3 +179,20 @@ def print_pid_and_sleep(q):
     q.open()
     print(os.getpid(), flush=True)
     time.sleep(3600)
+
+
+# -- Stress ---------------------------------------------------------------------
+
+
+def stress_writer(q, writer, count, max_size, seed):
+    """Append ``count`` checked messages with payloads of 0..max_size bytes."""
+    q.open(f"w{writer}", reader=False)
+    rng = random.Random(seed)
+    pool = rng.randbytes(2 * max_size + 1)
+    sizes = [rng.randint(0, max_size) for _ in range(1024)]
+    for seq in range(count):
+        n = sizes[seq & 1023]
+        at = (seq * 7919) % (max_size + 1)
+        q.append("d", checked_body(writer, 0, seq, pool[at : at + n]), block=True, timer=WAIT)
+    q.append("done", str(writer), block=True, timer=WAIT)
+    q.close()
