@@ -120,6 +120,8 @@ _SPINS = 3
 _WAKE_BITS = WAKE_DATA | WAKE_SPACE | WAKE_LOCK | WAKE_MEMBERS
 
 _live = weakref.WeakSet()
+_op_pop = kernels.op_pop
+_op_append = kernels.op_append
 
 
 def _forget_after_fork():
@@ -656,7 +658,7 @@ class PySyncQ:
             body, kind = str(msg).encode(), KIND_STR
         if len(t) > MAX_NAME_BYTES:
             raise ValueError(f"msgtype is {len(t)} bytes long; the limit is {MAX_NAME_BYTES}")
-        status = kernels.op_append(self._mem, m.token, m.slot, m.sender_bytes, t, body, kind)
+        status = _op_append(self._mem, m.token, m.slot, m.sender_bytes, t, body, kind)
         if status & CODE_MASK:
             status = self._append_slow(status, m, t, body, kind, block, timer)
         if status & _WAKE_BITS:
@@ -732,51 +734,85 @@ class PySyncQ:
             self._not_reader(m)
         if type(timer) is not float or not timer >= 0:
             timer = _check_timer(timer)
-        deadline = None
+        # The hot path, written out (the slow path shares _pop_once): the
+        # thread lock keeps another thread's pop from overwriting m.out
+        # before the fields are sliced out of it.
+        lock = m.lock
+        lock.acquire()
+        try:
+            scr = self._scr if self._scr_at == self._changes[0] else self._screens()
+            status, slen, tlen, blen, _ = _op_pop(self._mem, m.token, m.slot, scr, m.out)
+            if not status & CODE_MASK:
+                out = m.out_mm
+                a = slen + tlen
+                s, t, b = out[:slen], out[slen:a], out[a : a + blen]
+        finally:
+            lock.release()
+        if status & CODE_MASK:
+            fields = self._pop_slow(m, status, blen, block, timer)
+            if fields is None:
+                return None
+            s, t, b = fields
+        elif status:
+            _wake(self._seg, status)
+        if decode:
+            try:
+                return (s.decode(), t.decode(), b.decode())
+            except UnicodeDecodeError:
+                return (_decode(s), _decode(t), _decode(b))
+        return (s, t, b)
+
+    def _pop_args(self, m):
+        scr = self._scr if self._scr_at == self._changes[0] else self._screens()
+        return self._mem, m.token, m.slot, scr, m.out
+
+    def _pop_once(self, m, result):
+        """Finish one pop kernel call: ``(fields or None, status, body_len)``.
+
+        The kernel copied the record into the handle's buffer, which another
+        thread's pop could overwrite: call with the handle's thread lock held.
+        """
+        status, slen, tlen, blen, _ = result
+        if status & CODE_MASK:
+            return None, status, blen
+        out = m.out_mm
+        a = slen + tlen
+        return (out[:slen], out[slen:a], out[a : a + blen]), status, blen
+
+    def _pop_slow(self, m, status, blen, block, timer):
+        """Everything but an immediate hit: wait, retry, grow the buffer."""
+        seg = self._seg
+        start = time.monotonic()
+        deadline = start + timer
+        lock_deadline = start + max(timer if block else 0.0, LOCK_PATIENCE)
         while True:
-            with m.lock:
-                result = kernels.op_pop(self._mem, m.token, m.slot, self._screens(), m.out)
-                if result[0] & CODE_MASK == BUSY:
-                    start = time.monotonic()
-                    try:
-                        result = _locked(
-                            self._seg,
-                            m.token,
-                            kernels.op_pop,
-                            (m.slot, self._screens(), m.out),
-                            start + max(timer if block else 0.0, LOCK_PATIENCE),
-                        )
-                    except _LockBusy:
-                        return None
-                status, slen, tlen, blen, kind = result
-                code = status & CODE_MASK
-                if code == OK:
-                    out = m.out_mm
-                    a = slen + tlen
-                    fields = (out[:slen], out[slen:a], out[a : a + blen])
-                elif code == NEED_SPACE:
-                    m.grow(blen)
             if status & _WAKE_BITS:
-                _wake(self._seg, status)
-            if code == OK:
-                if decode:
-                    s, t, b = fields
-                    return (_decode(s), _decode(t), _decode(b))
-                return fields
+                _wake(seg, status)
+            code = status & CODE_MASK
             if code == EMPTY:
                 if not block:
                     return None
                 now = time.monotonic()
-                if deadline is None:
-                    deadline = now + timer
-                remaining = deadline - now
-                if remaining <= 0:
+                if now >= deadline:
                     return None
-                self._sleep(m, W_DATA, H_DATA_SEQ, blen, min(remaining, TICK))
+                self._sleep(m, W_DATA, H_DATA_SEQ, blen, min(deadline - now, TICK))
                 if self._m is not m:
                     self._closed_meanwhile()
-            elif code != NEED_SPACE:
+            elif code == NEED_SPACE:
+                with m.lock:
+                    m.grow(blen)
+            elif code != BUSY:
                 self._revoked()
+            with m.lock:
+                try:
+                    result = _locked(seg, m.token, _op_pop, self._pop_args(m)[2:], lock_deadline)
+                except _LockBusy:
+                    return None
+                fields, status, blen = self._pop_once(m, result)
+            if fields is not None:
+                if status:
+                    _wake(seg, status)
+                return fields
 
     def _closed_meanwhile(self):
         raise QueueClosed(f"queue {self.name!r} was closed by another thread while waiting")
