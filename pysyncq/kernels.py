@@ -177,8 +177,9 @@ def ring_append(w, mem, slot, token, sender, mtype, body, kind):
 
     Returns ``OK`` (with ``WAKE_*`` bits), ``FULL`` (with the space sequence
     to wait on above ``SEQ_SHIFT``), ``TOO_LARGE`` if the record could not fit
-    even in an empty ring, or ``NOT_MEMBER``.  Nothing is changed unless the
-    result is ``OK``.
+    even in an empty ring, or ``NOT_MEMBER``.  No record is written unless
+    the result is ``OK``; a ``FULL`` may still have refreshed the cached head
+    (and bumped the space sequence if it moved).
     """
     if not is_member(w, slot, token):
         return NOT_MEMBER
@@ -262,10 +263,13 @@ def ring_pop(w, mem, slot, token, scr, out):
     Returns ``(status, sender_len, type_len, body_len, kind)``: ``OK`` with a
     record; ``EMPTY`` with the data sequence to wait on in place of
     ``body_len``; ``NEED_SPACE`` with the bytes ``out`` must hold in place of
-    ``body_len`` (the record stays unread); or ``NOT_MEMBER``.  ``WAKE_SPACE``
+    ``body_len`` (the record stays unread); or ``NOT_MEMBER`` (also for a
+    writer-only slot).  ``WAKE_SPACE``
     may be set in ``status``.  Lock held.
     """
-    if not is_member(w, slot, token):
+    # A writer-only slot's cursor pins nothing, so the records behind it may
+    # be overwritten: reading from it could meet garbage.  Refuse.
+    if not is_member(w, slot, token) or not w[slot_word(slot, S_FLAGS)] & SF_READER:
         return NOT_MEMBER, 0, 0, 0, 0
     cap = w[H_CAPACITY]
     base = w[H_RING_OFFSET]
@@ -431,6 +435,8 @@ def op_steal(mem, dead, lockval):
     over by someone else first), else the status of the recovery.
     """
     w = mem.view(np.int64)
+    if dead == 0:
+        return BUSY  # a free lock is taken with op_*, not stolen
     if atomic_cas(w, H_LOCK, dead, lockval) != dead:
         if atomic_cas(w, H_LOCK, dead | CONTENDED, lockval | CONTENDED) != dead | CONTENDED:
             return BUSY

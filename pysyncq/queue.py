@@ -113,6 +113,9 @@ LOCK_CHECK = 0.2
 #: asked not to block (a holder is normally done in microseconds; one that is
 #: not has been stopped, e.g. by a debugger).  A longer timer waits longer.
 LOCK_PATIENCE = 1.0
+#: Seconds open() keeps looking for a free slot (one held by a process that
+#: is still dying) before it raises TooManyProcesses.
+OPEN_GRACE = 0.5
 #: The longest single sleep; a missed wake costs at most this.
 TICK = 0.5
 _LOCK_SLEEP = 0.01
@@ -554,9 +557,19 @@ class PySyncQ:
                 f"sender is {len(sender_bytes)} bytes long; the limit is {MAX_NAME_BYTES}"
             )
         token = _proc.own_token()
-        status, slot = _locked(seg, token, kernels.op_open, (1 if reader else 0,))
-        if status & CODE_MASK == NO_SLOT and _reap_dead(seg):
-            status, slot = _locked(seg, token, kernels.op_open, (1 if reader else 0,))
+        args = (1 if reader else 0,)
+        status, slot = _locked(seg, token, kernels.op_open, args)
+        # A full table: free the slots of dead processes.  A process killed a
+        # moment ago may still be dying (not yet a zombie): look again for
+        # OPEN_GRACE seconds before giving up.
+        give_up = time.monotonic() + OPEN_GRACE
+        while status & CODE_MASK == NO_SLOT:
+            if _reap_dead(seg):
+                status, slot = _locked(seg, token, kernels.op_open, args)
+            elif time.monotonic() >= give_up:
+                break
+            else:
+                time.sleep(0.01)
         _wake(seg, status)
         code = status & CODE_MASK
         if code == NO_SLOT:

@@ -196,3 +196,41 @@ def stress_writer(q, writer, count, max_size, seed):
         q.append("d", checked_body(writer, 0, seq, pool[at : at + n]), block=True, timer=WAIT)
     q.append("done", str(writer), block=True, timer=WAIT)
     q.close()
+
+
+def storm_killer(q, kills_wanted, counts, seed):
+    """SIGKILL writers (slots opened with reader=False) until ``kills_wanted``.
+
+    Half of the kills are aimed: spin on the lock word and kill the writer the
+    moment it holds the lock.  ``counts`` (an mp.Array of 2 ints) gets the
+    kills and the aimed kills.  Does not open the queue: it only watches it.
+    """
+    import signal
+
+    from pysyncq import _proc, kernels
+    from pysyncq.layout import CONTENDED, H_LOCK
+
+    rng = random.Random(seed)
+    words = q._seg.words
+    killed = set()
+    while counts[0] < kills_wanted:
+        rows = kernels.members(q._seg.mem)  # slot -1 is the creator's hold: not a writer
+        writers = {int(t) for slot, t, reader in rows if slot >= 0 and not reader} - killed
+        writers = {t for t in writers if _proc.is_alive(t)}
+        if not writers:
+            time.sleep(0.001)
+            continue
+        victim = rng.choice(sorted(writers))
+        if rng.random() < 0.5:
+            spin_until = time.monotonic() + 0.1
+            while time.monotonic() < spin_until:
+                holder = int(words[H_LOCK]) & ~CONTENDED
+                if holder in writers:
+                    victim = holder
+                    counts[1] += 1
+                    break
+        else:
+            time.sleep(rng.uniform(0, 0.01))
+        killed.add(victim)
+        os.kill(_proc.token_pid(victim), signal.SIGKILL)
+        counts[0] += 1
