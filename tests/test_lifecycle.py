@@ -10,7 +10,7 @@ import textwrap
 import time
 
 import pytest
-from conftest import shm_exists
+from conftest import START_METHODS, shm_exists
 
 PROLOGUE = """
 import multiprocessing as mp
@@ -131,10 +131,17 @@ def run_script(tmp_path, body, *args, timeout=120):
     )
 
 
-@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+CASES = [
+    (method, scenario)
+    for scenario in sorted(SCENARIOS)
+    for method in START_METHODS
+    # a forked child inherits the compiled kernels: nothing to load
+    if not (scenario == "spawned_child_loads_kernels_from_cache" and method == "fork")
+]
+
+
+@pytest.mark.parametrize(("method", "scenario"), CASES)
 def test_program_exits_cleanly_and_leaves_nothing(tmp_path, qname, method, scenario):
-    if scenario == "spawned_child_loads_kernels_from_cache" and method == "fork":
-        pytest.skip("a forked child inherits the compiled kernels")
     r = run_script(tmp_path, SCENARIOS[scenario], method, qname)
     assert r.returncode == 0, r.stderr
     assert r.stderr == ""
