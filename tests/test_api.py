@@ -441,3 +441,33 @@ def test_list_and_remove(qname):
     q.close()
     assert pysyncq.remove(qname) is False  # already gone
     assert qname not in [n for n, _ in pysyncq.list_queues()]
+
+
+def test_threads_may_share_one_handle(qname):
+    """Two threads pop from one handle while a third appends: every message
+    arrives exactly once, intact."""
+    import threading
+
+    n = 5000
+    with PySyncQ(qname, size=4096) as w, PySyncQ(qname, create=False) as r:
+        w.open("w", reader=False)
+        r.open("r")
+        got = [[], []]
+
+        def reader(k):
+            while (m := r.pop(block=True, timer=5)) is not None and m[1] != "end":
+                i, pad = m[2].split(":")
+                assert pad == "x" * (int(i) % 50)
+                got[k].append(int(i))
+
+        threads = [threading.Thread(target=reader, args=(k,)) for k in range(2)]
+        for t in threads:
+            t.start()
+        for i in range(n):
+            w.append("n", f"{i}:{'x' * (i % 50)}", block=True, timer=10)
+        w.append("end", block=True, timer=10)
+        w.append("end", block=True, timer=10)
+        for t in threads:
+            t.join(30)
+        assert sorted(got[0] + got[1]) == list(range(n))  # each exactly once
+        assert got[0] == sorted(got[0]) and got[1] == sorted(got[1])  # in order

@@ -240,6 +240,7 @@ def test_blocking_pop_waits_for_a_message(qname):
             assert b.pop(block=True, timer=None) == ("a", "late", "message")
         finally:
             timer.cancel()
+            timer.join(10)
 
 
 def test_blocking_pop_returns_none_when_the_timer_expires(qname):
@@ -320,6 +321,7 @@ def test_iterator_with_block_timer_and_decode(qname):
             assert list(b(True, 0.01)) == []  # positional, as q(block, timer)
         finally:
             t.cancel()
+            t.join(10)
 
 
 # -- Closing and unlinking / General queue behaviour -----------------------------
