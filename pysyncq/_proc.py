@@ -46,6 +46,25 @@ def own_token():
     return _cache[1]
 
 
+_ns_cache = (None, (0, 0))
+
+
+def namespaces():
+    """``(pid namespace inode, time namespace inode)`` of this process; 0 where
+    unknown.  Pids and start times mean the same only within one pair."""
+    global _ns_cache
+    pid = os.getpid()
+    if _ns_cache[0] != pid:
+        inodes = []
+        for kind in ("pid", "time"):
+            try:
+                inodes.append(os.stat(f"/proc/self/ns/{kind}").st_ino)
+            except OSError:
+                inodes.append(0)
+        _ns_cache = (pid, tuple(inodes))
+    return _ns_cache[1]
+
+
 def token_pid(token):
     return token & PID_MASK
 

@@ -17,13 +17,16 @@ import time
 import numpy as np
 
 from . import kernels
+from ._proc import namespaces
 from .errors import NotAQueue
 from .layout import (
     H_CAPACITY,
     H_INSTANCE,
     H_MAGIC,
     H_NSLOTS,
+    H_PIDNS,
     H_RING_OFFSET,
+    H_TIMENS,
     H_VERSION,
     HEADER_BYTES,
     LAYOUT_VERSION,
@@ -80,6 +83,14 @@ def read_header(name):
     return words if words[H_MAGIC] == MAGIC else None
 
 
+def unlink_instance(name, instance):
+    """Unlink ``name`` only if it still names the segment ``instance``, so that
+    a queue created meanwhile under the same name is left alone."""
+    header = read_header(name)
+    if header is not None and header[H_INSTANCE] == instance:
+        unlink(name)
+
+
 def new_instance_id():
     return int.from_bytes(os.urandom(8), "little") & ((1 << 62) - 1) | 1
 
@@ -130,7 +141,9 @@ class Segment:
         offset = ring_offset(nslots)
         mem = np.frombuffer(mm, np.uint8)
         kernels.ring_format(mem, capacity, nslots, offset, new_instance_id(), creator, start_pos)
-        del mem
+        words = mem.view(np.int64)
+        words[H_PIDNS], words[H_TIMENS] = namespaces()
+        del mem, words
         return cls(name, mm)
 
     @classmethod
@@ -162,9 +175,7 @@ class Segment:
 
     def unlink_if_same(self):
         """Unlink the name if it still names this segment (not a later queue)."""
-        header = read_header(self.name)
-        if header is not None and header[H_INSTANCE] == self.instance:
-            unlink(self.name)
+        unlink_instance(self.name, self.instance)
 
     def close(self):
         """Unmap.  Where a caller still holds a view of the memory, the unmapping

@@ -42,6 +42,7 @@ from .layout import (
     BUSY,
     CONTENDED,
     EMPTY,
+    F_FOREIGN_NS,
     F_UNLINKED,
     FULL,
     H_APPENDS,
@@ -71,6 +72,8 @@ from .layout import (
     NO_SLOT,
     NOT_MEMBER,
     OK,
+    OPEN_FOREIGN,
+    OPEN_READER,
     REC_HEADER,
     S_CURSOR,
     S_FLAGS,
@@ -465,16 +468,20 @@ def op_pop(mem, lockval, slot, scr, out):
 
 
 @njit(**_JIT)
-def op_open(mem, lockval, reader):
+def op_open(mem, lockval, flags):
     """``slot_open`` under the lock: ``(OK, slot)``, ``(NO_SLOT, -1)`` or
-    ``(BUSY, -1)``.  A queue whose name is already unlinked cannot be joined:
-    ``(NOT_MEMBER, -1)``."""
+    ``(BUSY, -1)``.  ``flags``: ``OPEN_READER`` for a reader slot, and
+    ``OPEN_FOREIGN`` if the caller lives in another namespace than the
+    creator (sets ``F_FOREIGN_NS``).  A queue whose name is already unlinked
+    cannot be joined: ``(NOT_MEMBER, -1)``."""
     w = mem.view(np.int64)
     if atomic_cas(w, H_LOCK, 0, lockval) != 0:
         return BUSY, -1
     if w[H_FLAGS] & F_UNLINKED:
         return NOT_MEMBER | lock_release(w), -1
-    slot = slot_open(w, lockval & ~CONTENDED, reader)
+    slot = slot_open(w, lockval & ~CONTENDED, flags & OPEN_READER)
+    if slot >= 0 and flags & OPEN_FOREIGN:
+        w[H_FLAGS] |= F_FOREIGN_NS
     status = (OK | WAKE_MEMBERS) if slot >= 0 else NO_SLOT
     return status | lock_release(w), slot
 

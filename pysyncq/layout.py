@@ -67,6 +67,8 @@ H_FLAGS = 7  # F_* bits
 
 H_LOCK = 8  # token of the process holding the queue lock (| CONTENDED), 0 when free
 H_LOCK_SEQ = 9  # futex: bumped by a release that saw CONTENDED
+H_PIDNS = 10  # inode of the creator's pid namespace (0: unknown)
+H_TIMENS = 11  # inode of the creator's time namespace (0: unknown)
 
 H_WRITE_POS = 16  # position after the last complete record; stored last by an append
 H_HEAD = 17  # cached minimum reader cursor
@@ -80,6 +82,10 @@ H_RECOVERIES = 25  # locks taken over from a dead holder
 H_REAPED = 26  # slots freed because their process had died
 
 F_UNLINKED = 1  # the segment's name has been (or is being) unlinked
+F_FOREIGN_NS = 2  # a member lives in another pid or time namespace: pids and
+#                   start times cannot be compared, so nobody is judged dead
+OPEN_READER = 1  # op_open flags
+OPEN_FOREIGN = 2
 
 # -- Reader-table slot words.
 S_STATE = 0  # SLOT_FREE or SLOT_ACTIVE, stored last when claiming

@@ -56,17 +56,22 @@ from .layout import (
     CODE_MASK,
     CONTENDED,
     EMPTY,
+    F_FOREIGN_NS,
     F_UNLINKED,
     H_APPENDS,
     H_DATA_SEQ,
     H_FLAGS,
     H_HEAD,
+    H_INSTANCE,
     H_LOCK_SEQ,
     H_MEMBER_SEQ,
+    H_PIDNS,
     H_REAPED,
     H_RECOVERIES,
     H_SPACE_SEQ,
+    H_TIMENS,
     H_WRITE_POS,
+    HEADER_BYTES,
     KIND_BYTES,
     KIND_STR,
     MAX_NAME_BYTES,
@@ -74,6 +79,8 @@ from .layout import (
     NO_SLOT,
     NOT_MEMBER,
     OK,
+    OPEN_FOREIGN,
+    OPEN_READER,
     S_CURSOR,
     S_FLAGS,
     S_RECEIVED,
@@ -123,6 +130,7 @@ _SPINS = 3
 _WAKE_BITS = WAKE_DATA | WAKE_SPACE | WAKE_LOCK | WAKE_MEMBERS
 
 _live = weakref.WeakSet()
+_CLOSED_MEM = np.zeros(HEADER_BYTES, np.uint8)
 _op_pop = kernels.op_pop
 _op_append = kernels.op_append
 
@@ -278,6 +286,19 @@ def _wake(seg, status):
             _futex.wake(addr + 8 * H_MEMBER_SEQ)
 
 
+def _may_judge(seg):
+    """Whether this process may judge which members are dead.
+
+    Pids and start times only mean the same inside one pid and time namespace:
+    where the queue spans namespaces (containers sharing /dev/shm), nobody is
+    judged dead, so no lock is taken over and no slot reaped.
+    """
+    w = seg.words
+    return not w[H_FLAGS] & F_FOREIGN_NS and (int(w[H_PIDNS]), int(w[H_TIMENS])) == (
+        _proc.namespaces()
+    )
+
+
 class _LockBusy(Exception):
     """The lock stayed with a live holder past the caller's deadline."""
 
@@ -315,7 +336,7 @@ def _locked(seg, token, op, args, deadline=math.inf):
                     seen, since = holder, now
                 elif now - since >= LOCK_CHECK:
                     since = now
-                    if not _proc.is_alive(holder):
+                    if _may_judge(seg) and not _proc.is_alive(holder):
                         _wake(seg, kernels.op_steal(mem, holder, token))
                         continue
                 if now >= deadline:
@@ -339,6 +360,8 @@ def _reap_dead(seg, force_token=None, deadline=math.inf):
     token, never reaped.  Unlinks the name if the reap left no member.
     ``deadline`` bounds the waits for the lock (see ``_locked``).
     """
+    if not _may_judge(seg):
+        return False
     me = _proc.own_token()
     freed = False
     for slot, token, _ in kernels.members(seg.mem):
@@ -398,15 +421,20 @@ def _decode(b):
         return b  # raw bytes rather than losing the message
 
 
-def _attach(name, start, scrnsend, scrntype):
-    """Unpickle a handle: attach to the queue by name, unopened."""
+def _attach(name, instance, start, scrnsend, scrntype):
+    """Unpickle a handle: attach to the same queue by name, unopened."""
+    _warm_up()
+    gone = QueueClosed(
+        f"queue {name!r} no longer exists: its last process closed it before this one "
+        f"attached; keep one process open until all have called open()"
+    )
     try:
         seg = _segment.Segment.attach(name)
     except FileNotFoundError:
-        raise QueueClosed(
-            f"queue {name!r} no longer exists: its last process closed it before this one "
-            f"attached; keep one process open until all have called open()"
-        ) from None
+        raise gone from None
+    if seg.instance != instance:  # the name now belongs to a newer queue
+        seg.close()
+        raise gone
     q = PySyncQ.__new__(PySyncQ)
     q._setup(name, seg, start, creator=False)
     q.scrnsend.update(scrnsend)
@@ -445,6 +473,7 @@ class PySyncQ:
                 f"start must be None or one of {multiprocessing.get_all_start_methods()}, "
                 f"not {start!r}"
             )
+        _warm_up()  # before the segment exists: a Ctrl-C here leaves nothing behind
         if create:
             size = _check_int(size, "size", MIN_SIZE, MAX_SIZE)
             slots = _check_int(slots, "slots", 1, MAX_SLOTS)
@@ -456,7 +485,13 @@ class PySyncQ:
                 raise FileNotFoundError(
                     f"no pysyncq queue named {name!r}: create it first with create=True"
                 ) from None
-        self._setup(name, seg, start, creator=create)
+        try:
+            self._setup(name, seg, start, creator=create)
+        except BaseException:
+            if create:
+                seg.unlink_if_same()
+            seg.close()
+            raise
 
     def _setup(self, name, seg, start, creator):
         _warm_up()
@@ -496,7 +531,8 @@ class PySyncQ:
     def __reduce__(self):
         if self._state.seg is None:
             raise QueueClosed(f"queue {self.name!r} is closed and cannot be sent to a process")
-        return (_attach, (self.name, self.start, list(self._scrnsend), list(self._scrntype)))
+        args = (self.name, self._seg.instance, self.start)
+        return (_attach, (*args, list(self._scrnsend), list(self._scrntype)))
 
     def close(self):
         """Leave the queue and release this process's resources.
@@ -510,7 +546,9 @@ class PySyncQ:
         if fin is not None:
             fin.cancel()
         self._state.release()
-        self._mem = None
+        # Another thread may be between its checks and a kernel call: give it
+        # a blank header, on which every kernel answers NOT_MEMBER.
+        self._mem = _CLOSED_MEM
 
     def __enter__(self):
         return self
@@ -544,8 +582,8 @@ class PySyncQ:
         seg = self._usable()
         if self._m is not None:
             raise RuntimeError(
-                f"queue {self.name!r} is already open in this process as {self._m.sender!r}; "
-                f"close() it first, or open another PySyncQ handle"
+                f"queue {self.name!r} is already open in this handle as {self._m.sender!r}; "
+                f"for a second membership use another handle: PySyncQ(name, create=False)"
             )
         if sender is None:
             sender = str(os.getpid())
@@ -557,7 +595,8 @@ class PySyncQ:
                 f"sender is {len(sender_bytes)} bytes long; the limit is {MAX_NAME_BYTES}"
             )
         token = _proc.own_token()
-        args = (1 if reader else 0,)
+        foreign = (int(seg.words[H_PIDNS]), int(seg.words[H_TIMENS])) != _proc.namespaces()
+        args = ((OPEN_READER if reader else 0) | (OPEN_FOREIGN if foreign else 0),)
         status, slot = _locked(seg, token, kernels.op_open, args)
         # A full table: free the slots of dead processes.  A process killed a
         # moment ago may still be dying (not yet a zombie): look again for
@@ -594,6 +633,8 @@ class PySyncQ:
         raise NotOpened(f"call open() on queue {self.name!r} in this process first")
 
     def _revoked(self):
+        if self._state.seg is None:
+            self._closed_meanwhile()
         self._m = self._state.member = None
         raise QueueClosed(
             f"this process's membership of queue {self.name!r} was revoked (it was judged "
@@ -624,6 +665,9 @@ class PySyncQ:
 
     @scrnsend.setter
     def scrnsend(self, items):
+        if items is self._scrnsend:
+            return  # q.scrnsend |= x: the set was changed in place already
+        items = list(items)
         self._scrnsend.clear()
         self._scrnsend.update(items)
 
@@ -634,6 +678,9 @@ class PySyncQ:
 
     @scrntype.setter
     def scrntype(self, items):
+        if items is self._scrntype:
+            return  # q.scrntype |= x: the set was changed in place already
+        items = list(items)
         self._scrntype.clear()
         self._scrntype.update(items)
 
@@ -665,7 +712,7 @@ class PySyncQ:
             body, kind = msg.encode(), KIND_STR
         elif type(msg) is bytes:
             body, kind = msg, KIND_BYTES
-        elif isinstance(msg, (bytearray, memoryview)):
+        elif isinstance(msg, (bytes, bytearray, memoryview)):
             body, kind = bytes(msg), KIND_BYTES
         else:
             body, kind = str(msg).encode(), KIND_STR
@@ -688,6 +735,7 @@ class PySyncQ:
                 code = status & CODE_MASK
                 if code == OK:
                     return status
+                _wake(seg, status)  # e.g. a lock waiter, even if we raise below
                 if code == BUSY:
                     status = _locked(seg, m.token, kernels.op_append, args, lock_deadline)
                     continue
@@ -701,7 +749,6 @@ class PySyncQ:
                 if code == NOT_MEMBER:
                     self._revoked()
                 # FULL: free the slots of dead readers, else wait for space.
-                _wake(seg, status)
                 seq = (status >> SEQ_SHIFT) & 0xFFFFFFFF
                 now = time.monotonic()
                 if now >= self._next_reap:
@@ -798,6 +845,16 @@ class PySyncQ:
         start = time.monotonic()
         deadline = start + timer
         lock_deadline = start + max(timer if block else 0.0, LOCK_PATIENCE)
+        got = []
+
+        def attempt(mem, lockval, slot, scr):
+            # The handle's thread lock only around the kernel call (and the
+            # read of m.out), never while waiting for the queue lock.
+            with m.lock:
+                result = _op_pop(mem, lockval, slot, scr, m.out)
+                got[:] = self._pop_once(m, result)
+            return result
+
         while True:
             if status & _WAKE_BITS:
                 _wake(seg, status)
@@ -816,19 +873,18 @@ class PySyncQ:
                     m.grow(blen)
             elif code != BUSY:
                 self._revoked()
-            with m.lock:
-                try:
-                    result = _locked(seg, m.token, _op_pop, self._pop_args(m)[2:], lock_deadline)
-                except _LockBusy:
-                    return None
-                fields, status, blen = self._pop_once(m, result)
+            try:
+                _locked(seg, m.token, attempt, self._pop_args(m)[2:4], lock_deadline)
+            except _LockBusy:
+                return None
+            fields, status, blen = got
             if fields is not None:
                 if status:
                     _wake(seg, status)
                 return fields
 
     def _closed_meanwhile(self):
-        raise QueueClosed(f"queue {self.name!r} was closed by another thread while waiting")
+        raise QueueClosed(f"queue {self.name!r} was closed (by another thread) meanwhile")
 
     def _not_reader(self, m):
         if m is None:
@@ -841,6 +897,8 @@ class PySyncQ:
         """Sleep on futex ``word`` while it equals ``seq``, advertising ``bit``."""
         seg = self._seg
         with m.lock:
+            if seg.mem is None:
+                self._closed_meanwhile()
             m.waiting[bit] += 1
             kernels.set_waiting(seg.mem, m.slot, _wait_bits(m.waiting))
         try:
@@ -848,7 +906,7 @@ class PySyncQ:
         finally:
             with m.lock:
                 m.waiting[bit] -= 1
-                if self._m is m:
+                if self._m is m and seg.mem is not None:
                     kernels.set_waiting(seg.mem, m.slot, _wait_bits(m.waiting))
 
     def __call__(self, block=False, timer=0.5, decode=True):
@@ -954,7 +1012,8 @@ def _create(name, capacity, nslots):
             return _segment.Segment.create(name, capacity, nslots, token)
         except FileExistsError:
             pass
-        if _segment.read_header(name) is None:
+        header = _segment.read_header(name)
+        if header is None:
             raise QueueExists(
                 f"shared memory {name!r} exists and is not a pysyncq queue; choose another name"
             )
@@ -963,7 +1022,9 @@ def _create(name, capacity, nslots):
                 f"a pysyncq queue named {name!r} is in use by a live process; choose another "
                 f"name, or attach to it with create=False"
             )
-        _segment.unlink(name)
+        # Only the leftover judged stale: another process may have reclaimed
+        # the name meanwhile.
+        _segment.unlink_instance(name, header[H_INSTANCE])
     raise QueueExists(f"could not create queue {name!r}: its name keeps being taken")
 
 
@@ -974,6 +1035,8 @@ def queue_in_use(name):
     except (FileNotFoundError, NotAQueue):
         return False
     try:
+        if not _may_judge(seg):
+            return True
         return any(_proc.is_alive(int(t)) for t in kernels.members(seg.mem)[:, 1])
     finally:
         seg.close()
@@ -993,9 +1056,10 @@ def remove(name, force=False):
         except FileNotFoundError:
             return False
         raise NotAQueue(f"shared memory {name!r} is not a pysyncq queue; not removing it")
+    header = _segment.read_header(name)
     if not force and queue_in_use(name):
         raise QueueExists(f"queue {name!r} is in use by a live process; not removing it")
-    _segment.unlink(name)
+    _segment.unlink_instance(name, header[H_INSTANCE])
     return True
 
 

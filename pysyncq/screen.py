@@ -11,7 +11,7 @@ tells the handle to rebuild the compact table (``screen_table``) that the pop
 kernel scans.
 """
 
-from collections.abc import MutableSet
+from collections.abc import MutableSet, Set
 
 import numpy as np
 
@@ -26,6 +26,10 @@ def as_bytes(obj):
     if isinstance(obj, (bytes, bytearray, memoryview)):
         return bytes(obj)
     return str(obj).encode()
+
+
+def _setlike(obj):
+    return isinstance(obj, (set, frozenset, Set))
 
 
 class ScreenSet(MutableSet):
@@ -67,15 +71,117 @@ class ScreenSet(MutableSet):
             self._changes[0] += 1
 
     # -- What a built-in set has besides, so that code written for a set works.
+    # -- The other operand may be any iterable of names; it is compared as
+    # -- bytes too ('me' matches b'me' on either side).
+    @classmethod
+    def _from_iterable(cls, iterable):
+        return cls(iterable)
+
+    @staticmethod
+    def _keys(other):
+        if isinstance(other, ScreenSet):
+            return other._items.keys()
+        return {as_bytes(x) for x in other}
+
     def update(self, *iterables):
         for iterable in iterables:
-            for item in iterable:
+            for item in list(iterable):
                 self.add(item)
 
     def difference_update(self, *iterables):
         for iterable in iterables:
-            for item in iterable:
-                self.discard(item)
+            for key in self._keys(iterable):
+                self.discard(key)
+
+    def intersection_update(self, *iterables):
+        keep = set(self._items)
+        for iterable in iterables:
+            keep &= self._keys(iterable)
+        for key in [k for k in self._items if k not in keep]:
+            self.discard(key)
+
+    def symmetric_difference_update(self, iterable):
+        other = ScreenSet(list(iterable))
+        for key, item in other._items.items():
+            if key in self._items:
+                self.discard(key)
+            else:
+                self.add(item)
+
+    def union(self, *iterables):
+        new = self.copy_screen()
+        new.update(*iterables)
+        return new
+
+    def intersection(self, *iterables):
+        new = self.copy_screen()
+        new.intersection_update(*iterables)
+        return new
+
+    def difference(self, *iterables):
+        new = self.copy_screen()
+        new.difference_update(*iterables)
+        return new
+
+    def symmetric_difference(self, iterable):
+        new = self.copy_screen()
+        new.symmetric_difference_update(iterable)
+        return new
+
+    def issubset(self, other):
+        return self._items.keys() <= self._keys(other)
+
+    def issuperset(self, other):
+        return self._items.keys() >= self._keys(other)
+
+    def isdisjoint(self, other):
+        return not self._items.keys() & self._keys(other)
+
+    def __ior__(self, other):
+        self.update(other)
+        return self
+
+    def __iand__(self, other):
+        self.intersection_update(other)
+        return self
+
+    def __isub__(self, other):
+        self.difference_update(other)
+        return self
+
+    def __ixor__(self, other):
+        self.symmetric_difference_update(other)
+        return self
+
+    # Operators take sets only, as a built-in set's do; methods take iterables.
+    def __or__(self, other):
+        return self.union(other) if _setlike(other) else NotImplemented
+
+    def __and__(self, other):
+        return self.intersection(other) if _setlike(other) else NotImplemented
+
+    def __sub__(self, other):
+        return self.difference(other) if _setlike(other) else NotImplemented
+
+    def __rsub__(self, other):
+        return ScreenSet(other).difference(self) if _setlike(other) else NotImplemented
+
+    def __xor__(self, other):
+        return self.symmetric_difference(other) if _setlike(other) else NotImplemented
+
+    __ror__, __rand__, __rxor__ = __or__, __and__, __xor__
+
+    def __le__(self, other):
+        return self.issubset(other) if _setlike(other) else NotImplemented
+
+    def __ge__(self, other):
+        return self.issuperset(other) if _setlike(other) else NotImplemented
+
+    def __lt__(self, other):
+        return self.issubset(other) and len(self) < len(self._keys(other))
+
+    def __gt__(self, other):
+        return self.issuperset(other) and len(self) > len(self._keys(other))
 
     def clear(self):
         if self._items:
@@ -85,6 +191,10 @@ class ScreenSet(MutableSet):
     def copy(self):
         """A plain ``set`` of the entries, in the forms they were added in."""
         return set(self._items.values())
+
+    def copy_screen(self):
+        """An independent ``ScreenSet`` with the same entries."""
+        return ScreenSet(list(self._items.values()))
 
     def keys_bytes(self):
         """The entries as bytes (what the queue compares)."""

@@ -9,6 +9,7 @@ import fractions
 import math
 import os
 import pickle
+import time
 
 import numpy as np
 import pytest
@@ -471,3 +472,105 @@ def test_threads_may_share_one_handle(qname):
             t.join(30)
         assert sorted(got[0] + got[1]) == list(range(n))  # each exactly once
         assert got[0] == sorted(got[0]) and got[1] == sorted(got[1])  # in order
+
+
+# -- Found in review ------------------------------------------------------------------
+
+
+def test_augmented_assignment_keeps_the_screen_set(qname):
+    with PySyncQ(qname) as q:
+        q.open("me")
+        q.scrnsend |= {"x"}
+        q.scrntype |= {"t"}
+        q.scrntype -= {b"t"}
+        q.scrnsend &= {b"me", "x", "y"}
+        assert q.scrnsend == {"me", "x"} and not q.scrntype
+        q.append("t", "m")
+        assert q.pop() is None  # still screening its own messages
+
+
+def test_set_operations_match_str_and_bytes_on_both_sides():
+    s = ScreenSet([b"me", "x"])
+    s &= {"me", "x"}
+    assert s == {"me", "x"}
+    assert ScreenSet({b"me", "x"}) - {"me"} == {"x"}
+    assert {"me", "z"} - ScreenSet([b"me"]) == {"z"}
+    assert ScreenSet([b"me"]) <= {"me"} and ScreenSet([b"me"]) < {"me", "y"}
+    assert ScreenSet(["a"]).union([b"b"]) == {"a", "b"}
+    assert ScreenSet(["a", "b"]).intersection([b"a"]) == {"a"}
+    assert ScreenSet(["a", "b"]).difference(["a"]) == {"b"}
+    assert ScreenSet(["a"]).symmetric_difference({b"a", "z"}) == {"z"}
+    assert ScreenSet(["a"]).issubset([b"a", "c"]) and ScreenSet(["a", "c"]).issuperset([b"a"])
+    assert ScreenSet(["a"]).isdisjoint(["b"]) and not ScreenSet(["a"]).isdisjoint([b"a"])
+
+
+def test_an_interrupted_constructor_leaves_no_segment(qname, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(PySyncQ, "_setup", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        PySyncQ(qname)
+    assert _segment.read_header(qname) is None
+
+
+def test_a_pickled_handle_does_not_attach_to_a_newer_queue_of_the_same_name(qname):
+    q = PySyncQ(qname)
+    data = pickle.dumps(q)
+    q.close()
+    with PySyncQ(qname) as newer:
+        with pytest.raises(QueueClosed, match="no longer exists"):
+            pickle.loads(data)
+        assert not newer.closed
+
+
+def test_bytes_subclasses_are_written_as_bytes(pair):
+    a, b = pair
+    a.append(np.bytes_(b"t"), np.bytes_(b"\x00raw"))
+    assert b.pop(decode=False) == (b"a", b"t", b"\x00raw")
+
+
+def test_closing_while_another_thread_waits_raises_queue_closed_there(qname):
+    import threading
+
+    q = PySyncQ(qname)
+    q.open("a")
+    errors = []
+
+    def wait():
+        try:
+            q.pop(block=True, timer=None)
+        except QueueClosed as e:
+            errors.append(e)
+
+    t = threading.Thread(target=wait)
+    t.start()
+    time.sleep(0.1)
+    q.close()
+    t.join(10)
+    assert not t.is_alive() and len(errors) == 1
+    with pytest.raises(QueueClosed):
+        q.append("t", "m")
+
+
+def test_a_non_blocking_pop_is_not_held_up_by_a_thread_waiting_for_the_lock(qname, monkeypatch):
+    """One thread waits (timer=None) for a queue lock that a live process holds;
+    a second thread's pop(block=False) on the same handle must still return."""
+    import threading
+
+    monkeypatch.setattr(pysyncq.queue, "LOCK_PATIENCE", 0.2)
+    q = PySyncQ(qname)
+    q.open("a", filtself=False)
+    got = []
+    q._seg.words[pysyncq.layout.H_LOCK] = pysyncq._proc.token_of(os.getppid())
+    t = threading.Thread(target=lambda: got.append(q.pop(block=True, timer=None)))
+    t.start()
+    time.sleep(0.1)
+    t0 = time.monotonic()
+    assert q.pop() is None
+    assert time.monotonic() - t0 < 10
+    q._seg.words[pysyncq.layout.H_LOCK] = 0
+    q.append("t", "m")
+    t.join(10)
+    assert got == [("a", "t", "m")]
+    q.close()

@@ -232,3 +232,30 @@ def test_members_of_a_dead_process_are_never_confused_with_a_reused_pid():
     assert not _proc.is_alive(me + (1 << pysyncq.layout.PID_BITS))  # same pid, other start
     assert not _proc.is_alive(0)
     assert _proc.token_pid(me) == os.getpid()
+
+
+def test_nobody_is_judged_dead_across_namespaces(qname, procs, monkeypatch):
+    """A member in another pid or time namespace (a container sharing /dev/shm)
+    has pids and start times that mean nothing here: no reaping, no takeover."""
+    q = PySyncQ(qname, size=512)
+    started = mp.Event()
+    victim = procs.start(workers.open_and_idle, q, "victim", started)
+    assert started.wait(60)
+    real = _proc.namespaces()
+    monkeypatch.setattr(_proc, "namespaces", lambda: (real[0] + 1, real[1]))
+    w = PySyncQ(qname, create=False)
+    w.open("foreign", reader=False)  # marks the queue as spanning namespaces
+    monkeypatch.setattr(_proc, "namespaces", lambda: real)
+    assert q._seg.words[pysyncq.layout.H_FLAGS] & pysyncq.layout.F_FOREIGN_NS
+    kill(victim)
+    wait_dead(victim)
+    with pytest.raises(MemoryError):
+        while True:
+            w.append("fill", "x" * 50)
+    with pytest.raises(MemoryError):  # the dead reader is not reaped...
+        w.append("fill", "x" * 50, block=True, timer=1.5)
+    assert q.stats().reaped == 0
+    w.close()
+    q.close()
+    victim.join()
+    assert pysyncq.remove(qname, force=True)  # ...so the segment needs removing by hand
