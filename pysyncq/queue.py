@@ -665,11 +665,7 @@ class PySyncQ:
 
     @scrnsend.setter
     def scrnsend(self, items):
-        if items is self._scrnsend:
-            return  # q.scrnsend |= x: the set was changed in place already
-        items = list(items)
-        self._scrnsend.clear()
-        self._scrnsend.update(items)
+        self._scrnsend.replace(items)
 
     @property
     def scrntype(self):
@@ -678,11 +674,7 @@ class PySyncQ:
 
     @scrntype.setter
     def scrntype(self, items):
-        if items is self._scrntype:
-            return  # q.scrntype |= x: the set was changed in place already
-        items = list(items)
-        self._scrntype.clear()
-        self._scrntype.update(items)
+        self._scrntype.replace(items)
 
     def _screens(self):
         if self._scr_at != self._changes[0]:

@@ -183,6 +183,18 @@ class ScreenSet(MutableSet):
     def __gt__(self, other):
         return self.issuperset(other) and len(self) > len(self._keys(other))
 
+    def replace(self, items):
+        """Make the entries those of ``items`` (what ``q.scrnsend = items`` does).
+
+        ``q.scrnsend |= x`` also ends in the setter, with the set itself,
+        already updated in place: then there is nothing to do.
+        """
+        if items is self:
+            return
+        items = list(items)
+        self.clear()
+        self.update(items)
+
     def clear(self):
         if self._items:
             self._items.clear()
