@@ -30,6 +30,7 @@ A wait never sleeps longer than a short tick, so any wake that could be missed
 """
 
 import math
+import mmap
 import multiprocessing
 import multiprocessing.util
 import numbers
@@ -198,8 +199,6 @@ class _Member:
         self.grow(4096)
 
     def grow(self, n):
-        import mmap
-
         size = 1 << max(12, (n - 1).bit_length())
         self.out_mm = mmap.mmap(-1, size)
         self.out = np.frombuffer(self.out_mm, np.uint8)
@@ -230,7 +229,7 @@ class _State:
         self.creator = False
         try:
             if seg.mem is not None and not seg.words[H_FLAGS] & F_UNLINKED:
-                _reap_dead(seg, force_token=member.token if member else None)
+                _reap_dead(seg, own=member.token if member else None)
                 if member is not None or creator:
                     token = member.token if member else _proc.own_token()
                     slot = member.slot if member else -1
@@ -353,10 +352,10 @@ def _locked(seg, token, op, args, deadline=math.inf):
             return result
 
 
-def _reap_dead(seg, force_token=None, deadline=math.inf):
+def _reap_dead(seg, own=None, deadline=math.inf):
     """Free the slots (and creator hold) of members whose process has ended.
 
-    Returns True if anything was freed.  ``force_token`` is the caller's own
+    Returns True if anything was freed.  ``own`` is the caller's own
     token, never reaped.  Unlinks the name if the reap left no member.
     ``deadline`` bounds the waits for the lock (see ``_locked``).
     """
@@ -366,7 +365,7 @@ def _reap_dead(seg, force_token=None, deadline=math.inf):
     freed = False
     for slot, token, _ in kernels.members(seg.mem):
         token = int(token)
-        if token in (me, force_token) or _proc.is_alive(token):
+        if token in (me, own) or _proc.is_alive(token):
             continue
         st = _locked(seg, me, kernels.op_leave, (int(slot), token, slot < 0), deadline)
         _wake(seg, st)
