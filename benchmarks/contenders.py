@@ -127,6 +127,15 @@ class PySyncQTransport:
         return []
 
 
+def _put_kill(queues):
+    """Put KILL on every per-child queue (one put API for mp.Queue and faster-fifo)."""
+    for q in queues:
+        try:
+            q.put((KILL, b""), True, 2.0)
+        except Exception:  # noqa: BLE001 - a full queue: that child gets terminated
+            pass
+
+
 class MPQueueTransport:
     """``multiprocessing.Queue``: one per child from the parent, one back."""
 
@@ -157,11 +166,7 @@ class MPQueueTransport:
         self.send = send
 
     def send_kill(self):
-        for q in self.out:
-            try:
-                q.put((KILL, b""), True, 2.0)
-            except Exception:  # noqa: BLE001 - a full queue: that child gets terminated
-                pass
+        _put_kill(self.out)
 
     def child_close(self):
         self.back.close()
@@ -213,11 +218,7 @@ class FasterFifoTransport:
         self.send, self.recv = send, recv
 
     def send_kill(self):
-        for q in self.out:
-            try:
-                q.put((KILL, b""), True, 2.0)
-            except Exception:  # noqa: BLE001 - a full queue: that child gets terminated
-                pass
+        _put_kill(self.out)
 
     def child_close(self):
         pass
@@ -441,6 +442,18 @@ def worker_args(parser):
     parser.add_argument("--tag", default=str(os.getpid()), help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--timeout", type=float, default=600, help=argparse.SUPPRESS)
+
+
+def benchmark_main(parser, name, argv, body):
+    """The ``main`` of a benchmark script: run it through ``run.py`` when
+    called by hand, or as a worker when ``run.py`` started it."""
+    args, _ = parser.parse_known_args(argv)
+    if not args.worker:
+        import run
+
+        return run.main(["--only", name, *(argv if argv is not None else sys.argv[1:])])
+    run_worker(args, lambda contender, tag: body(contender, tag, args))
+    return 0
 
 
 def run_worker(args, body):

@@ -27,10 +27,10 @@ from contenders import (
     START,
     Barrier,
     answer_barrier,
+    benchmark_main,
     child_setup,
     make_transport,
     quantile,
-    run_worker,
     start_children,
     stop_children,
     worker_args,
@@ -173,13 +173,7 @@ def main(argv=None):
     p.add_argument("--m", type=int, default=10000)
     p.add_argument("--samples", type=int, default=SAMPLES)
     p.add_argument("--warmup", type=int, default=WARMUP)
-    args, rest = p.parse_known_args(argv)
-    if not args.worker:
-        import run
-
-        return run.main(["--only", NAME, *(argv if argv is not None else sys.argv[1:])])
-    run_worker(args, lambda c, tag: body(c, tag, args))
-    return 0
+    return benchmark_main(p, NAME, argv, body)
 
 
 if __name__ == "__main__":
