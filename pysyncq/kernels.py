@@ -51,6 +51,7 @@ from ._intrinsics import (
     copy_bytes,
 )
 from .layout import (
+    APPEND_SKIP,
     BUSY,
     C_CURSOR,
     C_GEOMETRY,
@@ -272,6 +273,11 @@ def _copy_in(mem, p, src):
 def ring_append(w, mem, slot, token, sender, mtype, body, kind):
     """Append one record from ``slot``.  Lock held.
 
+    ``kind`` is a ``KIND_*``, with ``APPEND_SKIP`` if the appender screens
+    this message itself: then, if its cursor is at the record (it has read
+    everything), the cursor moves past it, as a pop would, so a process never
+    pins the messages it writes and would skip anyway.
+
     Returns ``OK`` (with ``WAKE_*`` bits), ``FULL`` (with the space sequence
     to wait on above ``SEQ_SHIFT``), ``TOO_LARGE`` if the record could not fit
     even in an empty ring, ``NOT_MEMBER`` or ``CORRUPT``.  No record is
@@ -283,6 +289,8 @@ def ring_append(w, mem, slot, token, sender, mtype, body, kind):
         return _corrupt(bad)
     if not is_member(w, slot, token):
         return NOT_MEMBER
+    skip = kind & APPEND_SKIP
+    kind &= 0xFF
     cap = w[H_CAPACITY]
     payload = len(sender) + len(mtype) + len(body)
     size = (REC_HEADER + payload + 7) & ~7
@@ -334,6 +342,11 @@ def ring_append(w, mem, slot, token, sender, mtype, body, kind):
     atomic_store(w, H_WRITE_POS, pos + size)  # the record becomes visible here
     w[H_APPENDS] += 1
     w[slot_word(slot, S_SENT)] += 1
+    if skip and w[slot_word(slot, S_FLAGS)] & SF_READER:
+        cw = slot_word(slot, S_CURSOR)
+        if w[cw] == pos:
+            atomic_store(w, cw, pos + size)
+            w[slot_word(slot, S_SCREENED)] += 1
     atomic_add(w, H_DATA_SEQ, 1)
     if any_waiting(w, W_DATA):
         flags |= WAKE_DATA

@@ -117,6 +117,9 @@ KIND_STR = 1  # body was given as str (or as an object converted with str())
 KIND_BYTES = 2  # body was given as bytes
 KIND_ARRAY = 3  # body is a numpy array: a descriptor, then the raw data (codec.py)
 KIND_PAD = 255  # filler up to the end of the ring
+#: Given with the kind to an append: the appender would screen this message
+#: itself, so if it has read everything its cursor moves past the message.
+APPEND_SKIP = 1 << 8
 
 #: Bits of the meta word above the pad byte: the writer's slot + 1 (0: none).
 META_WRITER_SHIFT = 48

@@ -66,6 +66,7 @@ from .errors import (
     TooManyProcesses,
 )
 from .layout import (
+    APPEND_SKIP,
     BUSY,
     CODE_MASK,
     CORRUPT,
@@ -254,6 +255,9 @@ class PySyncQ:
         self._scrntype = ScreenSet(_changes=self._changes)
         self._scr = None
         self._scr_at = -1
+        self._skip_own = False
+        self._skip_types = frozenset()
+        self._skip_at = -1
         self._next_reap = 0.0
         self._hlock = threading.Lock()  # open() and close() one thread at a time
         self.reap_interval = REAP_INTERVAL
@@ -398,6 +402,7 @@ class PySyncQ:
                 f"queue {self.name!r} was closed by all its processes and removed; create a new one"
             )
         member = _Member(slot, token, sender, sender_bytes, reader)
+        self._skip_at = -1
         self._state.member = member
         self._m = member
         self._arm_finalizer()
@@ -453,6 +458,12 @@ class PySyncQ:
     def scrntype(self, items):
         self._scrntype.replace(items)
 
+    def _skip_refresh(self, m):
+        """Note whether this handle screens its own sender, and which types."""
+        self._skip_own = m.sender_bytes in self._scrnsend
+        self._skip_types = frozenset(self._scrntype.keys_bytes())
+        self._skip_at = self._changes[0]
+
     def _screens(self):
         if self._scr_at != self._changes[0]:
             self._scr = screen_table(self._scrnsend.keys_bytes(), self._scrntype.keys_bytes())
@@ -487,6 +498,10 @@ class PySyncQ:
             body, kind = str(msg).encode(), KIND_STR
         if len(t) > MAX_NAME_BYTES:
             raise ValueError(f"msgtype is {len(t)} bytes long; the limit is {MAX_NAME_BYTES}")
+        if self._skip_at != self._changes[0]:
+            self._skip_refresh(m)
+        if self._skip_own or (self._skip_types and t in self._skip_types):
+            kind |= APPEND_SKIP  # we would screen it: do not pin it either
         status = _op_append(self._mem, m.token, m.slot, m.sender_bytes, t, body, kind)
         if status & CODE_MASK:
             status = self._append_slow(status, m, m.sender_bytes, t, body, kind, block, timer)
@@ -503,6 +518,8 @@ class PySyncQ:
         timer = check_timer(timer)
         if len(sender) > MAX_NAME_BYTES or len(mtype) > MAX_NAME_BYTES:
             raise ValueError(f"sender and msgtype are limited to {MAX_NAME_BYTES} bytes")
+        if sender in self._scrnsend or mtype in self._scrntype:
+            kind |= APPEND_SKIP
         status = _op_append(self._mem, m.token, m.slot, sender, mtype, body, kind)
         if status & CODE_MASK:
             status = self._append_slow(status, m, sender, mtype, body, kind, block, timer)

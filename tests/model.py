@@ -140,7 +140,10 @@ class RingModel:
     def set_waiting(self, slot, bits):
         self.slots[slot].wait = bits
 
-    def append(self, slot, token, sender, mtype, body, kind):
+    def append(self, slot, token, sender, mtype, body, kind, skip=False):
+        """``skip``: the appender would screen this message itself; if it has
+        read everything, its cursor moves past the message (counted as
+        screened), so that it never pins what it appends."""
         if not self.member(slot, token):
             return NOT_MEMBER
         size = message_size(sender, mtype, body)
@@ -158,7 +161,11 @@ class RingModel:
         self.entries.append(Entry(pos, size, (sender, mtype, body, kind)))
         self.write_pos = pos + size
         self.appends += 1
-        self.slots[slot].sent += 1
+        me = self.slots[slot]
+        me.sent += 1
+        if skip and me.reader and me.cursor == pos:
+            me.cursor = pos + size
+            me.screened += 1
         self._forget()
         return OK
 

@@ -405,11 +405,15 @@ def test_stats(pair):
     s = b.stats()
     assert (s.capacity, s.appended, s.used, s.free) == (1024, 1, 120, 904)
     by_slot = {r.slot: r for r in s.members}
-    assert by_slot[0].sent == 1 and by_slot[0].lag == 120
+    # a screens its own messages, so it moved past the one it appended.
+    assert by_slot[0].sent == 1 and by_slot[0].lag == 0 and by_slot[0].screened == 1
     assert by_slot[1].lag == 120 and by_slot[1].pid == os.getpid()
+    assert by_slot[1].lag_messages == 1 and by_slot[0].lag_messages == 0
+    assert {r.name for r in s.members} == {"a", "b"} and s.held == 1
+    assert all(r.alive and r.waiting == "" for r in s.members)
     b.pop()
     a.pop()
-    assert b.stats().used == 0
+    assert b.stats().used == 0 and b.stats().held == 0
 
 
 def test_wait_for_readers_counts_others_and_times_out(pair, qname):

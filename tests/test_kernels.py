@@ -838,15 +838,18 @@ class Pair:
         self._step(status, before, via_op, contended)
         return status
 
-    def append(self, slot, token, sender, mtype, body, kind, via_op=False, contended=False):
+    def append(
+        self, slot, token, sender, mtype, body, kind, via_op=False, contended=False, skip=False
+    ):
         rig, before = self.rig, self._before()
         mem0 = rig.mem.copy()
+        flagged = kind | (L.APPEND_SKIP if skip else 0)
         if via_op:
             lockval = self._lockval(token, contended)
-            status = K.op_append(rig.mem, lockval, slot, sender, mtype, body, kind)
+            status = K.op_append(rig.mem, lockval, slot, sender, mtype, body, flagged)
         else:
-            status = K.ring_append(rig.w, rig.mem, slot, token, sender, mtype, body, kind)
-        expected = self.model.append(slot, token, sender, mtype, body, kind)
+            status = K.ring_append(rig.w, rig.mem, slot, token, sender, mtype, body, flagged)
+        expected = self.model.append(slot, token, sender, mtype, body, kind, skip)
         assert code(status) == expected
         assert not status & (L.WAKE_MEMBERS | L.UNLINK)
         if expected == L.FULL:
@@ -981,16 +984,19 @@ class RingMachine(RuleBasedStateMachine):
         count=st.integers(1, 4),
         via_op=st.booleans(),
         contended=st.booleans(),
+        skip=st.booleans(),
     )
-    def append(self, data, sender, mtype, kind, count, via_op, contended):
-        """``count`` messages from one slot; a few are one byte too large."""
+    def append(self, data, sender, mtype, kind, count, via_op, contended, skip):
+        """``count`` messages from one slot; a few are one byte too large.
+        ``skip``: the appender screens them itself (``APPEND_SKIP``)."""
         picked = self.pick(data)
         limit = max(0, self.cap - 16 - len(sender) - len(mtype))  # the largest body
         sizes = st.integers(0, self.cap // 3) | st.integers(0, limit + 1)
         for _ in range(count if picked else 0):
             n = data.draw(sizes)
             self.n += 1
-            self.p.append(*picked, sender, mtype, body_of(n, self.n), kind, via_op, contended)
+            body = body_of(n, self.n)
+            self.p.append(*picked, sender, mtype, body, kind, via_op, contended, skip)
 
     @rule(
         data=st.data(),
@@ -1111,3 +1117,21 @@ def test_a_writer_dying_mid_append_leaves_readers_the_committed_records(
         while p.pop(s, rig.tokens[s])[0] == L.OK:
             pass
     run(after, len(before))  # and the queue goes on over the garbage
+
+
+def test_an_appender_that_screens_its_own_message_does_not_pin_it():
+    """APPEND_SKIP: a writer that has read everything moves past the record it
+    appends (counted as screened); one that is behind stays where it is."""
+    rig = Rig(256, 2, 0)
+    a, b = rig.open(), rig.open()
+    assert rig.append(a, b"a", b"t", b"x" * 8, L.KIND_BYTES | L.APPEND_SKIP) == L.OK
+    assert rig.cursor(a) == rig.write_pos == 32 and rig.cursor(b) == 0
+    assert rig.slot(a, L.S_SCREENED) == 1
+    assert rig.pop(b) == ok((b"a", b"t", b"x" * 8))
+    assert rig.used() == 0  # nobody pins it any more
+    assert rig.append(b, b"b", b"t", b"y", L.KIND_BYTES) == L.OK  # a is now behind
+    assert rig.append(a, b"a", b"t", b"x", L.KIND_BYTES | L.APPEND_SKIP) == L.OK
+    assert rig.cursor(a) == 32 and rig.slot(a, L.S_SCREENED) == 1
+    w = rig.mem.view(np.int64)
+    at = rig.off // 8
+    assert (int(w[at + 1]) >> 32) & 0xFF == L.KIND_BYTES  # the flag is not stored
