@@ -74,8 +74,8 @@ MAX_NDIM = _max_ndim()
 _U32 = struct.Struct("<I")
 _U8 = np.dtype(np.uint8)
 _PLAIN = re.compile(r"[<>|](?:[biufcSUV][0-9]{1,10}|[mM]8(?:\[[0-9]{0,10}[a-zA-Z]{1,3}\])?)")
-_enc_cache = {}  # (dtype, shape, fortran, lead % 8, names) -> (dtype, desc)
-_dec_cache = {}  # desc bytes -> (dtype, shape, order, nbytes)
+_enc_cache = {}  # (dtype, shape, fortran, lead % 8) -> (dtype, desc, names)
+_dec_cache = {}  # desc bytes -> _parse(desc)
 
 
 def _corrupt(what):
@@ -122,28 +122,25 @@ def _make_desc(dt, shape, fortran, lead):
     return b"".join((head, struct.pack(f"<{len(shape)}q", *shape), text, bytes(pad)))
 
 
-def _desc(dt, shape, fortran, lead):
-    """The descriptor for these parameters, from the cache when possible."""
-    key = (dt, shape, fortran, lead & 7, dt.names)
-    ent = _enc_cache.get(key)
-    if ent is None or (ent[0] is not dt and dt.names is not None):
-        # equal structured dtypes can differ in isalignedstruct or nesting: rebuild
-        ent = (dt, _make_desc(dt, shape, fortran, lead))
-        if len(_enc_cache) >= CACHE_SIZE:
-            _enc_cache.clear()
-        _enc_cache[key] = ent
-    return ent[1]
+def _desc(dt, shape, fortran, lead, ent=None):
+    """The descriptor for these parameters, from the cache entry ``ent`` if it fits."""
+    # equal dtypes can differ: structured ones in isalignedstruct, nesting or
+    # (renamed in place) names, so a structured entry must be for this very dtype
+    names = dt.names
+    if ent is not None and (names is None or (ent[0] is dt and ent[2] == names)):
+        return ent[1]
+    desc = _make_desc(dt, shape, fortran, lead)
+    if len(_enc_cache) >= CACHE_SIZE:
+        _enc_cache.clear()
+    _enc_cache[dt, shape, fortran, lead & 7] = (dt, desc, names)
+    return desc
 
 
-def _layout(arr):
-    """(arr as a plain ndarray, 0 for C / 1 for F / -1 for needs a C copy)."""
+def _plain(arr):
     if not isinstance(arr, np.ndarray):
         raise TypeError(f"{type(arr).__name__} is not a numpy.ndarray; send np.asarray(obj) "
                         "(a numpy scalar becomes a 0-d array)")
-    if type(arr) is not np.ndarray:
-        arr = arr.view(np.ndarray)
-    flags = arr.flags
-    return arr, (0 if flags.c_contiguous else 1 if flags.f_contiguous else -1)
+    return arr.view(np.ndarray)  # subclasses travel as plain arrays
 
 
 def encode_array(arr, lead=0):
@@ -155,11 +152,21 @@ def encode_array(arr, lead=0):
     or F-contiguous (F-only arrays travel in F order); otherwise it views a
     C-ordered copy.  Raises TypeError for non-ndarrays and unsendable dtypes.
     """
-    arr, fortran = _layout(arr)
-    if fortran < 0:
+    if type(arr) is not np.ndarray:
+        arr = _plain(arr)
+    if arr.flags.c_contiguous:
+        fortran = 0
+    elif arr.flags.f_contiguous:
+        fortran = 1
+    else:
         arr = arr.copy(order="C")
         fortran = 0
-    desc = _desc(arr.dtype, arr.shape, fortran, lead)
+    dt = arr.dtype
+    ent = _enc_cache.get((dt, arr.shape, fortran, lead & 7))
+    if ent is None or ent[0] is not dt or ent[2] is not None:
+        desc = _desc(dt, arr.shape, fortran, lead, ent)
+    else:
+        desc = ent[1]
     if arr.ndim == 1:
         return desc, arr.view(_U8)
     return desc, arr.ravel("K").view(_U8)
@@ -167,8 +174,10 @@ def encode_array(arr, lead=0):
 
 def array_kind_size(arr, lead=0):
     """``len(desc) + len(data)`` of ``encode_array(arr, lead)``, copying nothing."""
-    arr, fortran = _layout(arr)
-    return len(_desc(arr.dtype, arr.shape, max(fortran, 0), lead)) + arr.nbytes
+    arr = _plain(arr)
+    fortran = int(arr.flags.f_contiguous and not arr.flags.c_contiguous)
+    key = (arr.dtype, arr.shape, fortran, lead & 7)
+    return len(_desc(arr.dtype, arr.shape, fortran, lead, _enc_cache.get(key))) + arr.nbytes
 
 
 # ---------------------------------------------------------------- decoding
@@ -209,7 +218,7 @@ def _build_dtype(x, depth=0):
 
 
 def _parse(desc):
-    """(dtype, shape, order, nbytes) from descriptor bytes, or QueueCorrupt."""
+    """(dtype, shape, fortran, nbytes, void dtype for structs) from desc, or QueueCorrupt."""
     if len(desc) < HEADER.size:
         raise _corrupt(f"body of {len(desc)} bytes is shorter than the descriptor header")
     magic, dlen, tlen, ndim, flags, reserved = HEADER.unpack_from(desc)
@@ -250,7 +259,7 @@ def _parse(desc):
     nbytes = count * dt.itemsize
     if nbytes >= 1 << 63:
         raise _corrupt(f"shape {shape} of {dt.itemsize}-byte items overflows")
-    return dt, shape, "F" if flags else "C", nbytes
+    return dt, shape, flags, nbytes, None if dt.names is None else np.dtype((np.void, dt.itemsize))
 
 
 def decode_array(body, copy=True):
@@ -262,14 +271,14 @@ def decode_array(body, copy=True):
     length that is not exactly right raises QueueCorrupt, never anything else;
     a ``body`` that is no contiguous buffer raises TypeError.
     """
-    if type(body) is bytes:
-        size = len(body)
-    else:
+    if type(body) is not bytes:
         body = memoryview(body)
         if body.ndim != 1 or body.itemsize != 1:
-            body = body.cast("B")
-        size = body.nbytes
-    if size < 8:
+            body = body.cast("B")  # TypeError if body is not contiguous
+        if not copy:
+            body = body.toreadonly()
+    size = len(body)
+    if size < HEADER.size:
         raise _corrupt(f"body of {size} bytes is shorter than the descriptor header")
     dlen = _U32.unpack_from(body, 4)[0]
     key = bytes(body[:dlen])
@@ -279,15 +288,21 @@ def decode_array(body, copy=True):
         if len(_dec_cache) >= CACHE_SIZE:
             _dec_cache.clear()
         _dec_cache[key] = ent
-    dt, shape, order, nbytes = ent
+    dt, shape, fortran, nbytes, void = ent
     if size - dlen != nbytes:
         raise _corrupt(f"{size - dlen} data bytes for shape {shape} of {dt.itemsize}-byte items")
     try:
-        arr = np.ndarray(shape, dt, body, dlen, order=order)
+        if void is None and not fortran:
+            arr = np.ndarray(shape, dt, body, dlen)
+            return arr.copy() if copy else arr
+        order = "F" if fortran else "C"
+        if not copy:
+            return np.ndarray(shape, dt, body, dlen, None, order)
+        if void is None:
+            return np.ndarray(shape, dt, body, dlen, None, order).copy(order)
+        # numpy copies structs field by field; as opaque voids it is one memcpy
+        out = np.empty(shape, dt, order)
+        out.view(void)[...] = np.ndarray(shape, void, body, dlen, None, order)
+        return out
     except (ValueError, TypeError) as e:  # e.g. dimensions numpy will not take
         raise _corrupt(f"numpy refuses shape {shape} of {dt}: {e}") from None
-    if copy:
-        return arr.copy(order="K")
-    if arr.flags.writeable:
-        arr.flags.writeable = False
-    return arr
