@@ -27,8 +27,12 @@ only) with :func:`ast.literal_eval` and checked field by field::
 
 Round trips keep the dtype exactly (``==``, byte order of every field, explicit
 offsets and padding, overlapping or out-of-order fields, ``isalignedstruct``,
-str titles).  Not kept: dtype ``metadata``; ndarray subclasses arrive as plain
-ndarrays (a MaskedArray loses its mask).  Refused with TypeError: non-ndarray
+str titles).  Data round-trips bit for bit (NaN payloads, NaT, struct padding
+bytes) when the array is C- or F-contiguous; a non-contiguous array is copied
+by numpy first, which may not keep struct padding bytes.  Not kept: dtype
+``metadata``; ndarray subclasses arrive as plain ndarrays (a MaskedArray loses
+its mask).  Zero-itemsize arrays (``np.dtype([])``) round-trip; ``S0``/``U0``
+cannot occur in arrays (numpy makes them ``S1``/``U1``).  Refused with TypeError: non-ndarray
 objects including numpy scalars (send ``np.asarray(x)``, a 0-d array), object
 dtypes anywhere in a dtype, StringDType and other non-buffer dtypes, non-str
 field titles.  Known limit: renaming fields of a *nested* dtype in place after
@@ -71,7 +75,8 @@ def _max_ndim():
 
 
 MAX_NDIM = _max_ndim()
-_U32 = struct.Struct("<I")
+_u32_at = struct.Struct("<I").unpack_from
+_ndarray = np.ndarray
 _U8 = np.dtype(np.uint8)
 _PLAIN = re.compile(r"[<>|](?:[biufcSUV][0-9]{1,10}|[mM]8(?:\[[0-9]{0,10}[a-zA-Z]{1,3}\])?)")
 _enc_cache = {}  # (dtype, shape, fortran, lead % 8) -> (dtype, desc, names)
@@ -218,7 +223,7 @@ def _build_dtype(x, depth=0):
 
 
 def _parse(desc):
-    """(dtype, shape, fortran, nbytes, void dtype for structs) from desc, or QueueCorrupt."""
+    """(dtype, shape, nbytes, simple, fortran, void dtype for structs), or QueueCorrupt."""
     if len(desc) < HEADER.size:
         raise _corrupt(f"body of {len(desc)} bytes is shorter than the descriptor header")
     magic, dlen, tlen, ndim, flags, reserved = HEADER.unpack_from(desc)
@@ -259,7 +264,8 @@ def _parse(desc):
     nbytes = count * dt.itemsize
     if nbytes >= 1 << 63:
         raise _corrupt(f"shape {shape} of {dt.itemsize}-byte items overflows")
-    return dt, shape, flags, nbytes, None if dt.names is None else np.dtype((np.void, dt.itemsize))
+    void = None if dt.names is None else np.dtype((np.void, dt.itemsize))
+    return dt, shape, nbytes, not flags and void is None, flags, void
 
 
 def decode_array(body, copy=True):
@@ -278,22 +284,22 @@ def decode_array(body, copy=True):
         if not copy:
             body = body.toreadonly()
     size = len(body)
-    if size < HEADER.size:
+    if size < 16:
         raise _corrupt(f"body of {size} bytes is shorter than the descriptor header")
-    dlen = _U32.unpack_from(body, 4)[0]
-    key = bytes(body[:dlen])
+    dlen = _u32_at(body, 4)[0]
+    key = body[:dlen] if type(body) is bytes else body[:dlen].tobytes()
     ent = _dec_cache.get(key)
     if ent is None:
         ent = _parse(key)
         if len(_dec_cache) >= CACHE_SIZE:
             _dec_cache.clear()
         _dec_cache[key] = ent
-    dt, shape, fortran, nbytes, void = ent
+    dt, shape, nbytes, simple, fortran, void = ent
     if size - dlen != nbytes:
         raise _corrupt(f"{size - dlen} data bytes for shape {shape} of {dt.itemsize}-byte items")
     try:
-        if void is None and not fortran:
-            arr = np.ndarray(shape, dt, body, dlen)
+        if simple:
+            arr = _ndarray(shape, dt, body, dlen)
             return arr.copy() if copy else arr
         order = "F" if fortran else "C"
         if not copy:
