@@ -45,14 +45,7 @@ import struct
 
 import numpy as np
 
-from .errors import PySyncQError
-
-try:
-    from .errors import QueueCorrupt
-except ImportError:  # fallback until QueueCorrupt lands in errors.py on main; delete on merge
-
-    class QueueCorrupt(PySyncQError, RuntimeError):
-        """What the queue holds is not what a writer wrote: its contents cannot be trusted."""
+from .errors import QueueCorrupt
 
 
 __all__ = ["QueueCorrupt", "array_kind_size", "decode_array", "encode_array"]
