@@ -47,7 +47,6 @@ import numpy as np
 
 from .errors import QueueCorrupt
 
-
 __all__ = ["QueueCorrupt", "array_kind_size", "decode_array", "encode_array"]
 
 MAGIC = b"PQA\x01"
@@ -100,8 +99,15 @@ def _dtype_literal(dt, depth=0):
             formats.append(_dtype_literal(field[0], depth + 1))
             offsets.append(field[1])
             titles.append(title)
-        return ("R", tuple(dt.names), tuple(formats), tuple(offsets), tuple(titles),
-                dt.itemsize, bool(dt.isalignedstruct))
+        return (
+            "R",
+            tuple(dt.names),
+            tuple(formats),
+            tuple(offsets),
+            tuple(titles),
+            dt.itemsize,
+            bool(dt.isalignedstruct),
+        )
     text = dt.str
     if not _PLAIN.fullmatch(text):
         raise TypeError(f"dtype {dt!r} has no fixed-size raw form; it cannot be sent as an array")
@@ -110,8 +116,10 @@ def _dtype_literal(dt, depth=0):
 
 def _make_desc(dt, shape, fortran, lead):
     if dt.hasobject:
-        raise TypeError(f"dtype {dt!r} holds Python objects; arrays of objects cannot be sent "
-                        "(pysyncq does not pickle)")
+        raise TypeError(
+            f"dtype {dt!r} holds Python objects; arrays of objects cannot be sent "
+            "(pysyncq does not pickle)"
+        )
     lit = _dtype_literal(dt)
     text = (lit if isinstance(lit, str) else repr(lit)).encode("utf-8")
     used = HEADER.size + 8 * len(shape) + len(text)
@@ -136,8 +144,10 @@ def _desc(dt, shape, fortran, lead, ent=None):
 
 def _plain(arr):
     if not isinstance(arr, np.ndarray):
-        raise TypeError(f"{type(arr).__name__} is not a numpy.ndarray; send np.asarray(obj) "
-                        "(a numpy scalar becomes a 0-d array)")
+        raise TypeError(
+            f"{type(arr).__name__} is not a numpy.ndarray; send np.asarray(obj) "
+            "(a numpy scalar becomes a 0-d array)"
+        )
     return arr.view(np.ndarray)  # subclasses travel as plain arrays
 
 
@@ -203,14 +213,24 @@ def _build_dtype(x, depth=0):
     if type(x) is tuple and len(x) == 7 and x[0] == "R":
         _, names, formats, offsets, titles, itemsize, aligned = x
         n = len(_ints(offsets, "field offsets"))
-        if (type(names) is not tuple or type(formats) is not tuple or type(titles) is not tuple
-                or not len(names) == len(formats) == len(titles) == n
-                or not all(type(s) is str for s in names)
-                or not all(t is None or type(t) is str for t in titles)
-                or type(itemsize) is not int or type(aligned) is not bool):
+        if (
+            type(names) is not tuple
+            or type(formats) is not tuple
+            or type(titles) is not tuple
+            or not len(names) == len(formats) == len(titles) == n
+            or not all(type(s) is str for s in names)
+            or not all(t is None or type(t) is str for t in titles)
+            or type(itemsize) is not int
+            or type(aligned) is not bool
+        ):
             raise _corrupt("malformed struct dtype")
-        spec = {"names": list(names), "formats": [_build_dtype(f, depth + 1) for f in formats],
-                "offsets": list(offsets), "titles": list(titles), "itemsize": itemsize}
+        spec = {
+            "names": list(names),
+            "formats": [_build_dtype(f, depth + 1) for f in formats],
+            "offsets": list(offsets),
+            "titles": list(titles),
+            "itemsize": itemsize,
+        }
         return np.dtype(spec, align=aligned)
     raise _corrupt("dtype text is neither a plain dtype nor a struct or subarray")
 
