@@ -44,7 +44,7 @@ class State:
         self.creator = creator
         self.pid = os.getpid()
 
-    def release(self, patience=CLOSE_PATIENCE):
+    def release(self, patience=None):
         """Leave the queue (unlinking it if this was the last member) and unmap.
 
         Waits at most ``patience`` seconds for a live lock holder, then unmaps
@@ -57,7 +57,7 @@ class State:
         member, creator = self.member, self.creator
         self.member = None
         self.creator = False
-        deadline = time.monotonic() + patience
+        deadline = time.monotonic() + (CLOSE_PATIENCE if patience is None else patience)
         try:
             if seg.mem is not None and not seg.words[H_FLAGS] & F_UNLINKED:
                 reap_dead(seg, own=member.token if member else None, deadline=deadline)

@@ -37,9 +37,8 @@ import weakref
 
 import numpy as np
 
-from . import _futex, _proc, _segment, _wait, kernels
-from ._lifecycle import (
-    CLOSE_PATIENCE,  # noqa: F401 - public names
+from . import _futex, _lifecycle, _proc, _segment, _wait, kernels
+from ._lifecycle import (  # noqa: F401 - public names
     State,
     check_int,
     check_name,
@@ -313,8 +312,8 @@ class PySyncQ:
             except LockBusy as e:
                 raise QueueLocked(
                     f"queue {self.name!r} is locked by process {e.pid}, which is alive but did "
-                    f"not release the lock within {CLOSE_PATIENCE} s (stopped?); this handle is "
-                    f"closed, and its slot will be freed once this process has ended"
+                    f"not release the lock within {_lifecycle.CLOSE_PATIENCE} s (stopped?); this "
+                    f"handle is closed, and its slot will be freed once this process has ended"
                 ) from None
             finally:
                 # Another thread may be between its checks and a kernel call:

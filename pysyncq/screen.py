@@ -6,12 +6,15 @@ An entry may be given as str, as bytes, or as any object (stored as
 same entry: adding, testing and removing work in either form.  Iteration
 yields each entry in the form it was last added in.
 
+It is a real ``set`` subclass, so ``isinstance(q.scrnsend, set)`` holds, as
+the 0.0.1 guide ("Both of these are sets") suggests.
+
 Every change bumps a counter shared by the two sets of a queue handle, which
 tells the handle to rebuild the compact table (``screen_table``) that the pop
 kernel scans.
 """
 
-from collections.abc import MutableSet, Set
+from collections.abc import Set
 
 import numpy as np
 
@@ -32,55 +35,79 @@ def _setlike(obj):
     return isinstance(obj, (set, frozenset, Set))
 
 
-class ScreenSet(MutableSet):
-    """A set of names compared as bytes, whatever form they are given in."""
+class ScreenSet(set):
+    """A set of names compared as bytes, whatever form they are given in.
 
-    __slots__ = ("_items", "_changes")
+    It is a real ``set`` (``isinstance(q.scrnsend, set)``, as the 0.0.1 guide
+    says), holding each entry in the form it was last added in, with a map
+    from each entry's bytes to that form beside it.  Every method of ``set``
+    is overridden to keep the two in step and to compare as bytes; only
+    calling ``set``'s methods on it directly (``set.add(s, x)``) would bypass
+    that.
+    """
+
+    __slots__ = ("_keys", "_changes")
 
     def __init__(self, iterable=(), _changes=None):
-        self._items = {}
+        super().__init__()
+        self._keys = {}
         self._changes = _changes if _changes is not None else [0]
-        for item in iterable:
+        for item in list(iterable):
             self.add(item)
 
-    # -- The MutableSet protocol; the mixins build the rest on these.
+    # -- Membership and single changes.
     def __contains__(self, item):
         try:
-            return as_bytes(item) in self._items
+            return as_bytes(item) in self._keys
         except UnicodeEncodeError:
             return False
 
-    def __iter__(self):
-        return iter(list(self._items.values()))
-
-    def __len__(self):
-        return len(self._items)
-
     def add(self, item):
         key = as_bytes(item)
-        if self._items.get(key) is not item:
-            self._items[key] = item
-            self._changes[0] += 1
+        old = self._keys.get(key, _NONE)
+        if old is item:
+            return
+        if old is not _NONE:
+            set.discard(self, old)
+        set.add(self, item)
+        self._keys[key] = item
+        self._changes[0] += 1
 
     def discard(self, item):
         try:
             key = as_bytes(item)
         except UnicodeEncodeError:
             return
-        if self._items.pop(key, self) is not self:
+        old = self._keys.pop(key, _NONE)
+        if old is not _NONE:
+            set.discard(self, old)
             self._changes[0] += 1
 
-    # -- What a built-in set has besides, so that code written for a set works.
-    # -- The other operand may be any iterable of names; it is compared as
-    # -- bytes too ('me' matches b'me' on either side).
-    @classmethod
-    def _from_iterable(cls, iterable):
-        return cls(iterable)
+    def remove(self, item):
+        if item not in self:
+            raise KeyError(item)
+        self.discard(item)
 
+    def pop(self):
+        if not self._keys:
+            raise KeyError("pop from an empty set")
+        key, item = self._keys.popitem()
+        set.discard(self, item)
+        self._changes[0] += 1
+        return item
+
+    def clear(self):
+        if self._keys:
+            self._keys.clear()
+            set.clear(self)
+            self._changes[0] += 1
+
+    # -- Changes by many.  The other operand may be any iterable of names; it
+    # -- is compared as bytes too ('me' matches b'me' on either side).
     @staticmethod
-    def _keys(other):
+    def _other_keys(other):
         if isinstance(other, ScreenSet):
-            return other._items.keys()
+            return other._keys.keys()
         return {as_bytes(x) for x in other}
 
     def update(self, *iterables):
@@ -90,23 +117,44 @@ class ScreenSet(MutableSet):
 
     def difference_update(self, *iterables):
         for iterable in iterables:
-            for key in self._keys(iterable):
+            for key in list(self._other_keys(iterable)):
                 self.discard(key)
 
     def intersection_update(self, *iterables):
-        keep = set(self._items)
+        keep = set(self._keys)
         for iterable in iterables:
-            keep &= self._keys(iterable)
-        for key in [k for k in self._items if k not in keep]:
+            keep &= set(self._other_keys(iterable))
+        for key in [k for k in self._keys if k not in keep]:
             self.discard(key)
 
     def symmetric_difference_update(self, iterable):
         other = ScreenSet(list(iterable))
-        for key, item in other._items.items():
-            if key in self._items:
+        for key, item in list(other._keys.items()):
+            if key in self._keys:
                 self.discard(key)
             else:
                 self.add(item)
+
+    def replace(self, items):
+        """Make the entries those of ``items`` (what ``q.scrnsend = items`` does).
+
+        ``q.scrnsend |= x`` also ends in the setter, with the set itself,
+        already updated in place: then there is nothing to do.
+        """
+        if items is self:
+            return
+        items = list(items)
+        self.clear()
+        self.update(items)
+
+    # -- New sets.
+    def copy(self):
+        """A plain ``set`` of the entries, in the forms they were added in."""
+        return set(iter(self))
+
+    def copy_screen(self):
+        """An independent ``ScreenSet`` with the same entries."""
+        return ScreenSet(list(self))
 
     def union(self, *iterables):
         new = self.copy_screen()
@@ -128,15 +176,31 @@ class ScreenSet(MutableSet):
         new.symmetric_difference_update(iterable)
         return new
 
+    # -- Comparisons, as bytes.
     def issubset(self, other):
-        return self._items.keys() <= self._keys(other)
+        return self._keys.keys() <= set(self._other_keys(other))
 
     def issuperset(self, other):
-        return self._items.keys() >= self._keys(other)
+        return self._keys.keys() >= set(self._other_keys(other))
 
     def isdisjoint(self, other):
-        return not self._items.keys() & self._keys(other)
+        return not self._keys.keys() & set(self._other_keys(other))
 
+    def __eq__(self, other):
+        if isinstance(other, (set, frozenset)):
+            try:
+                return self._keys.keys() == set(self._other_keys(other))
+            except UnicodeEncodeError:
+                return False
+        return NotImplemented
+
+    def __ne__(self, other):
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+    __hash__ = None
+
+    # -- Operators take sets only, as a built-in set's do; methods take iterables.
     def __ior__(self, other):
         self.update(other)
         return self
@@ -153,7 +217,6 @@ class ScreenSet(MutableSet):
         self.symmetric_difference_update(other)
         return self
 
-    # Operators take sets only, as a built-in set's do; methods take iterables.
     def __or__(self, other):
         return self.union(other) if _setlike(other) else NotImplemented
 
@@ -178,55 +241,27 @@ class ScreenSet(MutableSet):
         return self.issuperset(other) if _setlike(other) else NotImplemented
 
     def __lt__(self, other):
-        return self.issubset(other) and len(self) < len(self._keys(other))
+        if not _setlike(other):
+            return NotImplemented
+        return self.issubset(other) and len(self) < len(set(self._other_keys(other)))
 
     def __gt__(self, other):
-        return self.issuperset(other) and len(self) > len(self._keys(other))
-
-    def replace(self, items):
-        """Make the entries those of ``items`` (what ``q.scrnsend = items`` does).
-
-        ``q.scrnsend |= x`` also ends in the setter, with the set itself,
-        already updated in place: then there is nothing to do.
-        """
-        if items is self:
-            return
-        items = list(items)
-        self.clear()
-        self.update(items)
-
-    def clear(self):
-        if self._items:
-            self._items.clear()
-            self._changes[0] += 1
-
-    def copy(self):
-        """A plain ``set`` of the entries, in the forms they were added in."""
-        return set(self._items.values())
-
-    def copy_screen(self):
-        """An independent ``ScreenSet`` with the same entries."""
-        return ScreenSet(list(self._items.values()))
+        if not _setlike(other):
+            return NotImplemented
+        return self.issuperset(other) and len(self) > len(set(self._other_keys(other)))
 
     def keys_bytes(self):
         """The entries as bytes (what the queue compares)."""
-        return list(self._items)
-
-    def __eq__(self, other):
-        if isinstance(other, (set, frozenset, ScreenSet)):
-            try:
-                return set(self._items) == {as_bytes(x) for x in other}
-            except UnicodeEncodeError:
-                return False
-        return NotImplemented
-
-    __hash__ = None
+        return list(self._keys)
 
     def __repr__(self):
-        return f"ScreenSet({set(self._items.values())!r})" if self._items else "ScreenSet()"
+        return f"ScreenSet({set(iter(self))!r})" if self._keys else "ScreenSet()"
 
     def __reduce__(self):
-        return (ScreenSet, (list(self._items.values()),))
+        return (ScreenSet, (list(self),))
+
+
+_NONE = object()
 
 
 def screen_table(senders, types):

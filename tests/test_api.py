@@ -580,3 +580,56 @@ def test_a_non_blocking_pop_is_not_held_up_by_a_thread_waiting_for_the_lock(qnam
     t.join(10)
     assert got == [("a", "t", "m")]
     q.close()
+
+
+def test_screen_sets_are_sets(qname):
+    """The guide says "Both of these are sets": they are, and still compare
+    str and bytes entries as the same."""
+    import copy
+
+    with PySyncQ(qname) as q:
+        q.open("me")
+        for s in (q.scrnsend, q.scrntype):
+            assert isinstance(s, set)
+        s = q.scrnsend
+        assert s == {"me"} and {"me"} == s and {b"me"} == s and s != {"other"}
+        s.add(b"me")  # the same entry, now in its bytes form
+        assert len(s) == 1 and list(s) == [b"me"] and set(s) == {b"me"}
+        assert "me" in s and b"me" in s and frozenset(s) == {b"me"}
+        assert ({"x"} | s) == {"x", "me"} and isinstance({"x"} | s, ScreenSet)
+        assert {"me"} <= s and s <= {b"me", "y"} and not s < {"me"}
+        s.remove("me")
+        with pytest.raises(KeyError):
+            s.remove("me")
+        s.update(["a", b"b"])
+        assert s.pop() in ("a", b"b") and len(s) == 1
+        assert pickle.loads(pickle.dumps(s)) == s and copy.copy(s) == s
+        s.clear()
+        assert not s and s == set()
+
+
+def test_two_threads_opening_one_handle_claim_one_slot(qname):
+    """open() from two threads at once: one wins, the other is told the handle
+    is open already; no second slot leaks."""
+    import threading
+
+    q = PySyncQ(qname)
+    results = []
+    barrier = threading.Barrier(2)
+
+    def opener(name):
+        barrier.wait()
+        try:
+            q.open(name)
+            results.append("opened")
+        except RuntimeError as e:
+            results.append(str(e))
+
+    threads = [threading.Thread(target=opener, args=(n,)) for n in ("t1", "t2")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert results.count("opened") == 1 and any("already open" in r for r in results)
+    assert len(q.stats().members) == 1
+    q.close()

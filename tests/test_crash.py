@@ -11,7 +11,7 @@ import workers
 
 import pysyncq
 from pysyncq import PySyncQ, _proc, _segment
-from pysyncq.layout import H_LOCK, H_WRITE_POS
+from pysyncq.layout import F_FOREIGN_NS, H_FLAGS, H_LOCK, H_PIDNS, H_TIMENS, H_WRITE_POS
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -262,3 +262,47 @@ def test_nobody_is_judged_dead_across_namespaces(qname, procs, monkeypatch):
     q.close()
     victim.join()
     assert pysyncq.remove(qname, force=True)  # ...so the segment needs removing by hand
+
+
+def test_open_and_close_give_up_on_a_live_lock_holder(qname, monkeypatch):
+    """A lock word naming a live process that never releases hangs neither
+    open() nor close(): both raise QueueLocked after their patience, and the
+    closed handle is closed all the same."""
+    monkeypatch.setattr(pysyncq.queue, "OPEN_PATIENCE", 0.3)
+    monkeypatch.setattr(pysyncq._lifecycle, "CLOSE_PATIENCE", 0.3)
+    q = PySyncQ(qname)
+    q.open("w")
+    other = PySyncQ(qname, create=False)
+    q._seg.words[H_LOCK] = _proc.token_of(os.getppid())  # alive, and not us
+    with pytest.raises(pysyncq.QueueLocked, match="is locked by process"):
+        other.open("late")
+    t0 = time.monotonic()
+    with pytest.raises(pysyncq.QueueLocked, match="is locked by process"):
+        q.close()
+    assert time.monotonic() - t0 < 60 and q.closed  # it returned: no hang
+    other._seg.words[H_LOCK] = 0
+    other.close()
+    # q's slot is still taken (its process lives): remove the queue by force.
+    assert pysyncq.remove(qname, force=True)
+
+
+def test_namespaces_are_in_place_before_the_magic_word(qname):
+    """Segment.create formats everything, the creator's namespaces included,
+    before the magic word lets anyone attach."""
+    q = PySyncQ(qname)
+    header = _segment.read_header(qname)
+    assert (header[H_PIDNS], header[H_TIMENS]) == _proc.namespaces() != (0, 0)
+    q.close()
+
+
+def test_a_process_from_another_namespace_is_flagged_before_it_takes_the_lock(qname, monkeypatch):
+    """Attaching from another namespace sets F_FOREIGN_NS at once, before the
+    first lock acquisition (open), so no holder is judged by a foreign pid."""
+    q = PySyncQ(qname)
+    q.open("here")
+    monkeypatch.setattr(_proc, "_ns_cache", (os.getpid(), (1, 2)))
+    other = PySyncQ(qname, create=False)
+    assert q._seg.words[H_FLAGS] & F_FOREIGN_NS  # before any open()
+    monkeypatch.undo()
+    other.close()
+    q.close()
