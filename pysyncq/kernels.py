@@ -269,9 +269,19 @@ def _copy_in(mem, p, src):
     return p + len(src)
 
 
+_NO_DATA = np.zeros(0, np.uint8)
+
+
 @njit(**_JIT)
 def ring_append(w, mem, slot, token, sender, mtype, body, kind):
-    """Append one record from ``slot``.  Lock held.
+    """Append one record from ``slot``: ``ring_put`` with the body in one piece."""
+    return ring_put(w, mem, slot, token, sender, mtype, body, _NO_DATA, kind)
+
+
+@njit(**_JIT)
+def ring_put(w, mem, slot, token, sender, mtype, body, data, kind):
+    """Append one record from ``slot`` whose body is ``body`` then ``data``
+    (an array record: its descriptor, then its raw bytes).  Lock held.
 
     ``kind`` is a ``KIND_*``, with ``APPEND_SKIP`` if the appender screens
     this message itself: then, if its cursor is at the record (it has read
@@ -292,7 +302,7 @@ def ring_append(w, mem, slot, token, sender, mtype, body, kind):
     skip = kind & APPEND_SKIP
     kind &= 0xFF
     cap = w[H_CAPACITY]
-    payload = len(sender) + len(mtype) + len(body)
+    payload = len(sender) + len(mtype) + len(body) + len(data)
     size = (REC_HEADER + payload + 7) & ~7
     if size > cap:
         return TOO_LARGE
@@ -337,6 +347,7 @@ def ring_append(w, mem, slot, token, sender, mtype, body, kind):
     p = _copy_in(mem, at + REC_HEADER, sender)
     p = _copy_in(mem, p, mtype)
     p = _copy_in(mem, p, body)
+    p = _copy_in(mem, p, data)
     for q in range(p, at + size):
         mem[q] = 0
     atomic_store(w, H_WRITE_POS, pos + size)  # the record becomes visible here
@@ -645,6 +656,47 @@ def op_append(mem, lockval, slot, sender, mtype, body, kind):
 
 
 @njit(**_JIT)
+def op_append_array(mem, lockval, slot, sender, mtype, desc, data, kind):
+    """``ring_put`` of an array record under the lock, or ``BUSY``."""
+    w = mem.view(np.int64)
+    if atomic_cas(w, H_LOCK, 0, lockval) != 0:
+        return BUSY
+    status = ring_put(w, mem, slot, lockval & ~CONTENDED, sender, mtype, desc, data, kind)
+    return status | lock_release(w)
+
+
+@njit(**_JIT)
+def op_extend(mem, lockval, slot, sender, mtype, blob, ends, kinds, first):
+    """Append bodies ``first, first+1, ...`` under one lock, while they fit.
+
+    Body ``i`` is ``blob[ends[i-1]:ends[i]]`` (``ends[-1]`` taken as 0 for the
+    first), of kind ``kinds[i]``.  Returns ``(status, count)``: the status of
+    the first append that was not ``OK`` (``OK`` if all went in), with the
+    ``WAKE_*`` bits of all, and how many went in.  ``BUSY`` with 0 if the lock
+    is taken.
+    """
+    w = mem.view(np.int64)
+    if atomic_cas(w, H_LOCK, 0, lockval) != 0:
+        return BUSY, 0
+    token = lockval & ~CONTENDED
+    wakes = 0
+    status = OK
+    n = 0
+    for i in range(first, len(ends)):
+        start = ends[i - 1] if i > 0 else 0
+        status = ring_put(
+            w, mem, slot, token, sender, mtype, blob[start : ends[i]], _NO_DATA, kinds[i]
+        )
+        wakes |= status & ~CODE_MASK & 0xFFFF
+        if status & CODE_MASK != OK:
+            break
+        n += 1
+    if status & CODE_MASK == OK:
+        status = OK
+    return status | wakes | lock_release(w), n
+
+
+@njit(**_JIT)
 def op_pop(mem, lockval, slot, scr, out):
     """``ring_pop`` under the lock, or ``(BUSY, 0, 0, 0, 0)``."""
     w = mem.view(np.int64)
@@ -690,6 +742,48 @@ def op_leave(mem, lockval, slot, token, creator):
     if token != lockval & ~CONTENDED and status & 0xFF == OK:
         w[H_REAPED] += 1
     return status | lock_release(w)
+
+
+@njit(**_JIT)
+def op_pop_many(mem, lockval, slot, scr, out, lens, limit):
+    """Up to ``limit`` pops under one lock, their fields back to back in ``out``.
+
+    ``lens`` (an int64 array of at least ``4 * limit``) gets
+    ``(sender_len, type_len, body_len, kind)`` per message.  Returns
+    ``(status, count)``: the status that ended the batch (``EMPTY`` with its
+    data sequence above ``SEQ_SHIFT``, ``NEED_SPACE`` if ``out`` had no room
+    for the next record, ...; ``OK`` if ``limit`` were popped), with the
+    ``WAKE_*`` bits of all, and how many were popped.
+    """
+    w = mem.view(np.int64)
+    if atomic_cas(w, H_LOCK, 0, lockval) != 0:
+        return BUSY, 0
+    token = lockval & ~CONTENDED
+    at = 0
+    n = 0
+    wakes = 0
+    status = OK
+    while n < limit:
+        status, slen, tlen, blen, kind = ring_pop(w, mem, slot, token, scr, out[at:])
+        wakes |= status & ~CODE_MASK & 0xFFFF
+        code = status & CODE_MASK
+        if code != OK:
+            if code == EMPTY:
+                status = EMPTY | (blen << SEQ_SHIFT)
+            elif code == NEED_SPACE:
+                status = NEED_SPACE | (blen << SEQ_SHIFT)
+            break
+        lens[4 * n] = slen
+        lens[4 * n + 1] = tlen
+        lens[4 * n + 2] = blen
+        lens[4 * n + 3] = kind
+        at += slen + tlen + blen
+        n += 1
+    if status & CODE_MASK == OK:
+        status = OK
+    else:
+        status &= ~(WAKE_DATA | WAKE_SPACE | WAKE_LOCK | WAKE_MEMBERS)
+    return status | wakes | lock_release(w), n
 
 
 # -- Lock-free reads and the owner's own wait bits.

@@ -33,6 +33,7 @@ import multiprocessing.util
 import os
 import threading
 import time
+import warnings
 import weakref
 
 import numpy as np
@@ -55,6 +56,7 @@ from ._wait import (
     wait_bits,
     wake,
 )
+from .codec import decode_array, encode_array
 from .errors import (
     MessageTooLarge,
     NotOpened,
@@ -79,6 +81,7 @@ from .layout import (
     H_TIMENS,
     H_WRITE_POS,
     HEADER_BYTES,
+    KIND_ARRAY,
     KIND_BYTES,
     KIND_STR,
     MAX_NAME_BYTES,
@@ -143,6 +146,7 @@ class _Member:
         "out_mm",
         "lock",
         "waiting",
+        "lens",
     )
 
     def __init__(self, slot, token, sender, sender_bytes, reader):
@@ -153,12 +157,61 @@ class _Member:
         self.reader = reader
         self.lock = threading.Lock()  # guards out/out_mm and waiting between threads
         self.waiting = [0, 0, 0]  # sleepers of this handle by wait bit
+        self.lens = np.zeros(0, np.int64)  # pop_many's field lengths
         self.grow(4096)
 
     def grow(self, n):
         size = 1 << max(12, (n - 1).bit_length())
         self.out_mm = mmap.mmap(-1, size)
         self.out = np.frombuffer(self.out_mm, np.uint8)
+
+
+_warned_array = False
+
+
+def _warn_array_as_text():
+    global _warned_array
+    if not _warned_array:
+        _warned_array = True
+        warnings.warn(
+            "a numpy array was given to append(), which sends str(obj) as in pysyncq 0.0.1 "
+            "(numpy shortens large arrays with '...'); to send the array itself, with its "
+            "dtype and shape, use q.append_array(mtype, arr)",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def msgtype_bytes(mtype):
+    t = mtype.encode() if type(mtype) is str else as_bytes(mtype)
+    if len(t) > MAX_NAME_BYTES:
+        raise ValueError(f"msgtype is {len(t)} bytes long; the limit is {MAX_NAME_BYTES}")
+    return t
+
+
+def _encode_body(msg):
+    """``(bytes, kind)`` of a message body, by :meth:`PySyncQ.append`'s rules."""
+    if type(msg) is str:
+        return msg.encode(), KIND_STR
+    if type(msg) is bytes:
+        return msg, KIND_BYTES
+    if isinstance(msg, (bytes, bytearray, memoryview)):
+        return bytes(msg), KIND_BYTES
+    if isinstance(msg, np.ndarray):
+        _warn_array_as_text()
+    return str(msg).encode(), KIND_STR
+
+
+def _fields(m, slen, tlen, blen, kind):
+    """``(sender, type, body, kind)`` of a record the kernel copied into
+    ``m.out`` (an array body decoded into a private array).  With ``m.lock``."""
+    out = m.out_mm
+    a = slen + tlen
+    if kind & 0xFF == KIND_ARRAY:
+        body = decode_array(m.out[a : a + blen])
+    else:
+        body = out[a : a + blen]
+    return out[:slen], out[slen:a], body, kind
 
 
 def _decode(b):
@@ -494,6 +547,8 @@ class PySyncQ:
         elif isinstance(msg, (bytes, bytearray, memoryview)):
             body, kind = bytes(msg), KIND_BYTES
         else:
+            if isinstance(msg, np.ndarray):
+                _warn_array_as_text()
             body, kind = str(msg).encode(), KIND_STR
         if len(t) > MAX_NAME_BYTES:
             raise ValueError(f"msgtype is {len(t)} bytes long; the limit is {MAX_NAME_BYTES}")
@@ -503,7 +558,8 @@ class PySyncQ:
             kind |= APPEND_SKIP  # we would screen it: do not pin it either
         status = _op_append(self._mem, m.token, m.slot, m.sender_bytes, t, body, kind)
         if status & CODE_MASK:
-            status = self._append_slow(status, m, m.sender_bytes, t, body, kind, block, timer)
+            args = (m.slot, m.sender_bytes, t, body, kind)
+            status = self._append_slow(status, m, kernels.op_append, args, block, timer)
         if status & WAKE_BITS:
             wake(self._seg, status)
 
@@ -521,13 +577,108 @@ class PySyncQ:
             kind |= APPEND_SKIP
         status = _op_append(self._mem, m.token, m.slot, sender, mtype, body, kind)
         if status & CODE_MASK:
-            status = self._append_slow(status, m, sender, mtype, body, kind, block, timer)
+            args = (m.slot, sender, mtype, body, kind)
+            status = self._append_slow(status, m, kernels.op_append, args, block, timer)
         if status & WAKE_BITS:
             wake(self._seg, status)
 
-    def _append_slow(self, status, m, sender, t, body, kind, block, timer):
+    def append_array(self, mtype, arr, block=False, timer=0.5):
+        """Append a numpy array as it is: dtype (byte order, structured fields),
+        shape, order and values, with no pickle.
+
+        Readers' ``pop()`` returns ``(sender, mtype, ndarray)``: a private,
+        writable copy equal to ``arr``.  C- and Fortran-ordered arrays are copied
+        straight into the queue (Fortran order comes back Fortran-ordered); any
+        other layout is sent as a C-ordered copy.  Every dtype without Python
+        objects is accepted; object dtypes and non-arrays raise ``TypeError``
+        (use ``np.asarray(obj)``).  Full queue, ``block`` and ``timer``: as
+        :meth:`append`.
+        """
+        m = self._m
+        if m is None:
+            self._member()
+        timer = check_timer(timer)
+        t = msgtype_bytes(mtype)
+        desc, data = encode_array(arr, len(m.sender_bytes) + len(t))
+        if self._skip_at != self._changes[0]:
+            self._skip_refresh(m)
+        kind = KIND_ARRAY
+        if self._skip_own or (self._skip_types and t in self._skip_types):
+            kind |= APPEND_SKIP
+        args = (m.slot, m.sender_bytes, t, desc, data, kind)
+        status = kernels.op_append_array(self._mem, m.token, *args)
+        if status & CODE_MASK:
+            status = self._append_slow(status, m, kernels.op_append_array, args, block, timer)
+        if status & WAKE_BITS:
+            wake(self._seg, status)
+
+    def extend(self, mtype, bodies, block=False, timer=0.5):
+        """Append every body of ``bodies`` in order, all of type ``mtype``,
+        taking the queue lock as few times as possible; return how many.
+
+        Each body follows :meth:`append`'s rules (str and bytes as they are,
+        other objects as ``str(obj)``).  When the queue fills: wait (with
+        ``block=True``, up to ``timer`` seconds in all) or raise
+        :class:`QueueFull` whose ``.written`` says how many went in; nothing is
+        lost or doubled.  A body too large for the queue raises
+        :class:`MessageTooLarge`, also with ``.written``.
+        """
+        m = self._m
+        if m is None:
+            self._member()
+        timer = check_timer(timer)
+        t = msgtype_bytes(mtype)
+        pieces, kinds = [], []
+        for msg in bodies:
+            body, kind = _encode_body(msg)
+            pieces.append(body)
+            kinds.append(kind)
+        if not pieces:
+            return 0
+        if self._skip_at != self._changes[0]:
+            self._skip_refresh(m)
+        if self._skip_own or (self._skip_types and t in self._skip_types):
+            kinds = [k | APPEND_SKIP for k in kinds]
+        blob = np.frombuffer(b"".join(pieces), np.uint8)
+        ends = np.cumsum(np.fromiter(map(len, pieces), np.int64, len(pieces)))
+        kinds = np.array(kinds, np.int64)
+        total = len(pieces)
+        written = 0
         seg = self._seg
-        args = (m.slot, sender, t, body, kind)
+        start = time.monotonic()
+        deadline = start + timer if block else start
+        while True:
+            status, n = kernels.op_extend(
+                self._mem, m.token, m.slot, m.sender_bytes, t, blob, ends, kinds, written
+            )
+            written += n
+            if status & WAKE_BITS:
+                wake(seg, status)
+            if written == total:
+                return written
+            # The next body by the single-message path, from the batch's
+            # status: it waits for the lock or space, reaps and raises as
+            # append() does; then the batch goes on.
+            body = blob[ends[written - 1] if written else 0 : ends[written]]
+            args = (m.slot, m.sender_bytes, t, body, int(kinds[written]))
+            left = max(0.0, deadline - time.monotonic())
+            try:
+                status = self._append_slow(status, m, kernels.op_append, args, block, left)
+            except (QueueFull, MessageTooLarge) as e:
+                e.written = written
+                raise
+            if status & WAKE_BITS:
+                wake(seg, status)
+            written += 1
+            if written == total:
+                return written
+
+    def _append_slow(self, status, m, op, args, block, timer):
+        """Everything but an immediate success of ``op(mem, lockval, *args)``:
+        wait for the lock or for space, reap, raise.  ``args`` are the
+        kernel's: ``(slot, sender, type, body pieces..., kind)``."""
+        seg = self._seg
+        need = sum(len(x) for x in args[1:-1])
         start = time.monotonic()
         deadline = start + timer if block else start
         lock_deadline = max(deadline, start + _wait.LOCK_PATIENCE)
@@ -538,10 +689,9 @@ class PySyncQ:
                     return status
                 wake(seg, status)  # e.g. a lock waiter, even if we raise below
                 if code == BUSY:
-                    status = locked(seg, m.token, kernels.op_append, args, lock_deadline)
+                    status = locked(seg, m.token, op, args, lock_deadline)
                     continue
                 if code == TOO_LARGE:
-                    need = len(sender) + len(t) + len(body)
                     raise MessageTooLarge(
                         f"message of {need} bytes (sender + type + body) can never fit in "
                         f"queue {self.name!r}, which holds at most {self.max_message}; create "
@@ -557,18 +707,18 @@ class PySyncQ:
                 if now >= self._next_reap:
                     self._next_reap = now + self.reap_interval
                     if reap_dead(seg, m.token, lock_deadline):
-                        status = locked(seg, m.token, kernels.op_append, args, lock_deadline)
+                        status = locked(seg, m.token, op, args, lock_deadline)
                         continue
                 if now >= deadline:
-                    raise QueueFull(self._full_message(m, sender, t, body, block, timer))
+                    raise QueueFull(self._full_message(m, need, block, timer))
                 timeout = min(deadline - now, self.reap_interval, TICK)
                 self._sleep(m, W_SPACE, H_SPACE_SEQ, seq, timeout)
-                status = locked(seg, m.token, kernels.op_append, args, lock_deadline)
+                status = locked(seg, m.token, op, args, lock_deadline)
         except LockBusy as e:
             raise self._locked_error(e, lock_deadline - start) from None
 
-    def _full_message(self, m, sender, t, body, block, timer):
-        need = record_bytes(len(sender) + len(t) + len(body))
+    def _full_message(self, m, payload, block, timer):
+        need = record_bytes(payload)
         w = self._seg.words
         free = self._seg.capacity - int(w[H_WRITE_POS] - w[H_HEAD])
         why = f"waited {timer} s" if block else "block=False"
@@ -612,11 +762,15 @@ class PySyncQ:
         lock.acquire()
         try:
             scr = self._scr if self._scr_at == self._changes[0] else self._screens()
-            status, slen, tlen, blen, _ = _op_pop(self._mem, m.token, m.slot, scr, m.out)
+            status, slen, tlen, blen, kind = _op_pop(self._mem, m.token, m.slot, scr, m.out)
             if not status & CODE_MASK:
                 out = m.out_mm
                 a = slen + tlen
-                s, t, b = out[:slen], out[slen:a], out[a : a + blen]
+                s, t = out[:slen], out[slen:a]
+                if kind & 0xFF == KIND_ARRAY:
+                    b = decode_array(m.out[a : a + blen])
+                else:
+                    b = out[a : a + blen]
         finally:
             lock.release()
         if status & CODE_MASK:
@@ -627,6 +781,8 @@ class PySyncQ:
         elif status:
             wake(self._seg, status)
         if decode:
+            if type(b) is not bytes:
+                return (_decode(s), _decode(t), b)
             try:
                 return (s.decode(), t.decode(), b.decode())
             except UnicodeDecodeError:
@@ -647,6 +803,69 @@ class PySyncQ:
         s, t, b, kind = got
         return s, t, b, kind & 0xFF, (kind >> 8) == m.slot + 1
 
+    def pop_many(self, n, block=False, timer=0.5, decode=True):
+        """Pop up to ``n`` messages, in order, taking the queue lock as few
+        times as possible: a list of what :meth:`pop` returns (empty when
+        there is nothing).  With ``block=True`` wait up to ``timer`` seconds
+        for the first message, then return what is there without waiting for
+        more.  Screening applies as in :meth:`pop`.
+        """
+        m = self._m
+        if m is None or not m.reader:
+            self._not_reader(m)
+        n = check_int(n, "n", 0, 1 << 30)
+        timer = check_timer(timer)
+        got = self._pop_batch(m, n, decode)
+        if got or n == 0:
+            return got
+        first = self.pop(block, timer, decode)  # waits, grows, raises as pop does
+        if first is None:
+            return []
+        return [first] + self._pop_batch(m, n - 1, decode)
+
+    def _pop_batch(self, m, n, decode):
+        """At most ``n`` messages that are there now, by one kernel call (two
+        if the buffer must grow); [] when the batch kernel could not start
+        (empty, busy lock, an error), leaving that to :meth:`pop`."""
+        if n <= 0:
+            return []
+        if len(m.lens) < 4 * n:
+            m.lens = np.zeros(4 * n, np.int64)
+        with m.lock:
+            scr = self._scr if self._scr_at == self._changes[0] else self._screens()
+            status, count = kernels.op_pop_many(self._mem, m.token, m.slot, scr, m.out, m.lens, n)
+            if count == 0 and status & CODE_MASK == NEED_SPACE:
+                m.grow(status >> SEQ_SHIFT)
+                status, count = kernels.op_pop_many(
+                    self._mem, m.token, m.slot, scr, m.out, m.lens, n
+                )
+            if count == 0:
+                if status & WAKE_BITS:
+                    wake(self._seg, status)
+                return []
+            lens = m.lens[: 4 * count].tolist()
+            out, raw = m.out_mm, m.out
+            msgs = []
+            at = 0
+            for i in range(0, 4 * count, 4):
+                slen, tlen, blen, kind = lens[i : i + 4]
+                a = at + slen
+                b = a + tlen
+                end = b + blen
+                if kind & 0xFF == KIND_ARRAY:
+                    body = decode_array(raw[b:end])
+                    msgs.append((out[at:a], out[a:b], body))
+                else:
+                    msgs.append((out[at:a], out[a:b], out[b:end]))
+                at = end
+        if status & WAKE_BITS:
+            wake(self._seg, status)
+        if decode:
+            return [
+                (_decode(s), _decode(t), _decode(b) if type(b) is bytes else b) for s, t, b in msgs
+            ]
+        return msgs
+
     def _pop_once(self, m, result):
         """Finish one pop kernel call: ``(fields or None, status, a, b)``, where
         ``a, b`` are the kernel's sender and body lengths (what ``EMPTY``,
@@ -658,9 +877,7 @@ class PySyncQ:
         status, slen, tlen, blen, kind = result
         if status & CODE_MASK:
             return None, status, slen, blen
-        out = m.out_mm
-        a = slen + tlen
-        return (out[:slen], out[slen:a], out[a : a + blen], kind), status, slen, blen
+        return _fields(m, slen, tlen, blen, kind), status, slen, blen
 
     def _pop_slow(self, m, status, slen, blen, block, timer):
         """Everything but an immediate hit: wait, retry, grow the buffer.
