@@ -214,6 +214,26 @@ def _fields(m, slen, tlen, blen, kind):
     return out[:slen], out[slen:a], body, kind
 
 
+def _batch_fields(m, count):
+    """The ``(sender, type, body)`` of ``count`` records that ``op_pop_many``
+    copied into ``m.out``.  With ``m.lock``."""
+    lens = m.lens[: 4 * count].tolist()
+    out, raw = m.out_mm, m.out
+    msgs = []
+    at = 0
+    for i in range(0, 4 * count, 4):
+        slen, tlen, blen, kind = lens[i : i + 4]
+        a = at + slen
+        b = a + tlen
+        end = b + blen
+        if kind & 0xFF == KIND_ARRAY:
+            msgs.append((out[at:a], out[a:b], decode_array(raw[b:end])))
+        else:
+            msgs.append((out[at:a], out[a:b], out[b:end]))
+        at = end
+    return msgs
+
+
 def _decode(b):
     try:
         return b.decode()
@@ -533,6 +553,10 @@ class PySyncQ:
         wait up to ``timer`` seconds (None: for ever) for space, then raise.
         A message too large for even an empty queue raises
         :class:`MessageTooLarge` (also a ``MemoryError``) at once.
+
+        A numpy array given here travels as ``str(arr)``, as in pysyncq 0.0.1
+        (with a one-time ``UserWarning``): to send the array itself, use
+        :meth:`append_array`.
         """
         m = self._m
         if m is None:
@@ -824,45 +848,31 @@ class PySyncQ:
         return [first] + self._pop_batch(m, n - 1, decode)
 
     def _pop_batch(self, m, n, decode):
-        """At most ``n`` messages that are there now, by one kernel call (two
-        if the buffer must grow); [] when the batch kernel could not start
-        (empty, busy lock, an error), leaving that to :meth:`pop`."""
-        if n <= 0:
-            return []
-        if len(m.lens) < 4 * n:
-            m.lens = np.zeros(4 * n, np.int64)
-        with m.lock:
-            scr = self._scr if self._scr_at == self._changes[0] else self._screens()
-            status, count = kernels.op_pop_many(self._mem, m.token, m.slot, scr, m.out, m.lens, n)
-            if count == 0 and status & CODE_MASK == NEED_SPACE:
-                m.grow(status >> SEQ_SHIFT)
+        """At most ``n`` messages that are there now, one kernel call per
+        buffer-full; [] when the batch kernel could not start (empty, busy
+        lock, an error), leaving that to :meth:`pop`."""
+        msgs = []
+        while len(msgs) < n:
+            want = n - len(msgs)
+            if len(m.lens) < 4 * want:
+                m.lens = np.zeros(4 * want, np.int64)
+            with m.lock:
+                scr = self._scr if self._scr_at == self._changes[0] else self._screens()
                 status, count = kernels.op_pop_many(
-                    self._mem, m.token, m.slot, scr, m.out, m.lens, n
+                    self._mem, m.token, m.slot, scr, m.out, m.lens, want
                 )
-            if count == 0:
-                if status & WAKE_BITS:
-                    wake(self._seg, status)
-                return []
-            lens = m.lens[: 4 * count].tolist()
-            out, raw = m.out_mm, m.out
-            msgs = []
-            at = 0
-            for i in range(0, 4 * count, 4):
-                slen, tlen, blen, kind = lens[i : i + 4]
-                a = at + slen
-                b = a + tlen
-                end = b + blen
-                if kind & 0xFF == KIND_ARRAY:
-                    body = decode_array(raw[b:end])
-                    msgs.append((out[at:a], out[a:b], body))
-                else:
-                    msgs.append((out[at:a], out[a:b], out[b:end]))
-                at = end
-        if status & WAKE_BITS:
-            wake(self._seg, status)
+                if count:
+                    msgs += _batch_fields(m, count)
+            if status & WAKE_BITS:
+                wake(self._seg, status)
+            if status & CODE_MASK != NEED_SPACE:
+                break
+            with m.lock:
+                m.grow(status >> SEQ_SHIFT)
         if decode:
             return [
-                (_decode(s), _decode(t), _decode(b) if type(b) is bytes else b) for s, t, b in msgs
+                (_decode(s), _decode(t), _decode(b) if type(b) is bytes else b)
+                for s, t, b in msgs
             ]
         return msgs
 

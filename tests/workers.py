@@ -234,3 +234,26 @@ def storm_killer(q, kills_wanted, counts, seed):
         killed.add(victim)
         os.kill(_proc.token_pid(victim), signal.SIGKILL)
         counts[0] += 1
+
+
+# -- Arrays -------------------------------------------------------------------
+
+
+def array_echo_child(q, name):
+    """Pop arrays and send each one back (same type, dtype and shape) until
+    type 'stop'; check each is private and writable."""
+    import numpy as np
+
+    q.open(name)
+    q.scrntype.add("back")
+    while True:
+        m = q.pop(block=True, timer=WAIT)
+        if m is None:
+            fail(f"{name}: nothing arrived")
+        sender, mtype, body = m
+        if mtype == "stop":
+            break
+        if not isinstance(body, np.ndarray) or not body.flags.writeable:
+            fail(f"{name}: expected a writable ndarray, got {type(body).__name__}")
+        q.append_array("back", body, block=True, timer=WAIT)
+    q.close()
