@@ -117,6 +117,9 @@ OPEN_GRACE = 0.5
 #: Seconds open() waits for a lock held by a live process.
 OPEN_PATIENCE = 5.0
 
+#: Bytes of the buffer a handle's pop_many copies into (at most the capacity).
+_BATCH_BUFFER = 1 << 18
+
 _live = weakref.WeakSet()
 _CLOSED_MEM = np.zeros(HEADER_BYTES, np.uint8)
 _op_pop = kernels.op_pop
@@ -189,6 +192,24 @@ def msgtype_bytes(mtype):
     return t
 
 
+def _encode_bodies(bodies):
+    """``(list of bytes, int64 array of kinds)`` for :meth:`PySyncQ.extend`;
+    all-str and all-bytes batches (the common ones) without a call per body."""
+    if type(bodies) not in (list, tuple):
+        bodies = list(bodies)
+    n = len(bodies)
+    types = set(map(type, bodies))
+    if types <= {str}:
+        return [b.encode() for b in bodies], np.full(n, KIND_STR, np.int64)
+    if types <= {bytes}:
+        return list(bodies), np.full(n, KIND_BYTES, np.int64)
+    pieces, kinds = [], np.empty(n, np.int64)
+    for i, msg in enumerate(bodies):
+        body, kinds[i] = _encode_body(msg)
+        pieces.append(body)
+    return pieces, kinds
+
+
 def _encode_body(msg):
     """``(bytes, kind)`` of a message body, by :meth:`PySyncQ.append`'s rules."""
     if type(msg) is str:
@@ -216,20 +237,27 @@ def _fields(m, slen, tlen, blen, kind):
 
 def _batch_fields(m, count):
     """The ``(sender, type, body)`` of ``count`` records that ``op_pop_many``
-    copied into ``m.out``.  With ``m.lock``."""
-    lens = m.lens[: 4 * count].tolist()
-    out, raw = m.out_mm, m.out
+    copied into ``m.out``.  With ``m.lock``.  One copy out of the buffer, then
+    slices of it: slicing the buffer itself costs more per message."""
+    lens = m.lens[: 4 * count].reshape(count, 4)
+    ends = np.cumsum(lens[:, :3]).tolist()
+    data = m.out_mm[: ends[-1]]
     msgs = []
     at = 0
-    for i in range(0, 4 * count, 4):
-        slen, tlen, blen, kind = lens[i : i + 4]
-        a = at + slen
-        b = a + tlen
-        end = b + blen
-        if kind & 0xFF == KIND_ARRAY:
-            msgs.append((out[at:a], out[a:b], decode_array(raw[b:end])))
+    if not (lens[:, 3] & 0xFF == KIND_ARRAY).any():
+        for k in range(0, 3 * count, 3):
+            a, b, end = ends[k], ends[k + 1], ends[k + 2]
+            msgs.append((data[at:a], data[a:b], data[b:end]))
+            at = end
+        return msgs
+    kinds = (lens[:, 3] & 0xFF).tolist()
+    for k in range(count):
+        a, b, end = ends[3 * k], ends[3 * k + 1], ends[3 * k + 2]
+        if kinds[k] == KIND_ARRAY:
+            body = decode_array(m.out[b:end])
         else:
-            msgs.append((out[at:a], out[a:b], out[b:end]))
+            body = data[b:end]
+        msgs.append((data[at:a], data[a:b], body))
         at = end
     return msgs
 
@@ -652,20 +680,15 @@ class PySyncQ:
             self._member()
         timer = check_timer(timer)
         t = msgtype_bytes(mtype)
-        pieces, kinds = [], []
-        for msg in bodies:
-            body, kind = _encode_body(msg)
-            pieces.append(body)
-            kinds.append(kind)
+        pieces, kinds = _encode_bodies(bodies)
         if not pieces:
             return 0
         if self._skip_at != self._changes[0]:
             self._skip_refresh(m)
         if self._skip_own or (self._skip_types and t in self._skip_types):
-            kinds = [k | APPEND_SKIP for k in kinds]
+            kinds |= APPEND_SKIP
         blob = np.frombuffer(b"".join(pieces), np.uint8)
         ends = np.cumsum(np.fromiter(map(len, pieces), np.int64, len(pieces)))
-        kinds = np.array(kinds, np.int64)
         total = len(pieces)
         written = 0
         seg = self._seg
@@ -852,6 +875,9 @@ class PySyncQ:
         buffer-full; [] when the batch kernel could not start (empty, busy
         lock, an error), leaving that to :meth:`pop`."""
         msgs = []
+        if len(m.out) < _BATCH_BUFFER and n > 1:
+            with m.lock:
+                m.grow(min(_BATCH_BUFFER, self._seg.capacity))
         while len(msgs) < n:
             want = n - len(msgs)
             if len(m.lens) < 4 * want:
@@ -867,8 +893,9 @@ class PySyncQ:
                 wake(self._seg, status)
             if status & CODE_MASK != NEED_SPACE:
                 break
-            with m.lock:
-                m.grow(status >> SEQ_SHIFT)
+            if not count:  # the next record alone does not fit: grow for it
+                with m.lock:
+                    m.grow(status >> SEQ_SHIFT)
         if decode:
             return [
                 (_decode(s), _decode(t), _decode(b) if type(b) is bytes else b)
