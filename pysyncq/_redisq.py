@@ -53,6 +53,8 @@ MAX_BODY = (512 << 20) - (2 * MAX_NAME_BYTES + 1024)
 STALE_AFTER = 300.0
 #: Errors that mean "Redis cannot be reached now": retry with backoff.
 CONNECTION_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+#: ... except these, which retrying will not cure.
+FATAL_ERRORS = (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError)
 
 _LUA_COMMON = """
 local function pid(id)
@@ -94,7 +96,7 @@ end
 """
 
 # KEYS: stream acks beats seqs cfg.  ARGV: origin, stale_ms, maxlen (-1: the
-# stream's), n, then n x (seq, sender, type, kind, body).  Adds the entries in
+# stream's), ack ('': leave), n, then n x (seq, sender, type, kind, body).  Adds the entries in
 # order, dropping those already added (seq <= the origin's last), and stops at
 # the first that does not fit a bounded stream; returns how many were dealt
 # with.  The member holding the trim back (smallest ack) may always add: it is
@@ -105,7 +107,8 @@ _LUA_ADD = (
 local origin, stale = ARGV[1], tonumber(ARGV[2])
 local maxlen = tonumber(ARGV[3])
 if maxlen < 0 then maxlen = tonumber(redis.call('HGET', KEYS[5], 'maxlen') or '0') end
-local n = tonumber(ARGV[4])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], origin, ARGV[4]) end
+local n = tonumber(ARGV[5])
 local last = tonumber(redis.call('HGET', KEYS[4], origin) or '0')
 local first = last
 local room = math.huge
@@ -126,7 +129,7 @@ if maxlen > 0 then
 end
 local done = 0
 for i = 0, n - 1 do
-  local at = 5 + 5 * i
+  local at = 6 + 5 * i
   local seq = tonumber(ARGV[at])
   if seq > last then
     if room <= 0 then break end
@@ -447,7 +450,7 @@ class RedisQueue:
         with self._lock:
             self._member()
             seq = self._seq + 1
-            args = [self._origin, int(self.stale_after * 1000), -1, 1, seq]
+            args = [self._origin, int(self.stale_after * 1000), -1, "", 1, seq]
             args += [self._sender_bytes, t, kind, body]
             while True:
                 if self._scripts.add(keys=self._keys, args=args):

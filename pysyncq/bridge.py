@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from ._redisq import (
     CONNECTION_ERRORS,
+    FATAL_ERRORS,
     STALE_AFTER,
     RedisQueue,
     Scripts,
@@ -264,10 +265,15 @@ class Bridge:
 
     def run(self):
         """Relay until :meth:`stop` is called."""
+        log.info(
+            "bridge %s: connecting queue %r to stream %r on %s",
+            self.origin,
+            self.name,
+            self.stream,
+            redact(self.url),
+        )
         q = self._attach()
-        key = "\0".join((self.name, self.stream, self.origin, redact(self.url)))
-        digest = hashlib.sha1(key.encode()).hexdigest()[:20]
-        self._posfile = _PosFile(f"/dev/shm/pysyncq-bridge-{digest}")
+        self._posfile = None
         try:
             q.open(f"bridge:{self.origin}", filtself=False)
             if hasattr(q, "_pop_raw"):
@@ -276,6 +282,8 @@ class Bridge:
                 shim = _Shim(q)
                 self._append_raw, self._pop_raw = shim.append_raw, shim.pop_raw
             self._register()
+            if self._pos is None:
+                return  # stopped before Redis could be reached
             threads = [
                 threading.Thread(target=self._guard, args=(self._inbound,), daemon=True),
                 threading.Thread(target=self._guard, args=(self._outbound,), daemon=True),
@@ -289,11 +297,13 @@ class Bridge:
             self._beat_once()  # the final ack, if Redis is there
         finally:
             self._stop.set()
+            self._ready.set()
             q.close()
-            if self._pos is not None and self._acked == self._pos:
-                self._posfile.remove()  # Redis has it all
-            else:
-                self._posfile.close()
+            if self._posfile is not None:
+                if self._acked == self._pos:
+                    self._posfile.remove()  # Redis has it all
+                else:
+                    self._posfile.close()
             log.info("bridge %s stopped: %d relayed out, %d in", self.origin, self._out, self._in)
         if self._error is not None:
             raise self._error
@@ -329,6 +339,8 @@ class Bridge:
         while True:
             try:
                 result = fn(*args, **kw)
+            except FATAL_ERRORS:
+                raise  # a wrong password will not get right by retrying
             except CONNECTION_ERRORS as e:
                 with self._down_lock:
                     if self._down_since is None:
@@ -369,6 +381,9 @@ class Bridge:
         ack, seq, beat, now = (x.decode() for x in got)
         self._pos = self._acked = ack
         self._seq = int(seq)
+        key = "\0".join((self.name, self.stream, self.origin, redact(self.url)))
+        digest = hashlib.sha1(key.encode()).hexdigest()[:20]
+        self._posfile = _PosFile(f"/dev/shm/pysyncq-bridge-{digest}")
         local = self._posfile.read()
         if beat and local is not None and local > id_tuple(ack):
             self._pos = f"{local[0]}-{local[1]}"
@@ -384,11 +399,8 @@ class Bridge:
         ack = self._pos
         how = "resuming after" if beat else "new member: starting at the end,"
         log.info(
-            "bridge %s: queue %r <-> stream %r on %s; %s %s (max_len=%s, stale_after=%g s)",
+            "bridge %s: relaying; %s %s (max_len=%s, stale_after=%g s)",
             self.origin,
-            self.name,
-            self.stream,
-            redact(self.url),
             how,
             ack,
             self.max_len,
@@ -462,7 +474,7 @@ class Bridge:
         pending = []  # [seq, sender, type, kind, body] popped, not yet in the stream
         nbytes = 0
         full = False
-        args_head = [self.origin, int(self.stale_after * 1000), -1]
+        head = [self.origin, int(self.stale_after * 1000), -1]
         while not self._stop.is_set():
             # Drain the local queue into one batch; wait only when there is
             # nothing to send.  While the stream is full, keep popping the
@@ -479,7 +491,9 @@ class Bridge:
                 nbytes += len(b)
             if not pending:
                 continue
-            args = args_head + [len(pending)]
+            # The inbound position goes along: whether this bridge is the one
+            # holding the stream back must be judged on its latest ack.
+            args = head + [self._pos, len(pending)]
             for item in pending:
                 args.extend(item)
             done = self._retrying("add", self._scripts.add, keys=self._keys, args=args)
