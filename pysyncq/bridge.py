@@ -447,7 +447,8 @@ class Bridge:
         try:
             got = self._scripts.beat(
                 keys=self._keys,
-                args=[self.origin, int(self.stale_after * 1000), ack if ack != self._acked else ""],
+                # Always the ack: Redis may have restarted without its data.
+                args=[self.origin, int(self.stale_after * 1000), ack],
             )
         except CONNECTION_ERRORS:
             return  # the relaying threads report and retry
@@ -518,7 +519,7 @@ class Bridge:
     # -- Inbound: stream -> local queue --------------------------------------------
 
     def _inbound(self):
-        count = BATCH
+        count = 32  # grows to BATCH while entries are small
         write = self._posfile.write
         while not self._stop.is_set():
             got = self._retrying(
@@ -544,7 +545,7 @@ class Bridge:
                 write(int(ms), int(seq))
             # Fewer entries per read when they are large.
             avg = size // max(1, len(entries))
-            count = max(1, min(BATCH, BATCH_BYTES // max(1, avg)))
+            count = max(1, min(BATCH, 2 * count, BATCH_BYTES // max(1, avg)))
 
     def _deliver(self, sid, s, t, b, f):
         """Append one entry locally, waiting while the queue is full.

@@ -315,6 +315,28 @@ def test_slow_remote_reader_fills_bounded_stream(server, qname, procs):
         assert longest <= max_len
 
 
+def test_stale_bridge_stops_pinning_and_says_so_when_back(server, qname, caplog):
+    caplog.set_level(logging.INFO, logger="pysyncq.bridge")
+    n, stale = 100, 1.0
+    qa, qb = PySyncQ(qname + "-a", size=1 << 9), PySyncQ(qname + "-b", size=1 << 12)
+    with qa, qb:
+        # B joins, then goes away: the stream holds its entries for it until
+        # it has been gone for `stale` seconds.
+        Bridge(qb.name, server.url, stream=qname, origin="B", stale_after=stale).start().stop()
+        ba = Bridge(qa.name, server.url, stream=qname, origin="A", max_len=20, stale_after=stale)
+        with ba.start(), qa.open("w", reader=False):
+            t0 = time.monotonic()
+            for i in range(n):
+                qa.append("seq", str(i), block=True, timer=10)
+            held = time.monotonic() - t0
+            wait_until(lambda: ba.stats().relayed_out == n, 10, "every message in the stream")
+        assert held > stale / 2, f"the writer was never held back ({held:.2f} s)"
+        assert "longer than stale_after" not in caplog.text
+        time.sleep(stale / 2)
+        Bridge(qb.name, server.url, stream=qname, origin="B", stale_after=stale).start().stop()
+        assert "longer than stale_after" in caplog.text
+
+
 def test_cli_logs_without_the_password(server, qname):
     url = server.url.replace("redis://", "redis://:s3cret-pw@")  # the server ignores it
     p = run_bridge_cli(qname, url, qname, "X")
