@@ -96,11 +96,13 @@ end
 """
 
 # KEYS: stream acks beats seqs cfg.  ARGV: origin, stale_ms, maxlen (-1: the
-# stream's), ack ('': leave), n, then n x (seq, sender, type, kind, body).  Adds the entries in
+# stream's), ack ('': leave), may_overfill (1 for bridges), n, then n x (seq,
+# sender, type, kind, body).  Adds the entries in
 # order, dropping those already added (seq <= the origin's last), and stops at
 # the first that does not fit a bounded stream; returns how many were dealt
-# with.  The member holding the trim back (smallest ack) may always add: it is
-# throttled by its own readers, and refusing it could deadlock it.
+# with.  A bridge holding the trim back (smallest ack) may always add: it is
+# throttled by its own local readers, and refusing it could deadlock it (its
+# own cursor would pin the local queue that its inbound side must append to).
 _LUA_ADD = (
     _LUA_COMMON
     + """
@@ -108,7 +110,7 @@ local origin, stale = ARGV[1], tonumber(ARGV[2])
 local maxlen = tonumber(ARGV[3])
 if maxlen < 0 then maxlen = tonumber(redis.call('HGET', KEYS[5], 'maxlen') or '0') end
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], origin, ARGV[4]) end
-local n = tonumber(ARGV[5])
+local n = tonumber(ARGV[6])
 local last = tonumber(redis.call('HGET', KEYS[4], origin) or '0')
 local first = last
 local room = math.huge
@@ -122,14 +124,14 @@ if maxlen > 0 then
     len = redis.call('XLEN', KEYS[1])
   end
   room = maxlen - len
-  if room < n then
+  if room < n and ARGV[5] == '1' then
     local mine = redis.call('HGET', KEYS[2], origin)
     if mine and best and not lt(best, mine) then room = math.huge end
   end
 end
 local done = 0
 for i = 0, n - 1 do
-  local at = 6 + 5 * i
+  local at = 7 + 5 * i
   local seq = tonumber(ARGV[at])
   if seq > last then
     if room <= 0 then break end
@@ -145,9 +147,9 @@ return done
 """
 )
 
-# KEYS as above.  ARGV: origin, maxlen to set (-1: leave).  A member seen for
-# the first time starts at the end of the stream.  Returns {ack, last seq,
-# previous beat or '', now}.
+# KEYS as above.  ARGV: origin, maxlen to set (-1: leave), reader (1/0).  A
+# member seen for the first time starts at the end of the stream; one that
+# does not read holds no ack.  Returns {ack, last seq, previous beat or '', now}.
 _LUA_REGISTER = (
     _LUA_COMMON
     + """
@@ -157,9 +159,9 @@ local ack = redis.call('HGET', KEYS[2], origin)
 local beat = redis.call('HGET', KEYS[3], origin)
 if not ack then
   ack = last_id()
-  redis.call('HSET', KEYS[2], origin, ack)
+  if ARGV[3] == '1' then redis.call('HSET', KEYS[2], origin, ack) end
 end
-redis.call('HSET', KEYS[3], origin, now)
+if ARGV[3] == '1' then redis.call('HSET', KEYS[3], origin, now) end
 if tonumber(ARGV[2]) >= 0 then redis.call('HSET', KEYS[5], 'maxlen', ARGV[2]) end
 return {ack, redis.call('HGET', KEYS[4], origin) or '0', beat or '', tostring(now)}
 """
@@ -312,6 +314,7 @@ class RedisQueue:
         self._scripts = Scripts(self._client)
         self._keys = meta_keys(self.stream)
         self._origin = None
+        self._reader = True
         self._sender = None
         self._sender_bytes = None
         self._closed = False
@@ -333,8 +336,12 @@ class RedisQueue:
 
     # -- Membership ------------------------------------------------------------
 
-    def open(self, sender=None, filtself=True):
-        """Join the queue as ``sender`` (default the process id); return the handle."""
+    def open(self, sender=None, filtself=True, *, reader=True):
+        """Join the queue as ``sender`` (default the process id); return the handle.
+
+        With ``reader=False`` the handle only appends: it holds no position in
+        the stream, so it never holds entries back (and cannot ``pop``).
+        """
         self._usable()
         if self._origin is not None:
             raise RuntimeError(f"queue {self.name!r} is already open in this handle")
@@ -346,9 +353,10 @@ class RedisQueue:
         if len(sb) > MAX_NAME_BYTES:
             raise ValueError(f"sender is {len(sb)} bytes long; the limit is {MAX_NAME_BYTES}")
         origin = f"rq:{socket.gethostname()}:{os.getpid()}:{os.urandom(4).hex()}"
-        ack, _, _, _ = self._scripts.register(keys=self._keys, args=[origin, -1])
+        ack, _, _, _ = self._scripts.register(keys=self._keys, args=[origin, -1, int(reader)])
         self._pos = self._acked = ack.decode()
         self._origin = origin
+        self._reader = reader
         self._sender, self._sender_bytes = sender, sb
         self._next_beat = time.monotonic() + self._beat_every()
         if filtself:
@@ -450,7 +458,7 @@ class RedisQueue:
         with self._lock:
             self._member()
             seq = self._seq + 1
-            args = [self._origin, int(self.stale_after * 1000), -1, "", 1, seq]
+            args = [self._origin, int(self.stale_after * 1000), -1, "", 0, 1, seq]
             args += [self._sender_bytes, t, kind, body]
             while True:
                 if self._scripts.add(keys=self._keys, args=args):
@@ -469,6 +477,10 @@ class RedisQueue:
     def pop(self, block=False, timer=0.5, decode=True):
         """The next unread message not screened out, or None; as ``PySyncQ.pop``."""
         self._member()
+        if not self._reader:
+            raise NotOpened(
+                f"queue {self.name!r} was opened with reader=False in this handle: it cannot pop"
+            )
         timer = _check_timer(timer)
         deadline = time.monotonic() + timer
         with self._lock:

@@ -374,7 +374,7 @@ class Bridge:
         self._scripts = Scripts(self._client)
         maxlen = -1 if self.max_len is None else self.max_len
         got = self._retrying(
-            "register", self._scripts.register, keys=self._keys, args=[self.origin, maxlen]
+            "register", self._scripts.register, keys=self._keys, args=[self.origin, maxlen, 1]
         )
         if got is None:
             return
@@ -494,7 +494,7 @@ class Bridge:
                 continue
             # The inbound position goes along: whether this bridge is the one
             # holding the stream back must be judged on its latest ack.
-            args = head + [self._pos, len(pending)]
+            args = head + [self._pos, 1, len(pending)]
             for item in pending:
                 args.extend(item)
             done = self._retrying("add", self._scripts.add, keys=self._keys, args=args)

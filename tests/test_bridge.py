@@ -231,6 +231,37 @@ def test_redis_queue_joins_the_two_hosts(server, qname):
                 rq.pop()
 
 
+def test_redis_queue_api_and_a_full_bounded_stream(server, qname):
+    import pickle
+
+    # A member that went away (not yet stale) holds the stream at its start.
+    Bridge(qname, server.url, origin="gone", max_len=5, stale_after=60).start().stop()
+    w = RedisQueue(server.url, qname).open("w", reader=False)
+    r = RedisQueue(server.url, qname).open("r")
+    with w, r:
+        with pytest.raises(NotOpened):
+            w.pop()
+        with pytest.raises(ValueError):
+            w.append("x", "y", block=True, timer=-1)
+        for i in range(5):
+            w.append("n", i)
+        with pytest.raises(QueueFull):
+            w.append("n", 5)
+        t0 = time.monotonic()
+        with pytest.raises(MemoryError):  # QueueFull is a MemoryError, as locally
+            w.append("n", 5, block=True, timer=0.2)
+        assert time.monotonic() - t0 >= 0.2
+        assert list(r(decode=False)) == [(b"w", b"n", str(i).encode()) for i in range(5)]
+        r.scrnsend = ["w"]
+        assert "w" in r.scrnsend and b"w" in r.scrnsend
+        r2 = pickle.loads(pickle.dumps(r))
+        assert r2.name == qname and r2.sender is None
+        r2.close()
+    with client(server.url) as c:
+        assert c.hget(f"{qname}:pysyncq:cfg", "maxlen") == b"5"
+        assert c.hkeys(f"{qname}:pysyncq:acks") == [b"gone"]  # r closed: no longer held
+
+
 def test_bridge_killed_and_restarted_loses_nothing(server, qname, procs):
     n = 3000
     stream = qname
