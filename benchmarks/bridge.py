@@ -238,7 +238,7 @@ def main(argv=None):
         import zmq
 
         contenders.append("zmq")
-        zmq_version = zmq.zmq_version()
+        zmq_version = f"{zmq.__version__} (libzmq {zmq.zmq_version()})"
     except ImportError:
         zmq_version = None
         print("pyzmq not installed: run with --install-optional to compare", file=sys.stderr)
