@@ -51,6 +51,8 @@ log = logging.getLogger("pysyncq.bridge")
 #: Most messages (and bytes) relayed per Redis round trip.
 BATCH = 256
 BATCH_BYTES = 4 << 20
+#: Inbound lag (seconds of stream time) that is logged as a warning.
+LAG_WARN = 10.0
 
 
 @dataclass(frozen=True)
@@ -273,7 +275,7 @@ class Bridge:
             redact(self.url),
         )
         q = self._attach()
-        self._posfile = None
+        self._posfile = self._client = None
         try:
             q.open(f"bridge:{self.origin}", filtself=False)
             if hasattr(q, "_pop_raw"):
@@ -299,6 +301,8 @@ class Bridge:
             self._stop.set()
             self._ready.set()
             q.close()
+            if self._client is not None:
+                self._client.close()
             if self._posfile is not None:
                 if self._acked == self._pos:
                     self._posfile.remove()  # Redis has it all
@@ -428,9 +432,18 @@ class Bridge:
 
     def _housekeeping(self):
         next_log = time.monotonic() + self.log_every
+        next_lag = 0.0
         while not self._stop.wait(self.beat):
             self._beat_once()
             now = time.monotonic()
+            if self._lag > LAG_WARN and now >= next_lag:
+                next_lag = now + self.log_every
+                log.warning(
+                    "bridge %s: inbound lags %.1f s behind the stream (a slow local reader, "
+                    "or a full local queue)",
+                    self.origin,
+                    self._lag,
+                )
             if now >= next_log:
                 next_log = now + self.log_every
                 log.info(
@@ -494,14 +507,17 @@ class Bridge:
                 continue
             # The inbound position goes along: whether this bridge is the one
             # holding the stream back must be judged on its latest ack.
-            args = head + [self._pos, 1, len(pending)]
-            for item in pending:
+            # While the stream is full, probe with the first message alone
+            # rather than send the whole batch every few milliseconds.
+            batch = pending[:1] if full else pending
+            args = head + [self._pos, 1, len(batch)]
+            for item in batch:
                 args.extend(item)
             done = self._retrying("add", self._scripts.add, keys=self._keys, args=args)
             if done is None:
                 break
             self._out += done
-            full = done < len(pending)
+            full = done < len(batch)
             if done:
                 del pending[:done]
                 nbytes = sum(len(p[4]) for p in pending)
@@ -521,6 +537,7 @@ class Bridge:
     def _inbound(self):
         count = 32  # grows to BATCH while entries are small
         write = self._posfile.write
+        origin = self.origin.encode()
         while not self._stop.is_set():
             got = self._retrying(
                 "read",
@@ -534,7 +551,7 @@ class Bridge:
             entries = got[0][1]
             size = 0
             for sid, f in entries:
-                if f.get(b"o", b"").decode() != self.origin:
+                if f.get(b"o") != origin:
                     b = f.get(b"b", b"")
                     size += len(b)
                     if not self._deliver(sid, f.get(b"s", b""), f.get(b"t", b""), b, f):
