@@ -201,6 +201,12 @@ class Bridge:
         self.log_every = log_every
         if max_len is not None and max_len < 1:
             raise ValueError(f"max_len must be >= 1 or None, not {max_len}")
+        if not self.stale_after > 0:
+            raise ValueError(f"stale_after must be > 0 seconds, not {stale_after}")
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                f"Redis URL must start with redis://, rediss:// or unix://: {redact(url)}"
+            )
         self._keys = meta_keys(self.stream)
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -602,15 +608,19 @@ def main(args):
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
     )
-    bridge = Bridge(
-        args.name,
-        args.url,
-        stream=args.stream,
-        size=args.size,
-        max_len=args.max_len,
-        origin=args.origin,
-        stale_after=args.stale_after,
-    )
+    try:
+        bridge = Bridge(
+            args.name,
+            args.url,
+            stream=args.stream,
+            size=args.size,
+            max_len=args.max_len,
+            origin=args.origin,
+            stale_after=args.stale_after,
+        )
+    except (TypeError, ValueError) as e:
+        log.error("bridge: %s", scrub(str(e), args.url))
+        return 2
 
     def on_signal(signum, frame):
         bridge._stop.set()
