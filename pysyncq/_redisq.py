@@ -27,6 +27,7 @@ import os
 import socket
 import threading
 import time
+import weakref
 from collections import deque
 from urllib.parse import urlsplit, urlunsplit
 
@@ -99,10 +100,11 @@ end
 # stream's), ack ('': leave), may_overfill (1 for bridges), n, then n x (seq,
 # sender, type, kind, body).  Adds the entries in
 # order, dropping those already added (seq <= the origin's last), and stops at
-# the first that does not fit a bounded stream; returns how many were dealt
-# with.  A bridge holding the trim back (smallest ack) may always add: it is
-# throttled by its own local readers, and refusing it could deadlock it (its
-# own cursor would pin the local queue that its inbound side must append to).
+# the first that does not fit a bounded stream; returns {how many were dealt
+# with, room left (-1: no bound)}.  A bridge holding the trim back (smallest
+# ack) may always add: it is throttled by its own local readers, and refusing
+# it could deadlock it (its own cursor would pin the local queue that its
+# inbound side must append to).
 _LUA_ADD = (
     _LUA_COMMON
     + """
@@ -143,7 +145,8 @@ for i = 0, n - 1 do
   done = i + 1
 end
 if last ~= first then redis.call('HSET', KEYS[4], origin, string.format('%d', last)) end
-return done
+if room == math.huge then return {done, -1} end
+return {done, room}
 """
 )
 
@@ -286,6 +289,21 @@ def _check_timer(timer):
     return timer
 
 
+_live = weakref.WeakSet()
+
+
+def _forget_after_fork():
+    # As with PySyncQ: a forked child is a new process, not a member under the
+    # parent's name and position; it may open() the handle afresh.
+    for q in list(_live):
+        q._origin = None
+        q._buf = deque()
+        q._lock = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 class RedisQueue:
     """A handle on a queue carried by a Redis stream, with no shared memory.
 
@@ -326,6 +344,7 @@ class RedisQueue:
         self._lock = threading.RLock()
         self._scrnsend = ScreenSet()
         self._scrntype = ScreenSet()
+        _live.add(self)
 
     def __reduce__(self):
         return (_rebuild, (self._url, self.name, self.stream, self.stale_after))
@@ -461,7 +480,7 @@ class RedisQueue:
             args = [self._origin, int(self.stale_after * 1000), -1, "", 0, 1, seq]
             args += [self._sender_bytes, t, kind, body]
             while True:
-                if self._scripts.add(keys=self._keys, args=args):
+                if self._scripts.add(keys=self._keys, args=args)[0]:
                     self._seq = seq
                     return
                 now = time.monotonic()

@@ -494,12 +494,16 @@ class Bridge:
         pending = []  # [seq, sender, type, kind, body] popped, not yet in the stream
         nbytes = 0
         full = False
+        # Pop no more than a bounded stream has room for (as of the last add;
+        # one at first), so that local writers meet a full queue, not a
+        # bridge that keeps popping into memory.
+        limit = 1
         head = [self.origin, int(self.stale_after * 1000), -1]
         while not self._stop.is_set():
             # Drain the local queue into one batch; wait only when there is
             # nothing to send.  While the stream is full, keep popping the
             # bridge's own records but stop at the first message to relay.
-            while len(pending) < BATCH and nbytes < BATCH_BYTES and not (full and pending):
+            while len(pending) < limit and nbytes < BATCH_BYTES:
                 got = self._pop_raw(block=not pending, timer=0.05)
                 if got is None:
                     break
@@ -519,9 +523,11 @@ class Bridge:
             args = head + [self._pos, 1, len(batch)]
             for item in batch:
                 args.extend(item)
-            done = self._retrying("add", self._scripts.add, keys=self._keys, args=args)
-            if done is None:
+            got = self._retrying("add", self._scripts.add, keys=self._keys, args=args)
+            if got is None:
                 break
+            done, room = got
+            limit = BATCH if room < 0 else max(1, min(BATCH, room))
             self._out += done
             full = done < len(batch)
             if done:

@@ -121,6 +121,14 @@ def sequence_reader(q, n, ready, max_dups):
     q.close()
 
 
+def redis_writer(q, n):
+    """A RedisQueue handle inherited through fork: opened afresh in the child."""
+    q.open("child", reader=False)
+    for i in range(n):
+        q.append("from-child", i)
+    q.close()
+
+
 def sequence_writer(q, n, pause_every, pause):
     q.open("w", reader=False)
     for i in range(n):
@@ -257,6 +265,16 @@ def test_redis_queue_api_and_a_full_bounded_stream(server, qname):
         r2 = pickle.loads(pickle.dumps(r))
         assert r2.name == qname and r2.sender is None
         r2.close()
+        r.scrnsend = []
+        with client(server.url) as c:  # as if "gone" had been gone for stale_after
+            c.hdel(f"{qname}:pysyncq:beats", "gone")
+        p = FORK.Process(target=redis_writer, args=(w, 3))
+        p.start()
+        p.join(30)
+        assert p.exitcode == 0
+        assert w.sender == "w"  # the parent's membership is its own
+        got = [r.pop(block=True, timer=5) for _ in range(3)]
+        assert got == [("child", "from-child", str(i)) for i in range(3)]
     with client(server.url) as c:
         assert c.hget(f"{qname}:pysyncq:cfg", "maxlen") == b"5"
         assert c.hkeys(f"{qname}:pysyncq:acks") == [b"gone"]  # r closed: no longer held
