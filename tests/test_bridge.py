@@ -399,3 +399,19 @@ def test_cli_logs_without_the_password(server, qname):
     assert "s3cret-pw" not in err
     assert "redis://:***@127.0.0.1" in err
     assert "new member: starting at the end" in err
+
+
+def test_cli_waits_for_an_unreachable_redis_and_stops_on_sigterm(qname):
+    from redis_server import free_port
+
+    p = run_bridge_cli(qname, f"redis://127.0.0.1:{free_port()}/0", qname, "X")
+    try:
+        time.sleep(1.5)
+        assert p.poll() is None, p.communicate()[1]
+        err = stop_cli(p)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    assert "lost" in err and "retrying with backoff" in err
+    assert "stopped" in err
