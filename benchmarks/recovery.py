@@ -7,7 +7,7 @@
    returning.  Bounded by ``PySyncQ.reap_interval`` (1 s by default).
 2. dead lock holder: a process dies holding the queue lock (simulated by
    writing its token into the lock word after killing it); time for the next
-   ``append`` to take the lock over.  Bounded by ``queue.LOCK_CHECK`` (0.2 s).
+   ``append`` to take the lock over.  Bounded by ``_wait.LOCK_CHECK`` (0.2 s).
 3. dead sleeper: a process SIGKILLed while asleep in ``pop(block=True)``;
    the others' append + pop round is timed before and after.  Until the dead
    slot is reaped (the next time the queue is full) every append makes one

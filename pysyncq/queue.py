@@ -10,12 +10,10 @@ the lock is never held while Python runs: an exception, a Ctrl-C or a numba
 compilation can never leave it taken, and only a process killed inside a
 kernel can.
 
-Everything that waits lives here, outside the lock:
+Everything that waits happens outside the lock (the lock itself, sleeping
+and reaping in :mod:`pysyncq._wait`; a segment's life in
+:mod:`pysyncq._lifecycle`):
 
-* Lock busy: yield a few times, then mark the lock contended and sleep on
-  ``H_LOCK_SEQ`` (the releaser wakes one sleeper).  A holder that keeps the lock
-  for ``lock_check`` seconds is looked up; if its process is dead the lock is
-  taken over and the queue recovered (``op_steal``).
 * No message (``pop(block=True)``): set this slot's ``W_DATA`` bit and sleep on
   ``H_DATA_SEQ``.  An append bumps that word and wakes the sleepers only if some
   slot has the bit, so nobody pays for a wake when nobody sleeps, and the
@@ -29,42 +27,51 @@ A wait never sleeps longer than a short tick, so any wake that could be missed
 (a process killed at the wrong moment) costs a tick of latency, never a hang.
 """
 
-import math
 import mmap
 import multiprocessing
 import multiprocessing.util
-import numbers
 import os
 import threading
 import time
 import weakref
-from dataclasses import dataclass
 
 import numpy as np
 
-from . import _futex, _proc, _segment, kernels
+from . import _futex, _proc, _segment, _wait, kernels
+from ._lifecycle import (  # noqa: F401 - public names
+    State,
+    check_int,
+    check_name,
+    create_segment,
+    list_queues,
+    queue_in_use,
+    remove,
+    warm_up,
+)
+from ._wait import (
+    TICK,
+    WAKE_BITS,
+    LockBusy,
+    check_timer,
+    locked,
+    reap_dead,
+    wait_bits,
+    wake,
+)
 from .errors import (
     MessageTooLarge,
-    NotAQueue,
     NotOpened,
     QueueClosed,
-    QueueExists,
     QueueFull,
     TooManyProcesses,
 )
 from .layout import (
     BUSY,
     CODE_MASK,
-    CONTENDED,
     EMPTY,
-    F_FOREIGN_NS,
-    F_UNLINKED,
     H_APPENDS,
     H_DATA_SEQ,
-    H_FLAGS,
     H_HEAD,
-    H_INSTANCE,
-    H_LOCK_SEQ,
     H_MEMBER_SEQ,
     H_PIDNS,
     H_REAPED,
@@ -90,19 +97,13 @@ from .layout import (
     SEQ_SHIFT,
     SF_READER,
     TOO_LARGE,
-    UNLINK,
     W_DATA,
     W_SPACE,
-    WAKE_DATA,
-    WAKE_LOCK,
-    WAKE_MEMBERS,
-    WAKE_SPACE,
     max_payload,
     record_bytes,
-    ring_offset,
-    segment_bytes,
 )
 from .screen import ScreenSet, as_bytes, screen_table
+from .stats import QueueStats, ReaderStats
 
 #: Default usable capacity of the ring, in bytes.
 DEFAULT_SIZE = 1 << 20
@@ -115,20 +116,9 @@ DEFAULT_SLOTS = 128
 MAX_SLOTS = 1 << 16
 #: Seconds between checks for dead members while the queue is full.
 REAP_INTERVAL = 1.0
-#: Seconds a lock may stay with one holder before its process is looked up.
-LOCK_CHECK = 0.2
-#: Seconds a call waits for a lock held by a live process, even when it was
-#: asked not to block (a holder is normally done in microseconds; one that is
-#: not has been stopped, e.g. by a debugger).  A longer timer waits longer.
-LOCK_PATIENCE = 1.0
 #: Seconds open() keeps looking for a free slot (one held by a process that
 #: is still dying) before it raises TooManyProcesses.
 OPEN_GRACE = 0.5
-#: The longest single sleep; a missed wake costs at most this.
-TICK = 0.5
-_LOCK_SLEEP = 0.01
-_SPINS = 3
-_WAKE_BITS = WAKE_DATA | WAKE_SPACE | WAKE_LOCK | WAKE_MEMBERS
 
 _live = weakref.WeakSet()
 _CLOSED_MEM = np.zeros(HEADER_BYTES, np.uint8)
@@ -144,33 +134,6 @@ def _forget_after_fork():
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
-
-
-@dataclass(frozen=True)
-class ReaderStats:
-    """One open slot of a queue, as seen at one moment."""
-
-    slot: int
-    pid: int
-    reader: bool  #: holds a read cursor (False for ``open(reader=False)``)
-    lag: int  #: bytes appended that this reader has not passed yet
-    sent: int
-    received: int
-    screened: int
-
-
-@dataclass(frozen=True)
-class QueueStats:
-    """A snapshot of a queue, read without taking its lock."""
-
-    name: str
-    capacity: int  #: usable bytes of the ring
-    used: int  #: bytes held by records some reader has not passed
-    free: int
-    appended: int  #: messages appended since creation
-    recoveries: int  #: locks taken over from a dead holder
-    reaped: int  #: slots freed because their process had died
-    members: tuple  #: ``ReaderStats`` of every open slot
 
 
 class _Member:
@@ -204,215 +167,6 @@ class _Member:
         self.out = np.frombuffer(self.out_mm, np.uint8)
 
 
-class _State:
-    """What a handle must release when closed or garbage-collected.
-
-    Kept apart from ``PySyncQ`` so that the finalizer holds no reference to
-    the handle itself.
-    """
-
-    __slots__ = ("seg", "member", "creator", "pid", "__weakref__")
-
-    def __init__(self, seg, creator):
-        self.seg = seg
-        self.member = None
-        self.creator = creator
-        self.pid = os.getpid()
-
-    def release(self):
-        """Leave the queue (unlinking it if this was the last member) and unmap."""
-        seg = self.seg
-        if seg is None or self.pid != os.getpid():
-            return
-        member, creator = self.member, self.creator
-        self.member = None
-        self.creator = False
-        try:
-            if seg.mem is not None and not seg.words[H_FLAGS] & F_UNLINKED:
-                _reap_dead(seg, own=member.token if member else None)
-                if member is not None or creator:
-                    token = member.token if member else _proc.own_token()
-                    slot = member.slot if member else -1
-                    st = _locked(seg, token, kernels.op_leave, (slot, token, creator))
-                    _wake(seg, st)
-                    if st & UNLINK:
-                        seg.unlink_if_same()
-        finally:
-            self.seg = None
-            seg.close()
-
-
-_warmed = False
-
-
-def _warm_up():
-    """Load (or compile) every kernel once per process, on a private scrap ring.
-
-    Called when a handle is made, so that a parent has every kernel ready
-    before it forks children and a first ``append`` pays no compilation.  The
-    argument types are exactly those of real calls, so nothing is compiled
-    again later.
-    """
-    global _warmed
-    if _warmed:
-        return
-    cap, nslots, token = 64, 1, 1
-    mem = np.zeros(segment_bytes(cap, nslots), np.uint8)
-    kernels.ring_format(mem, cap, nslots, ring_offset(nslots), 1, token, 0)
-    _, slot = kernels.op_open(mem, token, 1)
-    kernels.op_append(mem, token, slot, b"", b"", b"", KIND_BYTES)
-    kernels.op_pop(mem, token, slot, screen_table([], []), np.zeros(64, np.uint8))
-    kernels.set_waiting(mem, slot, 0)
-    kernels.seq_load(mem, H_DATA_SEQ)
-    kernels.members(mem)
-    kernels.lock_prepare_wait(mem)
-    kernels.op_steal(mem, 2, token)
-    kernels.op_leave(mem, token, slot, token, True)
-    _warmed = True
-
-
-def _wake(seg, status):
-    """Wake the sleepers that a kernel's status asks for."""
-    if status & _WAKE_BITS:
-        addr = seg.addr
-        if status & WAKE_DATA:
-            _futex.wake(addr + 8 * H_DATA_SEQ)
-        if status & WAKE_SPACE:
-            _futex.wake(addr + 8 * H_SPACE_SEQ)
-        if status & WAKE_LOCK:
-            _futex.wake(addr + 8 * H_LOCK_SEQ, 1)
-        if status & WAKE_MEMBERS:
-            _futex.wake(addr + 8 * H_MEMBER_SEQ)
-
-
-def _may_judge(seg):
-    """Whether this process may judge which members are dead.
-
-    Pids and start times only mean the same inside one pid and time namespace:
-    where the queue spans namespaces (containers sharing /dev/shm), nobody is
-    judged dead, so no lock is taken over and no slot reaped.
-    """
-    w = seg.words
-    return not w[H_FLAGS] & F_FOREIGN_NS and (int(w[H_PIDNS]), int(w[H_TIMENS])) == (
-        _proc.namespaces()
-    )
-
-
-class _LockBusy(Exception):
-    """The lock stayed with a live holder past the caller's deadline."""
-
-    def __init__(self, holder):
-        super().__init__(holder)
-        self.pid = _proc.token_pid(holder)
-
-
-def _locked(seg, token, op, args, deadline=math.inf):
-    """Run ``op(mem, lockval, *args)``, waiting while the lock is busy.
-
-    Returns the kernel's result (an int, or a tuple led by the status).  A
-    holder that is found dead is replaced (``op_steal``); a live one is waited
-    for until ``deadline`` (a ``time.monotonic()`` value), then ``_LockBusy``.
-    """
-    mem = seg.mem
-    if mem is None:
-        raise QueueClosed(f"queue {seg.name!r} was closed in this process meanwhile")
-    result = op(mem, token, *args)
-    status = result[0] if type(result) is tuple else result
-    if status & CODE_MASK != BUSY:
-        return result
-    spins = 0
-    lockval = token
-    seen, since = 0, 0.0
-    while True:
-        if spins < _SPINS:
-            spins += 1
-            os.sched_yield()
-        else:
-            seq, holder = kernels.lock_prepare_wait(mem)
-            if holder:
-                now = time.monotonic()
-                if holder != seen:
-                    seen, since = holder, now
-                elif now - since >= LOCK_CHECK:
-                    since = now
-                    if _may_judge(seg) and not _proc.is_alive(holder):
-                        _wake(seg, kernels.op_steal(mem, holder, token))
-                        continue
-                if now >= deadline:
-                    raise _LockBusy(holder)
-                _futex.wait(seg.addr + 8 * H_LOCK_SEQ, seq, min(_LOCK_SLEEP, deadline - now))
-                # Having slept, keep the lock marked contended so that the
-                # next release wakes whoever still sleeps.
-                lockval = token | CONTENDED
-                if seg.mem is None:
-                    raise QueueClosed(f"queue {seg.name!r} was closed in this process meanwhile")
-        result = op(mem, lockval, *args)
-        status = result[0] if type(result) is tuple else result
-        if status & CODE_MASK != BUSY:
-            return result
-
-
-def _reap_dead(seg, own=None, deadline=math.inf):
-    """Free the slots (and creator hold) of members whose process has ended.
-
-    Returns True if anything was freed.  ``own`` is the caller's own
-    token, never reaped.  Unlinks the name if the reap left no member.
-    ``deadline`` bounds the waits for the lock (see ``_locked``).
-    """
-    if not _may_judge(seg):
-        return False
-    me = _proc.own_token()
-    freed = False
-    for slot, token, _ in kernels.members(seg.mem):
-        token = int(token)
-        if token in (me, own) or _proc.is_alive(token):
-            continue
-        st = _locked(seg, me, kernels.op_leave, (int(slot), token, slot < 0), deadline)
-        _wake(seg, st)
-        if st & CODE_MASK == OK:
-            freed = True
-        if st & UNLINK:
-            seg.unlink_if_same()
-    return freed
-
-
-def _check_timer(timer):
-    """Validate a timer; return it as a float (inf for None)."""
-    if timer is None:
-        return math.inf
-    if isinstance(timer, bool) or not isinstance(timer, numbers.Real):
-        raise TypeError(f"timer must be a number of seconds or None, not {type(timer).__name__}")
-    timer = float(timer)
-    if not timer >= 0:
-        raise ValueError(f"timer must be >= 0 seconds or None (wait for ever), not {timer!r}")
-    return timer
-
-
-def _check_name(name):
-    if name is None:
-        return f"psq_{os.getpid()}_{os.urandom(6).hex()}"
-    if not isinstance(name, str):
-        raise TypeError(f"queue name must be a str, not {type(name).__name__}")
-    bare = name[1:] if name.startswith("/") else name
-    if not bare or bare in (".", "..") or "/" in bare or "\0" in bare:
-        raise ValueError(
-            f"invalid queue name {name!r}: use a non-empty name without '/' or NUL characters"
-        )
-    if len(bare.encode()) > 250:
-        raise ValueError(f"queue name is {len(bare.encode())} bytes long; the limit is 250")
-    return bare
-
-
-def _check_int(value, what, low, high):
-    if type(value) is not int:
-        if isinstance(value, bool) or not hasattr(type(value), "__index__"):
-            raise TypeError(f"{what} must be an int, not {type(value).__name__}")
-        value = value.__index__()
-    if not low <= value <= high:
-        raise ValueError(f"{what} must be between {low} and {high}, not {value}")
-    return value
-
-
 def _decode(b):
     try:
         return b.decode()
@@ -422,7 +176,7 @@ def _decode(b):
 
 def _attach(name, instance, start, scrnsend, scrntype):
     """Unpickle a handle: attach to the same queue by name, unopened."""
-    _warm_up()
+    warm_up()
     gone = QueueClosed(
         f"queue {name!r} no longer exists: its last process closed it before this one "
         f"attached; keep one process open until all have called open()"
@@ -466,17 +220,17 @@ class PySyncQ:
     def __init__(
         self, name=None, create=True, size=DEFAULT_SIZE, start=None, *, slots=DEFAULT_SLOTS
     ):
-        name = _check_name(name)
+        name = check_name(name)
         if start is not None and start not in multiprocessing.get_all_start_methods():
             raise ValueError(
                 f"start must be None or one of {multiprocessing.get_all_start_methods()}, "
                 f"not {start!r}"
             )
-        _warm_up()  # before the segment exists: a Ctrl-C here leaves nothing behind
+        warm_up()  # before the segment exists: a Ctrl-C here leaves nothing behind
         if create:
-            size = _check_int(size, "size", MIN_SIZE, MAX_SIZE)
-            slots = _check_int(slots, "slots", 1, MAX_SLOTS)
-            seg = _create(name, (size + 7) & ~7, slots)
+            size = check_int(size, "size", MIN_SIZE, MAX_SIZE)
+            slots = check_int(slots, "slots", 1, MAX_SLOTS)
+            seg = create_segment(name, (size + 7) & ~7, slots)
         else:
             try:
                 seg = _segment.Segment.attach(name)
@@ -493,12 +247,12 @@ class PySyncQ:
             raise
 
     def _setup(self, name, seg, start, creator):
-        _warm_up()
+        warm_up()
         self.name = name
         self.start = start
         self._seg = seg
         self._mem = seg.mem
-        self._state = _State(seg, creator)
+        self._state = State(seg, creator)
         self._finalizer = None
         self._m = None
         self._changes = [0]
@@ -525,7 +279,7 @@ class PySyncQ:
         self._finalizer = None
         state = self._state
         if state.seg is not None:
-            self._state = _State(state.seg, False)
+            self._state = State(state.seg, False)
 
     def __reduce__(self):
         if self._state.seg is None:
@@ -596,19 +350,19 @@ class PySyncQ:
         token = _proc.own_token()
         foreign = (int(seg.words[H_PIDNS]), int(seg.words[H_TIMENS])) != _proc.namespaces()
         args = ((OPEN_READER if reader else 0) | (OPEN_FOREIGN if foreign else 0),)
-        status, slot = _locked(seg, token, kernels.op_open, args)
+        status, slot = locked(seg, token, kernels.op_open, args)
         # A full table: free the slots of dead processes.  A process killed a
         # moment ago may still be dying (not yet a zombie): look again for
         # OPEN_GRACE seconds before giving up.
         give_up = time.monotonic() + OPEN_GRACE
         while status & CODE_MASK == NO_SLOT:
-            if _reap_dead(seg):
-                status, slot = _locked(seg, token, kernels.op_open, args)
+            if reap_dead(seg):
+                status, slot = locked(seg, token, kernels.op_open, args)
             elif time.monotonic() >= give_up:
                 break
             else:
                 time.sleep(0.01)
-        _wake(seg, status)
+        wake(seg, status)
         code = status & CODE_MASK
         if code == NO_SLOT:
             raise TooManyProcesses(
@@ -697,7 +451,7 @@ class PySyncQ:
         if m is None:
             self._member()
         if type(timer) is not float or not timer >= 0:
-            timer = _check_timer(timer)
+            timer = check_timer(timer)
         t = msgtype.encode() if type(msgtype) is str else as_bytes(msgtype)
         if type(msg) is str:
             body, kind = msg.encode(), KIND_STR
@@ -712,23 +466,23 @@ class PySyncQ:
         status = _op_append(self._mem, m.token, m.slot, m.sender_bytes, t, body, kind)
         if status & CODE_MASK:
             status = self._append_slow(status, m, t, body, kind, block, timer)
-        if status & _WAKE_BITS:
-            _wake(self._seg, status)
+        if status & WAKE_BITS:
+            wake(self._seg, status)
 
     def _append_slow(self, status, m, t, body, kind, block, timer):
         seg = self._seg
         args = (m.slot, m.sender_bytes, t, body, kind)
         start = time.monotonic()
         deadline = start + timer if block else start
-        lock_deadline = max(deadline, start + LOCK_PATIENCE)
+        lock_deadline = max(deadline, start + _wait.LOCK_PATIENCE)
         try:
             while True:
                 code = status & CODE_MASK
                 if code == OK:
                     return status
-                _wake(seg, status)  # e.g. a lock waiter, even if we raise below
+                wake(seg, status)  # e.g. a lock waiter, even if we raise below
                 if code == BUSY:
-                    status = _locked(seg, m.token, kernels.op_append, args, lock_deadline)
+                    status = locked(seg, m.token, kernels.op_append, args, lock_deadline)
                     continue
                 if code == TOO_LARGE:
                     need = len(m.sender_bytes) + len(t) + len(body)
@@ -744,8 +498,8 @@ class PySyncQ:
                 now = time.monotonic()
                 if now >= self._next_reap:
                     self._next_reap = now + self.reap_interval
-                    if _reap_dead(seg, m.token, lock_deadline):
-                        status = _locked(seg, m.token, kernels.op_append, args, lock_deadline)
+                    if reap_dead(seg, m.token, lock_deadline):
+                        status = locked(seg, m.token, kernels.op_append, args, lock_deadline)
                         continue
                 if now >= deadline:
                     raise QueueFull(self._full_message(m, t, body, block, timer))
@@ -753,8 +507,8 @@ class PySyncQ:
                 self._sleep(m, W_SPACE, H_SPACE_SEQ, seq, timeout)
                 if self._m is not m:
                     self._closed_meanwhile()
-                status = _locked(seg, m.token, kernels.op_append, args, lock_deadline)
-        except _LockBusy as e:
+                status = locked(seg, m.token, kernels.op_append, args, lock_deadline)
+        except LockBusy as e:
             raise QueueFull(
                 f"queue {self.name!r} is locked by process {e.pid}, which is alive but has not "
                 f"released the lock in {lock_deadline - start:.3g} s (stopped?)"
@@ -784,7 +538,7 @@ class PySyncQ:
         if m is None or not m.reader:
             self._not_reader(m)
         if type(timer) is not float or not timer >= 0:
-            timer = _check_timer(timer)
+            timer = check_timer(timer)
         # The hot path, written out (the slow path shares _pop_once): the
         # thread lock keeps another thread's pop from overwriting m.out
         # before the fields are sliced out of it.
@@ -805,7 +559,7 @@ class PySyncQ:
                 return None
             s, t, b = fields
         elif status:
-            _wake(self._seg, status)
+            wake(self._seg, status)
         if decode:
             try:
                 return (s.decode(), t.decode(), b.decode())
@@ -835,7 +589,7 @@ class PySyncQ:
         seg = self._seg
         start = time.monotonic()
         deadline = start + timer
-        lock_deadline = start + max(timer if block else 0.0, LOCK_PATIENCE)
+        lock_deadline = start + max(timer if block else 0.0, _wait.LOCK_PATIENCE)
         got = []
 
         def attempt(mem, lockval, slot, scr):
@@ -847,8 +601,8 @@ class PySyncQ:
             return result
 
         while True:
-            if status & _WAKE_BITS:
-                _wake(seg, status)
+            if status & WAKE_BITS:
+                wake(seg, status)
             code = status & CODE_MASK
             if code == EMPTY:
                 if not block:
@@ -865,13 +619,13 @@ class PySyncQ:
             elif code != BUSY:
                 self._revoked()
             try:
-                _locked(seg, m.token, attempt, self._pop_args(m)[2:4], lock_deadline)
-            except _LockBusy:
+                locked(seg, m.token, attempt, self._pop_args(m)[2:4], lock_deadline)
+            except LockBusy:
                 return None
             fields, status, blen = got
             if fields is not None:
                 if status:
-                    _wake(seg, status)
+                    wake(seg, status)
                 return fields
 
     def _closed_meanwhile(self):
@@ -891,14 +645,14 @@ class PySyncQ:
             if seg.mem is None:
                 self._closed_meanwhile()
             m.waiting[bit] += 1
-            kernels.set_waiting(seg.mem, m.slot, _wait_bits(m.waiting))
+            kernels.set_waiting(seg.mem, m.slot, wait_bits(m.waiting))
         try:
             _futex.wait(seg.addr + 8 * word, seq, timeout)
         finally:
             with m.lock:
                 m.waiting[bit] -= 1
                 if self._m is m and seg.mem is not None:
-                    kernels.set_waiting(seg.mem, m.slot, _wait_bits(m.waiting))
+                    kernels.set_waiting(seg.mem, m.slot, wait_bits(m.waiting))
 
     def __call__(self, block=False, timer=0.5, decode=True):
         """An iterator that pops until :meth:`pop` returns None.
@@ -908,7 +662,7 @@ class PySyncQ:
         """
         if self._m is None:
             self._member()
-        _check_timer(timer)
+        check_timer(timer)
         return self._iterate(block, timer, decode)
 
     def _iterate(self, block, timer, decode):
@@ -929,8 +683,8 @@ class PySyncQ:
         guessed ``time.sleep``.
         """
         seg = self._usable()
-        n = _check_int(n, "n", 0, MAX_SLOTS)
-        timer = _check_timer(timer)
+        n = check_int(n, "n", 0, MAX_SLOTS)
+        timer = check_timer(timer)
         deadline = time.monotonic() + timer
         own = self._m.slot if self._m is not None else -1
         while True:
@@ -946,7 +700,7 @@ class PySyncQ:
                 )
             if now >= self._next_reap:
                 self._next_reap = now + self.reap_interval
-                _reap_dead(seg, self._m.token if self._m else None)
+                reap_dead(seg, self._m.token if self._m else None)
             _futex.wait(seg.addr + 8 * H_MEMBER_SEQ, seq, min(deadline - now, TICK))
 
     def stats(self):
@@ -989,71 +743,3 @@ class PySyncQ:
         state = "closed" if self.closed else ("open" if self._m is not None else "not opened")
         sender = f", sender={self._m.sender!r}" if self._m is not None else ""
         return f"PySyncQ(name={self.name!r}, size={self._seg.capacity}{sender}, {state})"
-
-
-def _wait_bits(waiting):
-    return (W_DATA if waiting[W_DATA] else 0) | (W_SPACE if waiting[W_SPACE] else 0)
-
-
-def _create(name, capacity, nslots):
-    """Create queue ``name``, reclaiming a leftover whose processes all ended."""
-    token = _proc.own_token()
-    for _ in range(3):
-        try:
-            return _segment.Segment.create(name, capacity, nslots, token)
-        except FileExistsError:
-            pass
-        header = _segment.read_header(name)
-        if header is None:
-            raise QueueExists(
-                f"shared memory {name!r} exists and is not a pysyncq queue; choose another name"
-            )
-        if queue_in_use(name):
-            raise QueueExists(
-                f"a pysyncq queue named {name!r} is in use by a live process; choose another "
-                f"name, or attach to it with create=False"
-            )
-        # Only the leftover judged stale: another process may have reclaimed
-        # the name meanwhile.
-        _segment.unlink_instance(name, header[H_INSTANCE])
-    raise QueueExists(f"could not create queue {name!r}: its name keeps being taken")
-
-
-def queue_in_use(name):
-    """True if queue ``name`` exists and a live process has it open (or created it)."""
-    try:
-        seg = _segment.Segment.attach(name)
-    except (FileNotFoundError, NotAQueue):
-        return False
-    try:
-        if not _may_judge(seg):
-            return True
-        return any(_proc.is_alive(int(t)) for t in kernels.members(seg.mem)[:, 1])
-    finally:
-        seg.close()
-
-
-def remove(name, force=False):
-    """Remove queue ``name`` left behind by processes that all ended.
-
-    Returns True if it was removed, False if there was no such queue.  Raises
-    :class:`QueueExists` if a live process still uses it, unless ``force``.
-    Raises :class:`NotAQueue` for shared memory that is not a pysyncq queue.
-    """
-    name = _check_name(name)
-    if _segment.read_header(name) is None:
-        try:
-            _segment.Segment.attach(name).close()
-        except FileNotFoundError:
-            return False
-        raise NotAQueue(f"shared memory {name!r} is not a pysyncq queue; not removing it")
-    header = _segment.read_header(name)
-    if not force and queue_in_use(name):
-        raise QueueExists(f"queue {name!r} is in use by a live process; not removing it")
-    _segment.unlink_instance(name, header[H_INSTANCE])
-    return True
-
-
-def list_queues():
-    """``(name, in_use)`` for every pysyncq queue in /dev/shm."""
-    return [(n, queue_in_use(n)) for n in _segment.list_queues()]

@@ -558,7 +558,7 @@ def test_a_non_blocking_pop_is_not_held_up_by_a_thread_waiting_for_the_lock(qnam
     a second thread's pop(block=False) on the same handle must still return."""
     import threading
 
-    monkeypatch.setattr(pysyncq.queue, "LOCK_PATIENCE", 0.2)
+    monkeypatch.setattr(pysyncq._wait, "LOCK_PATIENCE", 0.2)
     q = PySyncQ(qname)
     q.open("a", filtself=False)
     got = []

@@ -113,7 +113,7 @@ def test_dead_lock_holder_is_detected_and_the_queue_recovered(qname, procs):
 def test_live_lock_holder_is_waited_for_not_robbed(qname, monkeypatch):
     """A holder that is alive keeps the lock however long it takes; a call that
     may not block gives up after a short patience, without changing anything."""
-    monkeypatch.setattr(pysyncq.queue, "LOCK_PATIENCE", 0.3)
+    monkeypatch.setattr(pysyncq._wait, "LOCK_PATIENCE", 0.3)
     q = PySyncQ(qname)
     q.open("w")
     q._seg.words[H_LOCK] = _proc.token_of(os.getppid())  # alive, and not us
@@ -139,7 +139,7 @@ def test_kill_storm(qname, procs, monkeypatch):
     record, tens of microseconds) is long enough for a kill to land in.
     """
     # Forked writers inherit this: check a silent lock holder sooner.
-    monkeypatch.setattr(pysyncq.queue, "LOCK_CHECK", 0.02)
+    monkeypatch.setattr(pysyncq._wait, "LOCK_CHECK", 0.02)
     n_writers, size, kills_wanted = 3, 1 << 20, 120
     q = PySyncQ(qname, size=8 * size, slots=16)
     try:

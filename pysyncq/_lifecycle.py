@@ -1,0 +1,181 @@
+"""The life of a queue segment: create, reclaim, attach, release, remove, list.
+
+``State`` is what a handle must give back when it is closed or collected;
+``create_segment`` makes a queue (reclaiming a leftover whose processes all ended);
+``remove`` and ``list_queues`` serve the command line.
+"""
+
+import os
+
+import numpy as np
+
+from . import _proc, _segment, kernels
+from ._wait import locked, may_judge, reap_dead, wake
+from .errors import NotAQueue, QueueExists
+from .layout import (
+    F_UNLINKED,
+    H_DATA_SEQ,
+    H_FLAGS,
+    H_INSTANCE,
+    KIND_BYTES,
+    UNLINK,
+    ring_offset,
+    segment_bytes,
+)
+from .screen import screen_table
+
+
+class State:
+    """What a handle must release when closed or garbage-collected.
+
+    Kept apart from ``PySyncQ`` so that the finalizer holds no reference to
+    the handle itself.
+    """
+
+    __slots__ = ("seg", "member", "creator", "pid", "__weakref__")
+
+    def __init__(self, seg, creator):
+        self.seg = seg
+        self.member = None
+        self.creator = creator
+        self.pid = os.getpid()
+
+    def release(self):
+        """Leave the queue (unlinking it if this was the last member) and unmap."""
+        seg = self.seg
+        if seg is None or self.pid != os.getpid():
+            return
+        member, creator = self.member, self.creator
+        self.member = None
+        self.creator = False
+        try:
+            if seg.mem is not None and not seg.words[H_FLAGS] & F_UNLINKED:
+                reap_dead(seg, own=member.token if member else None)
+                if member is not None or creator:
+                    token = member.token if member else _proc.own_token()
+                    slot = member.slot if member else -1
+                    st = locked(seg, token, kernels.op_leave, (slot, token, creator))
+                    wake(seg, st)
+                    if st & UNLINK:
+                        seg.unlink_if_same()
+        finally:
+            self.seg = None
+            seg.close()
+
+
+_warmed = False
+
+
+def warm_up():
+    """Load (or compile) every kernel once per process, on a private scrap ring.
+
+    Called when a handle is made, so that a parent has every kernel ready
+    before it forks children and a first ``append`` pays no compilation.  The
+    argument types are exactly those of real calls, so nothing is compiled
+    again later.
+    """
+    global _warmed
+    if _warmed:
+        return
+    cap, nslots, token = 64, 1, 1
+    mem = np.zeros(segment_bytes(cap, nslots), np.uint8)
+    kernels.ring_format(mem, cap, nslots, ring_offset(nslots), 1, token, 0)
+    _, slot = kernels.op_open(mem, token, 1)
+    kernels.op_append(mem, token, slot, b"", b"", b"", KIND_BYTES)
+    kernels.op_pop(mem, token, slot, screen_table([], []), np.zeros(64, np.uint8))
+    kernels.set_waiting(mem, slot, 0)
+    kernels.seq_load(mem, H_DATA_SEQ)
+    kernels.members(mem)
+    kernels.lock_prepare_wait(mem)
+    kernels.op_steal(mem, 2, token)
+    kernels.op_leave(mem, token, slot, token, True)
+    _warmed = True
+
+
+def check_name(name):
+    if name is None:
+        return f"psq_{os.getpid()}_{os.urandom(6).hex()}"
+    if not isinstance(name, str):
+        raise TypeError(f"queue name must be a str, not {type(name).__name__}")
+    bare = name[1:] if name.startswith("/") else name
+    if not bare or bare in (".", "..") or "/" in bare or "\0" in bare:
+        raise ValueError(
+            f"invalid queue name {name!r}: use a non-empty name without '/' or NUL characters"
+        )
+    if len(bare.encode()) > 250:
+        raise ValueError(f"queue name is {len(bare.encode())} bytes long; the limit is 250")
+    return bare
+
+
+def check_int(value, what, low, high):
+    if type(value) is not int:
+        if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+            raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+        value = value.__index__()
+    if not low <= value <= high:
+        raise ValueError(f"{what} must be between {low} and {high}, not {value}")
+    return value
+
+
+def create_segment(name, capacity, nslots):
+    """Create queue ``name``, reclaiming a leftover whose processes all ended."""
+    token = _proc.own_token()
+    for _ in range(3):
+        try:
+            return _segment.Segment.create(name, capacity, nslots, token)
+        except FileExistsError:
+            pass
+        header = _segment.read_header(name)
+        if header is None:
+            raise QueueExists(
+                f"shared memory {name!r} exists and is not a pysyncq queue; choose another name"
+            )
+        if queue_in_use(name):
+            raise QueueExists(
+                f"a pysyncq queue named {name!r} is in use by a live process; choose another "
+                f"name, or attach to it with create=False"
+            )
+        # Only the leftover judged stale: another process may have reclaimed
+        # the name meanwhile.
+        _segment.unlink_instance(name, header[H_INSTANCE])
+    raise QueueExists(f"could not create queue {name!r}: its name keeps being taken")
+
+
+def queue_in_use(name):
+    """True if queue ``name`` exists and a live process has it open (or created it)."""
+    try:
+        seg = _segment.Segment.attach(name)
+    except (FileNotFoundError, NotAQueue):
+        return False
+    try:
+        if not may_judge(seg):
+            return True
+        return any(_proc.is_alive(int(t)) for t in kernels.members(seg.mem)[:, 1])
+    finally:
+        seg.close()
+
+
+def remove(name, force=False):
+    """Remove queue ``name`` left behind by processes that all ended.
+
+    Returns True if it was removed, False if there was no such queue.  Raises
+    :class:`QueueExists` if a live process still uses it, unless ``force``.
+    Raises :class:`NotAQueue` for shared memory that is not a pysyncq queue.
+    """
+    name = check_name(name)
+    if _segment.read_header(name) is None:
+        try:
+            _segment.Segment.attach(name).close()
+        except FileNotFoundError:
+            return False
+        raise NotAQueue(f"shared memory {name!r} is not a pysyncq queue; not removing it")
+    header = _segment.read_header(name)
+    if not force and queue_in_use(name):
+        raise QueueExists(f"queue {name!r} is in use by a live process; not removing it")
+    _segment.unlink_instance(name, header[H_INSTANCE])
+    return True
+
+
+def list_queues():
+    """``(name, in_use)`` for every pysyncq queue in /dev/shm."""
+    return [(n, queue_in_use(n)) for n in _segment.list_queues()]

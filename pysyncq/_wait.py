@@ -1,0 +1,177 @@
+"""Waiting outside the lock: the queue lock, futex sleeps and wakes, reaping.
+
+Every ``op_*`` kernel tries the queue lock once and answers ``BUSY`` if it is
+taken; the waiting happens here, in Python, with no lock held:
+
+* Lock busy: yield a few times, then mark the lock contended and sleep on
+  ``H_LOCK_SEQ`` (the releaser wakes one sleeper).  A holder that keeps the
+  lock for ``LOCK_CHECK`` seconds is looked up; if its process is dead the lock
+  is taken over and the queue recovered (``op_steal``).  A live holder is
+  waited for until the caller's deadline, then ``LockBusy``.
+* Sleeping for data or space: the caller advertises a wait bit in its slot and
+  sleeps on ``H_DATA_SEQ`` or ``H_SPACE_SEQ``; a kernel that changes what the
+  sleepers wait for asks (through its status) for a wake, which ``wake`` does.
+* Reaping: the slots of members whose process has ended are freed.
+"""
+
+import math
+import numbers
+import os
+import time
+
+from . import _futex, _proc, kernels
+from .errors import QueueClosed
+from .layout import (
+    BUSY,
+    CODE_MASK,
+    CONTENDED,
+    F_FOREIGN_NS,
+    H_DATA_SEQ,
+    H_FLAGS,
+    H_LOCK_SEQ,
+    H_MEMBER_SEQ,
+    H_PIDNS,
+    H_SPACE_SEQ,
+    H_TIMENS,
+    OK,
+    UNLINK,
+    W_DATA,
+    W_SPACE,
+    WAKE_DATA,
+    WAKE_LOCK,
+    WAKE_MEMBERS,
+    WAKE_SPACE,
+)
+
+#: Seconds a lock may stay with one holder before its process is looked up.
+LOCK_CHECK = 0.2
+#: Seconds a call waits for a lock held by a live process, even when it was
+#: asked not to block (a holder is normally done in microseconds; one that is
+#: not has been stopped, e.g. by a debugger).  A longer timer waits longer.
+LOCK_PATIENCE = 1.0
+#: The longest single sleep; a missed wake costs at most this.
+TICK = 0.5
+_LOCK_SLEEP = 0.01
+_SPINS = 3
+WAKE_BITS = WAKE_DATA | WAKE_SPACE | WAKE_LOCK | WAKE_MEMBERS
+
+
+def wake(seg, status):
+    """Wake the sleepers that a kernel's status asks for."""
+    if status & WAKE_BITS:
+        addr = seg.addr
+        if status & WAKE_DATA:
+            _futex.wake(addr + 8 * H_DATA_SEQ)
+        if status & WAKE_SPACE:
+            _futex.wake(addr + 8 * H_SPACE_SEQ)
+        if status & WAKE_LOCK:
+            _futex.wake(addr + 8 * H_LOCK_SEQ, 1)
+        if status & WAKE_MEMBERS:
+            _futex.wake(addr + 8 * H_MEMBER_SEQ)
+
+
+def may_judge(seg):
+    """Whether this process may judge which members are dead.
+
+    Pids and start times only mean the same inside one pid and time namespace:
+    where the queue spans namespaces (containers sharing /dev/shm), nobody is
+    judged dead, so no lock is taken over and no slot reaped.
+    """
+    w = seg.words
+    return not w[H_FLAGS] & F_FOREIGN_NS and (int(w[H_PIDNS]), int(w[H_TIMENS])) == (
+        _proc.namespaces()
+    )
+
+
+class LockBusy(Exception):
+    """The lock stayed with a live holder past the caller's deadline."""
+
+    def __init__(self, holder):
+        super().__init__(holder)
+        self.pid = _proc.token_pid(holder)
+
+
+def locked(seg, token, op, args, deadline=math.inf):
+    """Run ``op(mem, lockval, *args)``, waiting while the lock is busy.
+
+    Returns the kernel's result (an int, or a tuple led by the status).  A
+    holder that is found dead is replaced (``op_steal``); a live one is waited
+    for until ``deadline`` (a ``time.monotonic()`` value), then ``LockBusy``.
+    """
+    mem = seg.mem
+    if mem is None:
+        raise QueueClosed(f"queue {seg.name!r} was closed in this process meanwhile")
+    result = op(mem, token, *args)
+    status = result[0] if type(result) is tuple else result
+    if status & CODE_MASK != BUSY:
+        return result
+    spins = 0
+    lockval = token
+    seen, since = 0, 0.0
+    while True:
+        if spins < _SPINS:
+            spins += 1
+            os.sched_yield()
+        else:
+            seq, holder = kernels.lock_prepare_wait(mem)
+            if holder:
+                now = time.monotonic()
+                if holder != seen:
+                    seen, since = holder, now
+                elif now - since >= LOCK_CHECK:
+                    since = now
+                    if may_judge(seg) and not _proc.is_alive(holder):
+                        wake(seg, kernels.op_steal(mem, holder, token))
+                        continue
+                if now >= deadline:
+                    raise LockBusy(holder)
+                _futex.wait(seg.addr + 8 * H_LOCK_SEQ, seq, min(_LOCK_SLEEP, deadline - now))
+                # Having slept, keep the lock marked contended so that the
+                # next release wakes whoever still sleeps.
+                lockval = token | CONTENDED
+                if seg.mem is None:
+                    raise QueueClosed(f"queue {seg.name!r} was closed in this process meanwhile")
+        result = op(mem, lockval, *args)
+        status = result[0] if type(result) is tuple else result
+        if status & CODE_MASK != BUSY:
+            return result
+
+
+def reap_dead(seg, own=None, deadline=math.inf):
+    """Free the slots (and creator hold) of members whose process has ended.
+
+    Returns True if anything was freed.  ``own`` is the caller's own
+    token, never reaped.  Unlinks the name if the reap left no member.
+    ``deadline`` bounds the waits for the lock (see ``locked``).
+    """
+    if not may_judge(seg):
+        return False
+    me = _proc.own_token()
+    freed = False
+    for slot, token, _ in kernels.members(seg.mem):
+        token = int(token)
+        if token in (me, own) or _proc.is_alive(token):
+            continue
+        st = locked(seg, me, kernels.op_leave, (int(slot), token, slot < 0), deadline)
+        wake(seg, st)
+        if st & CODE_MASK == OK:
+            freed = True
+        if st & UNLINK:
+            seg.unlink_if_same()
+    return freed
+
+
+def check_timer(timer):
+    """Validate a timer; return it as a float (inf for None)."""
+    if timer is None:
+        return math.inf
+    if isinstance(timer, bool) or not isinstance(timer, numbers.Real):
+        raise TypeError(f"timer must be a number of seconds or None, not {type(timer).__name__}")
+    timer = float(timer)
+    if not timer >= 0:
+        raise ValueError(f"timer must be >= 0 seconds or None (wait for ever), not {timer!r}")
+    return timer
+
+
+def wait_bits(waiting):
+    return (W_DATA if waiting[W_DATA] else 0) | (W_SPACE if waiting[W_SPACE] else 0)
