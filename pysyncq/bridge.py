@@ -140,8 +140,8 @@ class _Shim:
             status = _q._op_append(q._mem, m.token, m.slot, sender, mtype, body, kind)
             if status & _q.CODE_MASK:
                 status = q._append_slow(status, m, mtype, body, kind, block, timer)
-            if status & _q._WAKE_BITS:
-                _q._wake(q._seg, status)
+            if status & _q.WAKE_BITS:
+                _q.wake(q._seg, status)
         except BaseException:
             self.own.pop()
             raise
