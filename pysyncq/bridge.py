@@ -71,11 +71,15 @@ class BridgeStats:
 
 class _PosFile:
     """The id of the last stream entry appended locally, in a small file in
-    /dev/shm, written after every append (three word stores, the last a check
-    word).  The ack in Redis is written only every ``beat`` seconds; after a
-    SIGKILL this file tells the restarted bridge where it really was, so at
-    most the one entry whose append had completed but whose id was not yet
-    written here is appended twice."""
+    /dev/shm, written after every append.  Redis gets the position only every
+    ``beat`` seconds; after a SIGKILL this file tells the restarted bridge
+    where it really was, so at most the one entry whose append had completed
+    but whose id was not yet written here is appended twice.
+
+    Two records, written in turn, each ``(ms, seq, check)`` with the check
+    word stored last: a kill in the middle of a write spoils only the record
+    being written, and the other still holds the entry before.
+    """
 
     MAGIC = 0x5059_5359_4E43_5121
 
@@ -83,28 +87,33 @@ class _PosFile:
         self.path = path
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            os.ftruncate(fd, 24)
-            self.mm = mmap.mmap(fd, 24)
+            os.ftruncate(fd, 48)
+            self.mm = mmap.mmap(fd, 48)
         finally:
             os.close(fd)
         self.words = memoryview(self.mm).cast("Q")
+        self.next = 0
 
     def read(self):
-        """The recorded ``(ms, seq)``, or None if there is none (or it is torn)."""
-        ms, seq, check = self.words
-        if check != ms ^ seq ^ self.MAGIC or not (ms or seq):
-            return None
-        return ms, seq
+        """The latest intact ``(ms, seq)``, or None if there is none."""
+        w = self.words
+        found = [
+            (w[i], w[i + 1])
+            for i in (0, 3)
+            if w[i + 2] == w[i] ^ w[i + 1] ^ self.MAGIC and (w[i] or w[i + 1])
+        ]
+        return max(found) if found else None
 
     def write(self, ms, seq):
-        w = self.words
-        w[0] = ms
-        w[1] = seq
-        w[2] = ms ^ seq ^ self.MAGIC
+        w, i = self.words, self.next
+        w[i + 2] = 0
+        w[i] = ms
+        w[i + 1] = seq
+        w[i + 2] = ms ^ seq ^ self.MAGIC
+        self.next = 3 - i
 
     def remove(self):
-        self.words.release()
-        self.mm.close()
+        self.close()
         try:
             os.unlink(self.path)
         except FileNotFoundError:
