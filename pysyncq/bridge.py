@@ -231,6 +231,13 @@ class Bridge:
         self._acked = None
         self._seq = 0
 
+    def __reduce__(self):
+        # Its threads and events stay behind: a Bridge handed to a spawned
+        # process arrives as new, ready to run() there.
+        kw = dict(stream=self.stream, size=self.size, max_len=self.max_len, origin=self.origin)
+        kw.update(stale_after=self.stale_after, beat=self.beat, log_every=self.log_every)
+        return (_new_bridge, (self.name, self.url, kw))
+
     # -- Life cycle ----------------------------------------------------------
 
     def start(self, timeout=30.0):
@@ -613,6 +620,10 @@ class Bridge:
                 return True
             except QueueClosed:
                 raise
+
+
+def _new_bridge(name, url, kw):
+    return Bridge(name, url, **kw)
 
 
 # -- Command line --------------------------------------------------------------------

@@ -194,8 +194,10 @@ def test_two_hosts_exchange_both_ways_with_screening(server, qname, procs):
             ba.stop()
             bb.stop()
         per_worker = n + n // 10
-        assert ba.stats().relayed_out == bb.stats().relayed_out == 2 * per_worker
-        assert ba.stats().relayed_in == bb.stats().relayed_in == 2 * per_worker
+        sa, sb = ba.stats(), bb.stats()
+        assert sa.relayed_out == sb.relayed_out == 2 * per_worker
+        assert sa.relayed_in == sb.relayed_in == 2 * per_worker
+        assert sa.trimmed + sb.trimmed > 0 and sa.pending_out == sb.pending_out == 0
 
 
 def test_redis_queue_joins_the_two_hosts(server, qname):
@@ -265,6 +267,8 @@ def test_redis_queue_api_and_a_full_bounded_stream(server, qname):
         r2 = pickle.loads(pickle.dumps(r))
         assert r2.name == qname and r2.sender is None
         r2.close()
+        b = pickle.loads(pickle.dumps(Bridge(qname, server.url, origin="p", max_len=7)))
+        assert (b.origin, b.max_len, b.stream) == ("p", 7, qname)
         r.scrnsend = []
         with client(server.url) as c:  # as if "gone" had been gone for stale_after
             c.hdel(f"{qname}:pysyncq:beats", "gone")
