@@ -5,26 +5,26 @@ others write, each at its own pace; a message's bytes are freed once every
 reader has passed it.  See ``README.md`` for a tour.
 """
 
+from ._lifecycle import list_queues, remove
 from .errors import (
     MessageTooLarge,
     NotAQueue,
     NotOpened,
     PySyncQError,
     QueueClosed,
+    QueueCorrupt,
     QueueExists,
     QueueFull,
+    QueueLocked,
     TooManyProcesses,
 )
 from .queue import (
     DEFAULT_SIZE,
     DEFAULT_SLOTS,
     PySyncQ,
-    QueueStats,
-    ReaderStats,
-    list_queues,
-    remove,
 )
 from .screen import ScreenSet
+from .stats import QueueStats, ReaderStats
 
 __version__ = "0.1.0"
 
@@ -37,8 +37,10 @@ __all__ = [
     "PySyncQ",
     "PySyncQError",
     "QueueClosed",
+    "QueueCorrupt",
     "QueueExists",
     "QueueFull",
+    "QueueLocked",
     "QueueStats",
     "ReaderStats",
     "ScreenSet",

@@ -44,7 +44,7 @@ def main(argv=None):
 
         return demo_main(args.workers, args.duration, args.size, args.start)
 
-    from .queue import list_queues, remove
+    from ._lifecycle import list_queues, remove
 
     if args.command == "list":
         for name, in_use in list_queues():

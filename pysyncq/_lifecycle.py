@@ -6,6 +6,7 @@
 """
 
 import os
+import time
 
 import numpy as np
 
@@ -24,6 +25,9 @@ from .layout import (
 )
 from .screen import screen_table
 
+#: Seconds close() waits for a lock held by a live process before giving up.
+CLOSE_PATIENCE = 2.0
+
 
 class State:
     """What a handle must release when closed or garbage-collected.
@@ -40,21 +44,28 @@ class State:
         self.creator = creator
         self.pid = os.getpid()
 
-    def release(self):
-        """Leave the queue (unlinking it if this was the last member) and unmap."""
+    def release(self, patience=CLOSE_PATIENCE):
+        """Leave the queue (unlinking it if this was the last member) and unmap.
+
+        Waits at most ``patience`` seconds for a live lock holder, then unmaps
+        all the same and raises ``LockBusy``: the slot stays taken until this
+        process has ended and another one reaps it.
+        """
         seg = self.seg
         if seg is None or self.pid != os.getpid():
             return
         member, creator = self.member, self.creator
         self.member = None
         self.creator = False
+        deadline = time.monotonic() + patience
         try:
             if seg.mem is not None and not seg.words[H_FLAGS] & F_UNLINKED:
-                reap_dead(seg, own=member.token if member else None)
+                reap_dead(seg, own=member.token if member else None, deadline=deadline)
                 if member is not None or creator:
                     token = member.token if member else _proc.own_token()
                     slot = member.slot if member else -1
-                    st = locked(seg, token, kernels.op_leave, (slot, token, creator))
+                    args = (slot, token, creator)
+                    st = locked(seg, token, kernels.op_leave, args, deadline)
                     wake(seg, st)
                     if st & UNLINK:
                         seg.unlink_if_same()
@@ -80,7 +91,9 @@ def warm_up():
     cap, nslots, token = 64, 1, 1
     mem = np.zeros(segment_bytes(cap, nslots), np.uint8)
     kernels.ring_format(mem, cap, nslots, ring_offset(nslots), 1, token, 0)
-    _, slot = kernels.op_open(mem, token, 1)
+    kernels.header_check(mem.view(np.int64))
+    kernels.flags_set(mem, 0)
+    _, slot = kernels.op_open(mem, token, 1, b"w")
     kernels.op_append(mem, token, slot, b"", b"", b"", KIND_BYTES)
     kernels.op_pop(mem, token, slot, screen_table([], []), np.zeros(64, np.uint8))
     kernels.set_waiting(mem, slot, 0)

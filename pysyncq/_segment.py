@@ -18,19 +18,30 @@ import numpy as np
 
 from . import kernels
 from ._proc import namespaces
-from .errors import NotAQueue
+from .errors import NotAQueue, QueueCorrupt
 from .layout import (
+    C_CURSOR,
+    C_RECORD,
     H_CAPACITY,
+    H_HEAD,
     H_INSTANCE,
     H_MAGIC,
     H_NSLOTS,
-    H_PIDNS,
     H_RING_OFFSET,
-    H_TIMENS,
+    H_SLOT_HWM,
     H_VERSION,
+    H_WRITE_POS,
     HEADER_BYTES,
+    HEADER_WORDS,
     LAYOUT_VERSION,
     MAGIC,
+    MAX_SLOTS,
+    S_CURSOR,
+    S_FLAGS,
+    S_STATE,
+    SF_READER,
+    SLOT_ACTIVE,
+    SLOT_WORDS,
     ring_offset,
     segment_bytes,
 )
@@ -140,10 +151,13 @@ class Segment:
         os.close(fd)
         offset = ring_offset(nslots)
         mem = np.frombuffer(mm, np.uint8)
-        kernels.ring_format(mem, capacity, nslots, offset, new_instance_id(), creator, start_pos)
-        words = mem.view(np.int64)
-        words[H_PIDNS], words[H_TIMENS] = namespaces()
-        del mem, words
+        # Everything, the namespaces included, is in place before the magic
+        # word (stored last) lets another process attach.
+        pidns, timens = namespaces()
+        kernels.ring_format(
+            mem, capacity, nslots, offset, new_instance_id(), creator, start_pos, pidns, timens
+        )
+        del mem
         return cls(name, mm)
 
     @classmethod
@@ -190,22 +204,88 @@ class Segment:
             pass
 
 
-def _check_header(name, words, size):
-    version = words[H_VERSION]
-    if version != LAYOUT_VERSION:
-        raise NotAQueue(
-            f"queue {name!r} was made by a pysyncq with layout version {version}, "
-            f"this one reads version {LAYOUT_VERSION}; use the same pysyncq everywhere"
+def header_problem(words, size):
+    """What is wrong with header ``words`` of a ``size``-byte segment, or None.
+
+    The plain-Python twin of ``kernels.header_check``, with words: it names the
+    word, its value and what was expected.
+    """
+    if words[H_MAGIC] != MAGIC:
+        return f"magic word is {words[H_MAGIC]:#x}, expected {MAGIC:#x}"
+    if words[H_VERSION] != LAYOUT_VERSION:
+        return (
+            f"layout version is {words[H_VERSION]}, this pysyncq reads version "
+            f"{LAYOUT_VERSION}; use the same pysyncq everywhere"
         )
     cap, nslots, offset = words[H_CAPACITY], words[H_NSLOTS], words[H_RING_OFFSET]
-    if (
-        cap <= 0
-        or cap % 8
-        or nslots <= 0
-        or offset != ring_offset(nslots)
-        or segment_bytes(cap, nslots) > size
-    ):
-        raise NotAQueue(f"shared memory {name!r} has a corrupt pysyncq header")
+    if not 1 <= nslots <= MAX_SLOTS:
+        return f"slot count (word {H_NSLOTS}) is {nslots}, expected 1 to {MAX_SLOTS}"
+    if offset != ring_offset(nslots):
+        return f"ring offset (word {H_RING_OFFSET}) is {offset}, expected {ring_offset(nslots)}"
+    if cap < 16 or cap % 8:
+        return f"capacity (word {H_CAPACITY}) is {cap}, expected a multiple of 8 of at least 16"
+    if segment_bytes(cap, nslots) > size:
+        return (
+            f"capacity (word {H_CAPACITY}) {cap} and {nslots} slots need "
+            f"{segment_bytes(cap, nslots)} bytes, but the segment has {size}"
+        )
+    hwm = words[H_SLOT_HWM]
+    if not 0 <= hwm <= nslots:
+        return f"slot high-water mark (word {H_SLOT_HWM}) is {hwm}, expected 0 to {nslots}"
+    end, head = words[H_WRITE_POS], words[H_HEAD]
+    if head < 0 or end % 8 or head % 8 or not head <= end <= head + cap:
+        return (
+            f"write position (word {H_WRITE_POS}) is {end} and head (word {H_HEAD}) is "
+            f"{head}: expected multiples of 8 with 0 <= head <= write position <= head + "
+            f"capacity ({cap})"
+        )
+    return None
+
+
+def corruption(seg, reason, value=0, pos=0):
+    """The message of a ``QueueCorrupt`` for a kernel's ``CORRUPT`` reason."""
+    words = seg.words
+    what = None
+    if reason == C_CURSOR:
+        end, head = int(words[H_WRITE_POS]), int(words[H_HEAD])
+        for slot in range(min(int(words[H_SLOT_HWM]), seg.nslots)):
+            at = HEADER_WORDS + slot * SLOT_WORDS
+            if words[at + S_STATE] == SLOT_ACTIVE and words[at + S_FLAGS] & SF_READER:
+                c = int(words[at + S_CURSOR])
+                if not head <= c <= end or c % 8:
+                    what = (
+                        f"the cursor of slot {slot} (word {at + S_CURSOR}) is {c}, expected a "
+                        f"multiple of 8 between the head {head} and the write position {end}"
+                    )
+                    break
+    elif reason == C_RECORD:
+        cap = seg.capacity
+        what = (
+            f"the record at position {pos} (ring offset {pos % cap}) has a size or meta word "
+            f"of {value} ({value:#x}): expected a multiple of 8 of at least 16 that ends "
+            f"before the end of the ring and the write position, with fields that fit in it"
+        )
+    if what is None:
+        what = header_problem(tuple(int(x) for x in words[:HEADER_WORDS]), len(seg.mem))
+    if what is None:
+        what = "an inconsistent value was seen (it has changed since)"
+    return (
+        f"queue {seg.name!r} is corrupt: {what}.  Something wrote over its shared memory; "
+        f"close the handles, remove it (python -m pysyncq clean --force {seg.name}) and "
+        f"create it again"
+    )
+
+
+def _check_header(name, words, size):
+    problem = header_problem(words, size)
+    if problem is None:
+        return
+    if words[H_VERSION] != LAYOUT_VERSION:
+        raise NotAQueue(f"queue {name!r} cannot be read: {problem}")
+    raise QueueCorrupt(
+        f"queue {name!r} is corrupt: {problem}; remove it (python -m pysyncq clean "
+        f"--force {name}) and create it again"
+    )
 
 
 def list_queues():

@@ -37,3 +37,17 @@ class QueueExists(PySyncQError, FileExistsError):
 
 class TooManyProcesses(PySyncQError, RuntimeError):
     """Every reader slot of the queue is held by a live process."""
+
+
+class QueueCorrupt(PySyncQError, RuntimeError):
+    """The queue's shared memory holds an impossible value (something wrote over it).
+
+    The message names the word, its value and what was expected.  Nothing was
+    read, freed or allocated on the strength of the bad value; the handle can
+    still be closed, ``stats()`` still answers, and ``python -m pysyncq clean``
+    can remove the queue.  The queue cannot be repaired: recreate it.
+    """
+
+
+class QueueLocked(PySyncQError, TimeoutError):
+    """A live process held the queue lock past the caller's deadline (stopped?)."""

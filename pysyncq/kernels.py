@@ -19,6 +19,18 @@ There are two layers:
     taken over (``op_steal``).  When the lock is held by someone else an
     ``op_*`` returns ``BUSY`` having done nothing.
 
+Nothing read from the segment is trusted.  Any process that maps it can
+scribble on it, so every word is checked before it is used as a size, an
+offset, a count or a loop bound: the header's geometry against the length of
+``mem`` (``header_check``), positions against each other, every reader's
+cursor against ``[head, write position]`` and every record against the ring
+and the write position.  A failed check returns ``CORRUPT`` with a reason
+(``C_*``) and the position and value that failed, having changed nothing
+since; no loop runs on an unchecked bound (every record is at least 16 bytes,
+so a scan of a ring of ``cap`` bytes ends within ``cap / 8`` steps).  Only
+``slot_leave`` goes on through a corrupt ring, so that a handle can always
+close: it frees its own slot by a checked index and nothing else.
+
 Crash safety.  A process can die at any instruction.  Every ring kernel makes
 its change visible with one final store (``H_WRITE_POS`` for an append, the
 cursor for a pop, ``S_STATE`` for an open or a close), so a kernel cut short
@@ -40,9 +52,16 @@ from ._intrinsics import (
 )
 from .layout import (
     BUSY,
+    C_CURSOR,
+    C_GEOMETRY,
+    C_HEADER,
+    C_POSITIONS,
+    C_RECORD,
+    C_SLOTS,
+    CODE_MASK,
     CONTENDED,
+    CORRUPT,
     EMPTY,
-    F_FOREIGN_NS,
     F_UNLINKED,
     FULL,
     H_APPENDS,
@@ -57,26 +76,36 @@ from .layout import (
     H_MAGIC,
     H_MEMBER_SEQ,
     H_NSLOTS,
+    H_PIDNS,
     H_REAPED,
     H_RECOVERIES,
     H_RING_OFFSET,
     H_SLOT_HWM,
     H_SPACE_SEQ,
+    H_TIMENS,
     H_VERSION,
     H_WRITE_POS,
+    HEADER_BYTES,
     HEADER_WORDS,
+    KIND_ARRAY,
+    KIND_BYTES,
     KIND_PAD,
+    KIND_STR,
     LAYOUT_VERSION,
     MAGIC,
+    MAX_SLOTS,
+    META_WRITER_SHIFT,
     NEED_SPACE,
     NO_SLOT,
     NOT_MEMBER,
     OK,
-    OPEN_FOREIGN,
     OPEN_READER,
     REC_HEADER,
+    S_BASE,
     S_CURSOR,
     S_FLAGS,
+    S_NAME,
+    S_NAME_LEN,
     S_RECEIVED,
     S_SCREENED,
     S_SENT,
@@ -86,7 +115,9 @@ from .layout import (
     SEQ_SHIFT,
     SF_READER,
     SLOT_ACTIVE,
+    SLOT_BYTES,
     SLOT_FREE,
+    SLOT_NAME_BYTES,
     SLOT_WORDS,
     TOO_LARGE,
     UNLINK,
@@ -100,6 +131,12 @@ from .layout import (
 
 _JIT = {"cache": True}
 _SEQ32 = 0xFFFFFFFF
+_MAX_SLOTS = MAX_SLOTS
+
+
+@njit(**_JIT)
+def _corrupt(reason):
+    return CORRUPT | (reason << SEQ_SHIFT)
 
 
 @njit(**_JIT)
@@ -109,19 +146,72 @@ def slot_word(slot, field):
 
 
 @njit(**_JIT)
+def table_slots(w):
+    """How many slots the table may be scanned for: the header's count, but
+    never past the mapping (so this is safe on any header)."""
+    n = w[H_NSLOTS]
+    room = (len(w) * 8 - HEADER_BYTES) // SLOT_BYTES
+    if n > room:
+        n = room
+    return n if n > 0 else 0
+
+
+@njit(**_JIT)
+def slot_hwm(w):
+    """The slot high-water mark, clamped to the table (safe on any header)."""
+    n = w[H_SLOT_HWM]
+    limit = table_slots(w)
+    if n > limit:
+        n = limit
+    return n if n > 0 else 0
+
+
+@njit(**_JIT)
+def header_check(w):
+    """0 if the header describes a queue that fits the mapping, else a ``C_*``.
+
+    Checks the magic and version, the capacity, slot count and ring offset
+    against ``len(w)``, the slot high-water mark, and the write position and
+    head against each other (both multiples of 8, ``0 <= head <= write
+    position <= head + capacity``).
+    """
+    if w[H_MAGIC] != MAGIC or w[H_VERSION] != LAYOUT_VERSION:
+        return C_HEADER
+    nbytes = len(w) * 8
+    cap = w[H_CAPACITY]
+    ns = w[H_NSLOTS]
+    off = w[H_RING_OFFSET]
+    if ns < 1 or ns > _MAX_SLOTS or off != HEADER_BYTES + ns * SLOT_BYTES:
+        return C_GEOMETRY
+    if cap < REC_HEADER or cap % 8 != 0 or cap > nbytes or off + cap > nbytes:
+        return C_GEOMETRY
+    hwm = w[H_SLOT_HWM]
+    if hwm < 0 or hwm > ns:
+        return C_SLOTS
+    end = w[H_WRITE_POS]
+    head = w[H_HEAD]
+    if head < 0 or end < head or end - head > cap or end % 8 != 0 or head % 8 != 0:
+        return C_POSITIONS
+    return 0
+
+
+@njit(**_JIT)
 def is_member(w, slot, token):
     """True if ``slot`` is an active slot owned by ``token``."""
-    if slot < 0 or slot >= w[H_NSLOTS]:
+    if slot < 0 or slot >= table_slots(w):
         return False
     return w[slot_word(slot, S_STATE)] == SLOT_ACTIVE and w[slot_word(slot, S_TOKEN)] == token
 
 
 @njit(**_JIT)
-def ring_format(mem, capacity, nslots, ring_offset, instance, creator, start_pos):
+def ring_format(
+    mem, capacity, nslots, ring_offset, instance, creator, start_pos, pidns=0, timens=0
+):
     """Write an empty queue into ``mem``; the magic word is stored last.
 
     Only for a segment no other process can use yet.  ``start_pos`` is the
     initial value of every position (0 in use; tests start near 2**62).
+    ``pidns``/``timens`` name the creator's namespaces.
     """
     w = mem.view(np.int64)
     w[: ring_offset // 8] = 0
@@ -131,6 +221,8 @@ def ring_format(mem, capacity, nslots, ring_offset, instance, creator, start_pos
     w[H_RING_OFFSET] = ring_offset
     w[H_INSTANCE] = instance
     w[H_CREATOR] = creator
+    w[H_PIDNS] = pidns
+    w[H_TIMENS] = timens
     w[H_WRITE_POS] = start_pos
     w[H_HEAD] = start_pos
     atomic_store(w, H_MAGIC, MAGIC)
@@ -139,7 +231,7 @@ def ring_format(mem, capacity, nslots, ring_offset, instance, creator, start_pos
 @njit(**_JIT)
 def any_waiting(w, bit):
     """True if some slot's owner sleeps (or is about to) on ``bit``."""
-    for i in range(w[H_SLOT_HWM]):
+    for i in range(slot_hwm(w)):
         if atomic_load(w, slot_word(i, S_WAIT)) & bit:
             return True
     return False
@@ -150,20 +242,22 @@ def head_refresh(w):
     """Set the head to the smallest reader cursor (the write position if none).
 
     Returns ``WAKE_SPACE`` if the head moved forward and a writer waits for
-    space, else 0.  Lock held.
+    space, else 0; or ``CORRUPT`` (nothing changed) if a reader's cursor lies
+    outside ``[head, write position]``.  Lock held, header checked.
     """
-    low = w[H_WRITE_POS]
-    for i in range(w[H_SLOT_HWM]):
+    end = w[H_WRITE_POS]
+    old = w[H_HEAD]
+    low = end
+    for i in range(slot_hwm(w)):
         if w[slot_word(i, S_STATE)] == SLOT_ACTIVE and w[slot_word(i, S_FLAGS)] & SF_READER:
             c = w[slot_word(i, S_CURSOR)]
+            if c < old or c > end or c % 8 != 0:
+                return _corrupt(C_CURSOR)
             if c < low:
                 low = c
-    old = w[H_HEAD]
     if low == old:
         return 0
     w[H_HEAD] = low
-    if low < old:
-        return 0
     atomic_add(w, H_SPACE_SEQ, 1)
     return WAKE_SPACE if any_waiting(w, W_SPACE) else 0
 
@@ -180,10 +274,13 @@ def ring_append(w, mem, slot, token, sender, mtype, body, kind):
 
     Returns ``OK`` (with ``WAKE_*`` bits), ``FULL`` (with the space sequence
     to wait on above ``SEQ_SHIFT``), ``TOO_LARGE`` if the record could not fit
-    even in an empty ring, or ``NOT_MEMBER``.  No record is written unless
-    the result is ``OK``; a ``FULL`` may still have refreshed the cached head
-    (and bumped the space sequence if it moved).
+    even in an empty ring, ``NOT_MEMBER`` or ``CORRUPT``.  No record is
+    written unless the result is ``OK``; a ``FULL`` may still have refreshed
+    the cached head (and bumped the space sequence if it moved).
     """
+    bad = header_check(w)
+    if bad:
+        return _corrupt(bad)
     if not is_member(w, slot, token):
         return NOT_MEMBER
     cap = w[H_CAPACITY]
@@ -199,6 +296,8 @@ def ring_append(w, mem, slot, token, sender, mtype, body, kind):
     # in an empty ring a record only needs its own size.
     if not (head == pos or pos + pad + size - head <= cap):
         flags = head_refresh(w)
+        if flags & CODE_MASK:
+            return flags
         head = w[H_HEAD]
         if not (head == pos or pos + pad + size - head <= cap):
             return FULL | flags | ((atomic_load(w, H_SPACE_SEQ) & _SEQ32) << SEQ_SHIFT)
@@ -213,14 +312,18 @@ def ring_append(w, mem, slot, token, sender, mtype, body, kind):
         # Publish the padding on its own, then move the readers that are at
         # its start past it, so they never pin it.
         atomic_store(w, H_WRITE_POS, pos + pad)
-        for i in range(w[H_SLOT_HWM]):
+        for i in range(slot_hwm(w)):
             if w[slot_word(i, S_STATE)] == SLOT_ACTIVE and w[slot_word(i, S_CURSOR)] == pos:
                 w[slot_word(i, S_CURSOR)] = pos + pad
         if head == pos:
-            flags |= head_refresh(w)
+            more = head_refresh(w)
+            if more & CODE_MASK:
+                return more
+            flags |= more
         pos += pad
     at = base + pos % cap
     meta = len(sender) | (len(mtype) << 16) | (kind << 32) | ((size - REC_HEADER - payload) << 40)
+    meta |= (slot + 1) << META_WRITER_SHIFT
     w[at // 8] = size
     w[at // 8 + 1] = meta
     p = _copy_in(mem, at + REC_HEADER, sender)
@@ -256,6 +359,35 @@ def _screened(mem, p, length, scr, first, stop):
 
 
 @njit(**_JIT)
+def record_check(w, cur, end):
+    """Check the record at position ``cur`` (``cur < end``, the write position).
+
+    Returns ``(size, meta)`` with ``size`` > 0 if it is a well-formed record
+    or padding, else ``(0, value)`` with the offending size or meta word.
+    A record lies wholly before the ring's end and the write position, is at
+    least a header and a multiple of 8, and its fields fit in it; a padding
+    record fills exactly the rest of the ring.
+    """
+    cap = w[H_CAPACITY]
+    room = cap - cur % cap
+    at = (w[H_RING_OFFSET] + cur % cap) // 8
+    size = w[at]
+    meta = w[at + 1]
+    if size < REC_HEADER or size % 8 != 0 or size > room or size > end - cur:
+        return 0, size
+    kind = (meta >> 32) & 0xFF
+    if kind == KIND_PAD:
+        return (size, meta) if size == room else (0, size)
+    if kind != KIND_STR and kind != KIND_BYTES and kind != KIND_ARRAY:
+        return 0, meta
+    fields = (meta & 0xFFFF) + ((meta >> 16) & 0xFFFF)
+    pad = (meta >> 40) & 0xFF
+    if pad > 7 or REC_HEADER + fields + pad > size:
+        return 0, meta
+    return size, meta
+
+
+@njit(**_JIT)
 def ring_pop(w, mem, slot, token, scr, out):
     """Copy the next record that ``slot`` has not read and does not screen.
 
@@ -264,23 +396,29 @@ def ring_pop(w, mem, slot, token, scr, out):
     The sender, type and body are copied back to back into ``out``.
 
     Returns ``(status, sender_len, type_len, body_len, kind)``: ``OK`` with a
-    record; ``EMPTY`` with the data sequence to wait on in place of
+    record, ``kind`` holding the record kind in its low byte and the writer's
+    slot + 1 above it; ``EMPTY`` with the data sequence to wait on in place of
     ``body_len``; ``NEED_SPACE`` with the bytes ``out`` must hold in place of
-    ``body_len`` (the record stays unread); or ``NOT_MEMBER`` (also for a
-    writer-only slot).  ``WAKE_SPACE``
-    may be set in ``status``.  Lock held.
+    ``body_len`` (the record stays unread); ``NOT_MEMBER`` (also for a
+    writer-only slot); or ``CORRUPT`` with the bad word's value in place of
+    ``sender_len`` and its position in place of ``body_len`` (the records
+    before it are passed).  ``WAKE_SPACE`` may be set in ``status``.  Lock held.
     """
+    bad = header_check(w)
+    if bad:
+        return _corrupt(bad), 0, 0, 0, 0
     # A writer-only slot's cursor pins nothing, so the records behind it may
     # be overwritten: reading from it could meet garbage.  Refuse.
     if not is_member(w, slot, token) or not w[slot_word(slot, S_FLAGS)] & SF_READER:
         return NOT_MEMBER, 0, 0, 0, 0
     cap = w[H_CAPACITY]
-    base = w[H_RING_OFFSET]
     end = w[H_WRITE_POS]
     ns = scr.view(np.int64)[0]
     nt = scr.view(np.int64)[1]
     cw = slot_word(slot, S_CURSOR)
     start = w[cw]
+    if start < w[H_HEAD] or start > end or start % 8 != 0:
+        return _corrupt(C_CURSOR), start, 0, start, 0
     cur = start
     status = EMPTY
     slen = tlen = blen = kind = 0
@@ -289,9 +427,11 @@ def ring_pop(w, mem, slot, token, scr, out):
         if room < REC_HEADER:
             cur += room
             continue
-        at = base + cur % cap
-        size = w[at // 8]
-        meta = w[at // 8 + 1]
+        size, meta = record_check(w, cur, end)
+        if size == 0:
+            status = _corrupt(C_RECORD)
+            slen, tlen, blen, kind = meta, 0, cur, 0
+            break
         kind = (meta >> 32) & 0xFF
         if kind == KIND_PAD:
             cur += size
@@ -299,7 +439,7 @@ def ring_pop(w, mem, slot, token, scr, out):
         slen = meta & 0xFFFF
         tlen = (meta >> 16) & 0xFFFF
         blen = size - REC_HEADER - slen - tlen - ((meta >> 40) & 0xFF)
-        p = at + REC_HEADER
+        p = w[H_RING_OFFSET] + cur % cap + REC_HEADER
         if _screened(mem, p, slen, scr, 0, ns) or _screened(mem, p + slen, tlen, scr, ns, ns + nt):
             cur += size
             w[slot_word(slot, S_SCREENED)] += 1
@@ -313,6 +453,7 @@ def ring_pop(w, mem, slot, token, scr, out):
         cur += size
         w[slot_word(slot, S_RECEIVED)] += 1
         status = OK
+        kind |= ((meta >> META_WRITER_SHIFT) & 0xFFFF) << 8
         break
     if status == EMPTY:
         slen = tlen = kind = 0
@@ -320,7 +461,10 @@ def ring_pop(w, mem, slot, token, scr, out):
     if cur != start:
         atomic_store(w, cw, cur)  # the records before cur are read here
         if start == w[H_HEAD]:
-            status |= head_refresh(w)
+            more = head_refresh(w)
+            if more & CODE_MASK:
+                return more, w[cw], 0, w[cw], 0
+            status |= more
     return status, slen, tlen, blen, kind
 
 
@@ -329,9 +473,9 @@ def slot_open(w, token, reader):
     """Claim the lowest free slot for ``token``; return its index or -1.
 
     A reader's cursor starts at the write position: it sees only records
-    appended after it opened.  Lock held.
+    appended after it opened.  Lock held, header checked.
     """
-    for i in range(w[H_NSLOTS]):
+    for i in range(table_slots(w)):
         if w[slot_word(i, S_STATE)] == SLOT_FREE:
             w[slot_word(i, S_TOKEN)] = token
             w[slot_word(i, S_CURSOR)] = w[H_WRITE_POS]
@@ -340,6 +484,8 @@ def slot_open(w, token, reader):
             w[slot_word(i, S_SENT)] = 0
             w[slot_word(i, S_RECEIVED)] = 0
             w[slot_word(i, S_SCREENED)] = 0
+            w[slot_word(i, S_BASE)] = w[H_APPENDS]
+            w[slot_word(i, S_NAME_LEN)] = 0
             if i >= w[H_SLOT_HWM]:
                 w[H_SLOT_HWM] = i + 1
             atomic_store(w, slot_word(i, S_STATE), SLOT_ACTIVE)
@@ -349,10 +495,21 @@ def slot_open(w, token, reader):
 
 
 @njit(**_JIT)
+def slot_set_name(mem, slot, name):
+    """Store the first ``SLOT_NAME_BYTES`` of ``name`` and its length in ``slot``."""
+    w = mem.view(np.int64)
+    at = slot_word(slot, S_NAME) * 8
+    n = min(len(name), SLOT_NAME_BYTES)
+    mem[at : at + SLOT_NAME_BYTES] = 0
+    copy_bytes(mem, at, name, 0, n)
+    w[slot_word(slot, S_NAME_LEN)] = len(name)
+
+
+@njit(**_JIT)
 def count_members(w):
     """Active slots, plus one while the creator holds the queue."""
     n = 1 if w[H_CREATOR] != 0 else 0
-    for i in range(w[H_SLOT_HWM]):
+    for i in range(slot_hwm(w)):
         if atomic_load(w, slot_word(i, S_STATE)) == SLOT_ACTIVE:
             n += 1
     return n
@@ -365,14 +522,18 @@ def slot_leave(w, slot, token, creator):
     ``slot`` < 0 frees no slot.  The slot's unread records are released.
     Returns ``OK`` or ``NOT_MEMBER`` with ``WAKE_*`` bits, and ``UNLINK`` when
     no member is left and the name has not been unlinked yet: the caller must
-    unlink it.  Lock held.
+    unlink it.  Works on a corrupt segment too (every index is checked), so
+    that a handle can always leave.  Lock held.
     """
     status = OK | WAKE_MEMBERS
     if slot >= 0:
         if is_member(w, slot, token):
             w[slot_word(slot, S_WAIT)] = 0
             atomic_store(w, slot_word(slot, S_STATE), SLOT_FREE)
-            status |= head_refresh(w)
+            if header_check(w) == 0:
+                more = head_refresh(w)
+                if not more & CODE_MASK:
+                    status |= more
         else:
             status = NOT_MEMBER | WAKE_MEMBERS
     if creator and w[H_CREATOR] == token:
@@ -389,10 +550,12 @@ def ring_recover(w):
     """Make the queue consistent after its lock holder died.  Lock held.
 
     Every kernel publishes with one final store, so the ring needs no repair;
-    only the cached head is recomputed.  All sleepers are woken to look again.
+    only the cached head is recomputed (unless the segment is corrupt).  All
+    sleepers are woken to look again.
     """
     w[H_RECOVERIES] += 1
-    head_refresh(w)
+    if header_check(w) == 0:
+        head_refresh(w)
     atomic_add(w, H_DATA_SEQ, 1)
     atomic_add(w, H_SPACE_SEQ, 1)
     return WAKE_DATA | WAKE_SPACE | WAKE_MEMBERS
@@ -428,6 +591,17 @@ def lock_prepare_wait(mem):
     if not holder & CONTENDED and atomic_cas(w, H_LOCK, holder, holder | CONTENDED) != holder:
         return seq, 0
     return seq, holder & ~CONTENDED
+
+
+@njit(**_JIT)
+def flags_set(mem, bits):
+    """Set ``bits`` in ``H_FLAGS`` without the lock (compare-and-swap)."""
+    w = mem.view(np.int64)
+    for _ in range(1000):
+        old = atomic_load(w, H_FLAGS)
+        if old & bits == bits or atomic_cas(w, H_FLAGS, old, old | bits) == old:
+            return True
+    return False
 
 
 @njit(**_JIT)
@@ -468,20 +642,23 @@ def op_pop(mem, lockval, slot, scr, out):
 
 
 @njit(**_JIT)
-def op_open(mem, lockval, flags):
-    """``slot_open`` under the lock: ``(OK, slot)``, ``(NO_SLOT, -1)`` or
-    ``(BUSY, -1)``.  ``flags``: ``OPEN_READER`` for a reader slot, and
-    ``OPEN_FOREIGN`` if the caller lives in another namespace than the
-    creator (sets ``F_FOREIGN_NS``).  A queue whose name is already unlinked
-    cannot be joined: ``(NOT_MEMBER, -1)``."""
+def op_open(mem, lockval, flags, name):
+    """``slot_open`` under the lock: ``(OK, slot)``, ``(NO_SLOT, -1)``,
+    ``(CORRUPT, -1)`` or ``(BUSY, -1)``.  ``flags``: ``OPEN_READER`` for a
+    reader slot.  ``name`` (the sender) is stored in the slot for
+    :meth:`stats`.  A queue whose name is already unlinked cannot be joined:
+    ``(NOT_MEMBER, -1)``."""
     w = mem.view(np.int64)
     if atomic_cas(w, H_LOCK, 0, lockval) != 0:
         return BUSY, -1
+    bad = header_check(w)
+    if bad:
+        return _corrupt(bad) | lock_release(w), -1
     if w[H_FLAGS] & F_UNLINKED:
         return NOT_MEMBER | lock_release(w), -1
     slot = slot_open(w, lockval & ~CONTENDED, flags & OPEN_READER)
-    if slot >= 0 and flags & OPEN_FOREIGN:
-        w[H_FLAGS] |= F_FOREIGN_NS
+    if slot >= 0:
+        slot_set_name(mem, slot, name)
     status = (OK | WAKE_MEMBERS) if slot >= 0 else NO_SLOT
     return status | lock_release(w), slot
 
@@ -514,15 +691,18 @@ def seq_load(mem, index):
 @njit(**_JIT)
 def set_waiting(mem, slot, bits):
     """Set the owner's wait bits (only the slot's owner calls this)."""
-    atomic_store(mem.view(np.int64), slot_word(slot, S_WAIT), bits)
+    w = mem.view(np.int64)
+    if 0 <= slot < table_slots(w):
+        atomic_store(w, slot_word(slot, S_WAIT), bits)
 
 
 @njit(**_JIT)
 def members(mem):
     """``(slot, token, is_reader)`` rows for every active slot, and a row
-    ``(-1, creator_token, 0)`` while the creator holds the queue."""
+    ``(-1, creator_token, 0)`` while the creator holds the queue.  Safe on any
+    header (the table is scanned only as far as the mapping goes)."""
     w = mem.view(np.int64)
-    hwm = w[H_SLOT_HWM]
+    hwm = slot_hwm(w)
     rows = np.empty((hwm + 1, 3), np.int64)
     n = 0
     creator = w[H_CREATOR]

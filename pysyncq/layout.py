@@ -21,6 +21,7 @@ Records
 
         word 0: size     total bytes of the record, header and padding included
         word 1: meta     sender_len | type_len << 16 | kind << 32 | pad << 40
+                         | (writer slot + 1) << 48
 
     followed by the sender, type and body bytes, back to back, then ``pad``
     zero bytes to reach a multiple of 8.  A record never crosses the end of the
@@ -30,9 +31,11 @@ Records
     padding header and readers skip those bytes by rule.
 
 Reader table
-    ``nslots`` slots of 8 int64 words (``S_*``), one per process that opened the
-    queue.  A slot is claimed by writing its fields and then ``S_STATE`` last,
-    and freed by clearing ``S_STATE``; both happen with the queue lock held.
+    ``nslots`` slots of 16 int64 words (``S_*``), one per process that opened
+    the queue: the words its owner writes on every call in the first cache
+    line, its sender name (the first ``SLOT_NAME_BYTES``) in the second.  A
+    slot is claimed by writing its fields and then ``S_STATE`` last, and freed
+    by clearing ``S_STATE``; both happen with the queue lock held.
 
 Futex words
     ``H_LOCK_SEQ``, ``H_DATA_SEQ``, ``H_SPACE_SEQ`` and ``H_MEMBER_SEQ`` are
@@ -45,12 +48,12 @@ import numpy as np
 #: "PYSYNCQ" and a format byte, read as a little-endian int64.
 MAGIC = int.from_bytes(b"PYSYNCQ\x01", "little")
 #: Bumped whenever the meaning of any word below changes.
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 
 WORD = 8
 HEADER_BYTES = 256
 HEADER_WORDS = HEADER_BYTES // WORD
-SLOT_BYTES = 64
+SLOT_BYTES = 128
 SLOT_WORDS = SLOT_BYTES // WORD
 REC_HEADER = 16
 
@@ -96,6 +99,11 @@ S_WAIT = 4  # W_* bits: what the owner sleeps on
 S_SENT = 5  # messages appended by this slot
 S_RECEIVED = 6  # messages popped by this slot
 S_SCREENED = 7  # messages skipped by this slot's screens
+S_NAME_LEN = 8  # length of the owner's sender name in bytes (all of it)
+S_BASE = 9  # H_APPENDS when the slot was opened: lag in messages is
+#             H_APPENDS - S_BASE - S_RECEIVED - S_SCREENED
+S_NAME = 10  # words 10..15: the first SLOT_NAME_BYTES bytes of the sender name
+SLOT_NAME_BYTES = 8 * (SLOT_WORDS - S_NAME)
 
 SLOT_FREE = 0
 SLOT_ACTIVE = 1
@@ -107,7 +115,11 @@ W_SPACE = 2
 # -- Record kinds (byte 4 of the meta word).
 KIND_STR = 1  # body was given as str (or as an object converted with str())
 KIND_BYTES = 2  # body was given as bytes
+KIND_ARRAY = 3  # body is a numpy array: a descriptor, then the raw data (codec.py)
 KIND_PAD = 255  # filler up to the end of the ring
+
+#: Bits of the meta word above the pad byte: the writer's slot + 1 (0: none).
+META_WRITER_SHIFT = 48
 
 #: Upper limit of the sender and the type, in bytes (they are stored in 16 bits).
 MAX_NAME_BYTES = 0xFFFF
@@ -130,6 +142,8 @@ BUSY = 4  # the lock is held by someone else: nothing was done
 NO_SLOT = 5  # every reader slot is taken
 NOT_MEMBER = 6  # the slot is not (any more) owned by this token
 NEED_SPACE = 7  # the caller's output buffer is too small for the next record
+CORRUPT = 8  # a word read from the segment is impossible; the reason (C_*) is
+#              above SEQ_SHIFT, and nothing was changed after it was seen
 CODE_MASK = 0xFF
 WAKE_DATA = 1 << 8
 WAKE_SPACE = 1 << 9
@@ -137,6 +151,17 @@ WAKE_LOCK = 1 << 10
 WAKE_MEMBERS = 1 << 11
 UNLINK = 1 << 12  # leave(): the caller was the last member and must unlink the name
 SEQ_SHIFT = 16  # FULL: the space sequence the caller must wait on, above this bit
+
+
+# -- Why a segment is corrupt: the reason carried by a CORRUPT status.
+C_HEADER = 1  # magic or layout version
+C_GEOMETRY = 2  # capacity, slot count or ring offset against the mapped size
+C_POSITIONS = 3  # write position and head
+C_SLOTS = 4  # the slot high-water mark
+C_CURSOR = 5  # a reader's cursor outside [head, write position]
+C_RECORD = 6  # a record's size, field lengths or kind
+#: Most slots a segment may declare (the table must fit in the mapping too).
+MAX_SLOTS = 1 << 16
 
 
 def ring_offset(nslots):

@@ -86,7 +86,7 @@ def test_size_is_usable_capacity_rounded_up_to_8(qname):
     with PySyncQ(qname, size=100) as q:
         assert q.size == 104
         assert q.max_message == 104 - 16
-        expected = 256 + 64 * pysyncq.DEFAULT_SLOTS + 104
+        expected = 256 + 128 * pysyncq.DEFAULT_SLOTS + 104
         assert os.path.getsize(f"/dev/shm/{qname}") == expected
 
 
@@ -555,7 +555,8 @@ def test_closing_while_another_thread_waits_raises_queue_closed_there(qname):
 
 def test_a_non_blocking_pop_is_not_held_up_by_a_thread_waiting_for_the_lock(qname, monkeypatch):
     """One thread waits (timer=None) for a queue lock that a live process holds;
-    a second thread's pop(block=False) on the same handle must still return."""
+    a second thread's pop(block=False) on the same handle must still return,
+    with QueueLocked (not None, which would read as "empty")."""
     import threading
 
     monkeypatch.setattr(pysyncq._wait, "LOCK_PATIENCE", 0.2)
@@ -567,7 +568,8 @@ def test_a_non_blocking_pop_is_not_held_up_by_a_thread_waiting_for_the_lock(qnam
     t.start()
     time.sleep(0.1)
     t0 = time.monotonic()
-    assert q.pop() is None
+    with pytest.raises(pysyncq.QueueLocked, match="is locked by process"):
+        q.pop()
     assert time.monotonic() - t0 < 10
     q._seg.words[pysyncq.layout.H_LOCK] = 0
     q.append("t", "m")

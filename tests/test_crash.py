@@ -94,7 +94,7 @@ def test_dead_lock_holder_is_detected_and_the_queue_recovered(qname, procs):
     wait_dead(victim)
     seg = q._seg
     pos = int(seg.words[H_WRITE_POS])
-    start = 256 + 64 * seg.nslots + pos % seg.capacity
+    start = 256 + 128 * seg.nslots + pos % seg.capacity
     seg.mem[start : start + 300] = 0xAB  # garbage where the next record would go
     seg.words[H_LOCK] = token
     t0 = time.monotonic()
@@ -117,12 +117,15 @@ def test_live_lock_holder_is_waited_for_not_robbed(qname, monkeypatch):
     q = PySyncQ(qname)
     q.open("w")
     q._seg.words[H_LOCK] = _proc.token_of(os.getppid())  # alive, and not us
-    with pytest.raises(pysyncq.QueueFull, match="is locked by process"):
+    with pytest.raises(pysyncq.QueueLocked, match="is locked by process"):
         q.append("t", "m")
-    with pytest.raises(pysyncq.QueueFull, match="is locked by process"):
+    with pytest.raises(pysyncq.QueueLocked, match="is locked by process"):
         q.append("t", "m", block=True, timer=0.5)
-    assert q.pop() is None
-    assert q.pop(block=True, timer=0.1) is None
+    # pop says so too, rather than None (which reads as "empty").
+    with pytest.raises(pysyncq.QueueLocked, match="is locked by process"):
+        q.pop()
+    with pytest.raises(pysyncq.QueueLocked, match="is locked by process"):
+        q.pop(block=True, timer=0.1)
     assert q.stats().recoveries == 0 and q.stats().appended == 0
     q._seg.words[H_LOCK] = 0
     q.append("t", "m")

@@ -87,6 +87,8 @@ class Rig:
         )
         if code(status) == L.OK:
             raw = bytes(out[: slen + tlen + blen])
+            self.writer = (kind >> 8) - 1  # the slot that appended it
+            kind &= 0xFF
             return status, (raw[:slen], raw[slen : slen + tlen], raw[slen + tlen :], kind)
         return status, (slen, tlen, blen, kind)
 
@@ -147,7 +149,8 @@ def walk(rig, frm, to):
         else:
             slen, tlen, pad = meta & 0xFFFF, (meta >> 16) & 0xFFFF, (meta >> 40) & 0xFF
             n = size - L.REC_HEADER - pad
-            assert meta >> 48 == 0 and pad < 8 and size == align8(L.REC_HEADER + n) <= room
+            assert 1 <= meta >> 48 <= rig.nslots and pad < 8  # the writer's slot + 1
+            assert pad < 8 and size == align8(L.REC_HEADER + n) <= room
             assert n >= slen + tlen
             raw = bytes(rig.mem[at + L.REC_HEADER : at + L.REC_HEADER + n])
             assert not rig.mem[at + L.REC_HEADER + n : at + size].any(), "padding not zero"
@@ -539,7 +542,7 @@ def test_no_slot_when_all_slots_are_taken():
     rig = Rig(64, 3, 0)
     assert [rig.open(), rig.open(reader=False), rig.open()] == [0, 1, 2]
     assert rig.open() == -1
-    assert K.op_open(rig.mem, rig.new_token(), 1) == (L.NO_SLOT, -1)
+    assert K.op_open(rig.mem, rig.new_token(), 1, b"n") == (L.NO_SLOT, -1)
     assert rig.word(L.H_LOCK) == 0
     assert rig.leave(1) == L.OK | L.WAKE_MEMBERS
     assert rig.open() == 1  # the lowest free slot
@@ -561,7 +564,7 @@ def test_unlink_exactly_once_when_the_last_member_leaves():
     assert rig.word(L.H_FLAGS) & L.F_UNLINKED
     assert rig.leave(-1, token=creator, creator=True) == L.OK | L.WAKE_MEMBERS
     assert rig.leave(b) == L.NOT_MEMBER | L.WAKE_MEMBERS
-    assert K.op_open(rig.mem, rig.new_token(), 1) == (L.NOT_MEMBER, -1)  # cannot be joined
+    assert K.op_open(rig.mem, rig.new_token(), 1, b"n") == (L.NOT_MEMBER, -1)  # cannot be joined
     assert rig.word(L.H_LOCK) == 0
 
 
@@ -666,7 +669,7 @@ def _ops(rig, lockval, slot, token):
     return [
         K.op_append(rig.mem, lockval, slot, b"s", b"t", b"b", L.KIND_BYTES),
         K.op_pop(rig.mem, lockval, slot, NO_SCREEN, rig.out),
-        K.op_open(rig.mem, lockval, 1),
+        K.op_open(rig.mem, lockval, 1, b"n"),
         K.op_leave(rig.mem, lockval, slot, token, False),
     ]
 
@@ -696,8 +699,9 @@ def test_op_kernels_take_and_release_the_lock(contended):
     seq = rig.word(L.H_LOCK_SEQ)
     assert K.op_append(rig.mem, lockval, r, b"s", b"t", b"b", L.KIND_BYTES) == L.OK | wake
     status, slen, tlen, blen, kind = K.op_pop(rig.mem, lockval, r, NO_SCREEN, rig.out)
-    assert (status, slen, tlen, blen, kind) == (L.OK | wake, 1, 1, 1, L.KIND_BYTES)
-    assert K.op_open(rig.mem, lockval, 0) == (L.OK | L.WAKE_MEMBERS | wake, 1)
+    assert (status, slen, tlen, blen, kind & 0xFF) == (L.OK | wake, 1, 1, 1, L.KIND_BYTES)
+    assert kind >> 8 == r + 1  # the writer's slot + 1
+    assert K.op_open(rig.mem, lockval, 0, b"n") == (L.OK | L.WAKE_MEMBERS | wake, 1)
     assert rig.slot(1, L.S_TOKEN) == token  # the token, without the CONTENDED bit
     assert K.op_leave(rig.mem, lockval, 1, token, False) == L.OK | L.WAKE_MEMBERS | wake
     assert rig.word(L.H_REAPED) == 0
@@ -800,7 +804,7 @@ class Pair:
         rig, before = self.rig, self._before()
         token = rig.new_token()
         if via_op:
-            status, slot = K.op_open(rig.mem, self._lockval(token, contended), int(reader))
+            status, slot = K.op_open(rig.mem, self._lockval(token, contended), int(reader), b"n")
         else:
             status, slot = None, K.slot_open(rig.w, token, int(reader))
         if via_op and self.model.unlinked:
@@ -873,8 +877,9 @@ class Pair:
         assert code(status) == expected
         if expected == L.OK:
             raw = bytes(out[: slen + tlen + blen])
-            got = (raw[:slen], raw[slen : slen + tlen], raw[slen + tlen :], kind)
+            got = (raw[:slen], raw[slen : slen + tlen], raw[slen + tlen :], kind & 0xFF)
             assert got == value
+            assert 0 <= (kind >> 8) - 1 < len(self.model.slots)  # the slot that wrote it
         elif expected == L.EMPTY:
             data_seq = (self.model.appends + self.extra_data_seq) & SEQ32
             assert (slen, tlen, blen, kind) == (0, 0, data_seq, 0)
