@@ -39,7 +39,7 @@ except ImportError as e:  # pragma: no cover - depends on the installation
 import numpy as np
 
 from .errors import MessageTooLarge, NotOpened, QueueClosed, QueueFull
-from .layout import KIND_BYTES, KIND_STR, MAX_NAME_BYTES
+from .layout import KIND_ARRAY, KIND_BYTES, KIND_STR, MAX_NAME_BYTES
 from .screen import ScreenSet, as_bytes
 
 try:  # arrays, once the numerical issue has landed
@@ -47,7 +47,6 @@ try:  # arrays, once the numerical issue has landed
 except ImportError:  # pragma: no cover - depends on the branch
     _codec = None
 
-KIND_ARRAY = 3
 #: Redis refuses a bulk string over 512 MiB; keep room for the other fields.
 MAX_BODY = (512 << 20) - (2 * MAX_NAME_BYTES + 1024)
 #: Default seconds after which a silent member no longer pins the stream.

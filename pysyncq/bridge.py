@@ -25,7 +25,6 @@ import os
 import signal
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 
 from ._redisq import (
@@ -41,7 +40,7 @@ from ._redisq import (
     redact,
     scrub,
 )
-from .errors import MessageTooLarge, QueueClosed, QueueExists, QueueFull
+from .errors import MessageTooLarge, QueueClosed, QueueExists, QueueFull, QueueLocked
 from .queue import DEFAULT_SIZE, PySyncQ
 
 __all__ = ["Bridge", "BridgeStats", "RedisQueue", "main"]
@@ -124,50 +123,6 @@ class _PosFile:
         self.mm.close()
 
 
-class _Shim:
-    """``_append_raw``/``_pop_raw`` for a queue that lacks them (temporary).
-
-    Until the queue records which handle appended a record, the bridge's own
-    records are recognised by order: the bridge pops every record in ring
-    order, so its own appends come back in the order it made them.
-    """
-
-    def __init__(self, q):
-        self.q = q
-        self.own = deque()
-
-    def append_raw(self, sender, mtype, body, kind, block=False, timer=0.5):
-        from . import queue as _q
-
-        q, m = self.q, self.q._m
-        if m is None:
-            q._member()
-        self.own.append((sender, mtype, body))
-        saved = m.sender_bytes
-        m.sender_bytes = sender
-        try:
-            status = _q._op_append(q._mem, m.token, m.slot, sender, mtype, body, kind)
-            if status & _q.CODE_MASK:
-                status = q._append_slow(status, m, mtype, body, kind, block, timer)
-            if status & _q.WAKE_BITS:
-                _q.wake(q._seg, status)
-        except BaseException:
-            self.own.pop()
-            raise
-        finally:
-            m.sender_bytes = saved
-
-    def pop_raw(self, block=False, timer=0.5):
-        got = self.q.pop(block, timer, decode=False)
-        if got is None:
-            return None
-        s, t, b = (bytes(x) for x in got)
-        own = bool(self.own) and self.own[0] == (s, t, b)
-        if own:
-            self.own.popleft()
-        return s, t, b, 2, own
-
-
 class Bridge:
     """Relays local queue ``name`` both ways through a Redis stream.
 
@@ -230,6 +185,7 @@ class Bridge:
         self._pos = None
         self._acked = None
         self._seq = 0
+        self._next_locked_log = 0.0
 
     def __reduce__(self):
         # Its threads and events stay behind: a Bridge handed to a spawned
@@ -300,11 +256,7 @@ class Bridge:
         self._posfile = self._client = None
         try:
             q.open(f"bridge:{self.origin}", filtself=False)
-            if hasattr(q, "_pop_raw"):
-                self._append_raw, self._pop_raw = q._append_raw, q._pop_raw
-            else:
-                shim = _Shim(q)
-                self._append_raw, self._pop_raw = shim.append_raw, shim.pop_raw
+            self._append_raw, self._pop_raw = q._append_raw, q._pop_raw
             self._register()
             if self._pos is None:
                 return  # stopped before Redis could be reached
@@ -504,6 +456,14 @@ class Bridge:
         last, pos = id_tuple(last), id_tuple(ack)
         self._lag = max(0.0, (last[0] - pos[0]) / 1000) if last > pos else 0.0
 
+    def _locked(self, e):
+        """A live process holds the local queue's lock for long: wait, and say so."""
+        now = time.monotonic()
+        if now >= self._next_locked_log:
+            self._next_locked_log = now + 10.0
+            log.warning("bridge %s: local queue %r: %s; waiting", self.origin, self.name, e)
+        self._stop.wait(0.1)
+
     # -- Outbound: local queue -> stream -------------------------------------------
 
     def _outbound(self):
@@ -520,7 +480,11 @@ class Bridge:
             # nothing to send.  While the stream is full, keep popping the
             # bridge's own records but stop at the first message to relay.
             while len(pending) < limit and nbytes < BATCH_BYTES:
-                got = self._pop_raw(block=not pending, timer=0.05)
+                try:
+                    got = self._pop_raw(block=not pending, timer=0.05)
+                except QueueLocked as e:
+                    self._locked(e)
+                    break
                 if got is None:
                     break
                 s, t, b, kind, own = got
@@ -602,9 +566,11 @@ class Bridge:
             try:
                 self._append_raw(s, t, b, kind, block=True, timer=0.2)
                 return True
-            except QueueFull:
+            except (QueueFull, QueueLocked) as e:
                 if self._stop.is_set():
                     return False
+                if isinstance(e, QueueLocked):
+                    self._locked(e)
             except MessageTooLarge as e:
                 self._dropped += 1
                 log.error(
