@@ -1,4 +1,4 @@
-"""Command line: ``python -m pysyncq {demo,list,clean}``."""
+"""Command line: ``python -m pysyncq {demo,list,clean,bridge}``."""
 
 import argparse
 import sys
@@ -23,7 +23,19 @@ def main(argv=None):
     )
     clean.add_argument("names", nargs="*", help="queues to remove (default: every stale one)")
     clean.add_argument("--force", action="store_true", help="remove even queues in use")
+    bridge = sub.add_parser(
+        "bridge", help="relay a local queue both ways through a Redis stream (needs redis-py)"
+    )
+    _bridge_arguments(bridge)
     args = parser.parse_args(argv)
+
+    if args.command == "bridge":
+        try:
+            from .bridge import main as bridge_main
+        except ImportError as e:
+            print(f"python -m pysyncq bridge: {e}", file=sys.stderr)
+            return 2
+        return bridge_main(args)
 
     if args.command == "demo":
         if args.workers < 1 or args.duration < 0:
@@ -50,6 +62,40 @@ def main(argv=None):
         else:
             print(f"{name}: {'removed' if removed else 'no such queue'}")
     return status
+
+
+def _bridge_arguments(p):
+    """The bridge's arguments, declared here so that --help works without redis-py."""
+    p.add_argument("name", help="local queue (created if missing)")
+    p.add_argument("url", help="Redis URL: redis://[:password@]host:port/db or rediss://...")
+    p.add_argument("--stream", default=None, help="stream key (default: the queue name)")
+    p.add_argument(
+        "--size",
+        type=int,
+        default=1 << 20,
+        help="size in bytes of the local queue if the bridge creates it (default 1 MiB)",
+    )
+    p.add_argument(
+        "--max-len",
+        type=int,
+        default=None,
+        help="bound the stream to this many entries (default: unbounded, or the bound set "
+        "by another bridge)",
+    )
+    p.add_argument(
+        "--id",
+        default=None,
+        dest="origin",
+        help="this bridge's id, unique per stream and kept across restarts "
+        "(default: host name:queue name)",
+    )
+    p.add_argument(
+        "--stale-after",
+        type=float,
+        default=300.0,
+        help="seconds after which a silent bridge stops holding the stream back (default 300)",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
 
 
 if __name__ == "__main__":
