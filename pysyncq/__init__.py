@@ -48,3 +48,12 @@ __all__ = [
     "list_queues",
     "remove",
 ]
+
+
+def __getattr__(name):
+    # RedisQueue needs the optional redis extra: import it only when asked for.
+    if name == "RedisQueue":
+        from ._redisq import RedisQueue
+
+        return RedisQueue
+    raise AttributeError(f"module 'pysyncq' has no attribute {name!r}")
