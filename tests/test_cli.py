@@ -53,7 +53,9 @@ def test_demo_stops_on_ctrl_c_and_leaves_nothing():
     assert p.returncode == 130
     assert "Traceback" not in err
     assert "closed and removed" in out
-    assert set(_segment.list_queues()) <= before
+    # Only the demo's own queue (named after its pid) counts: other programs
+    # on this machine may be making queues meanwhile.
+    assert not [n for n in set(_segment.list_queues()) - before if n.startswith(f"psq_{p.pid}_")]
 
 
 def test_demo_rejects_bad_options():
