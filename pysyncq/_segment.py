@@ -123,6 +123,7 @@ class Segment:
         self.addr = self.mem.ctypes.data
         self.capacity = int(self.words[H_CAPACITY])
         self.nslots = int(self.words[H_NSLOTS])
+        self.ring_offset = ring_offset(self.nslots)
         self.instance = int(self.words[H_INSTANCE])
 
     @classmethod

@@ -325,3 +325,16 @@ def decode_array(body, copy=True):
         return out
     except (ValueError, TypeError) as e:  # e.g. dimensions numpy will not take
         raise _corrupt(f"numpy refuses shape {shape} of {dt}: {e}") from None
+
+
+def descriptor(dtype, shape, lead=0):
+    """The descriptor of a C-ordered array of ``dtype`` and ``shape`` that is
+    not there yet (for a loan), padded for ``lead`` as ``encode_array`` pads.
+    Raises ``TypeError`` for unsendable dtypes, ``ValueError`` for bad shapes."""
+    dt = np.dtype(dtype)
+    if isinstance(shape, (int, np.integer)):
+        shape = (shape,)
+    shape = tuple(int(n) for n in shape)
+    if len(shape) > MAX_NDIM or any(n < 0 for n in shape):
+        raise ValueError(f"shape {shape} is not a valid array shape")
+    return _make_desc(dt, shape, 0, lead), shape

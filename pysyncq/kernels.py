@@ -89,9 +89,10 @@ from .layout import (
     HEADER_BYTES,
     HEADER_WORDS,
     KIND_ARRAY,
-    KIND_BYTES,
     KIND_PAD,
+    KIND_RESERVED,
     KIND_STR,
+    KIND_VOID,
     LAYOUT_VERSION,
     MAGIC,
     MAX_SLOTS,
@@ -101,12 +102,14 @@ from .layout import (
     NOT_MEMBER,
     OK,
     OPEN_READER,
+    PENDING,
     REC_HEADER,
     S_BASE,
     S_CURSOR,
     S_FLAGS,
     S_NAME,
     S_NAME_LEN,
+    S_PIN,
     S_RECEIVED,
     S_SCREENED,
     S_SENT,
@@ -240,22 +243,31 @@ def any_waiting(w, bit):
 
 @njit(**_JIT)
 def head_refresh(w):
-    """Set the head to the smallest reader cursor (the write position if none).
+    """Set the head to the smallest reader cursor or slot pin (the write
+    position if none).
 
     Returns ``WAKE_SPACE`` if the head moved forward and a writer waits for
-    space, else 0; or ``CORRUPT`` (nothing changed) if a reader's cursor lies
-    outside ``[head, write position]``.  Lock held, header checked.
+    space, else 0; or ``CORRUPT`` (nothing changed) if a reader's cursor or a
+    pin lies outside ``[head, write position]``.  Lock held, header checked.
     """
     end = w[H_WRITE_POS]
     old = w[H_HEAD]
     low = end
     for i in range(slot_hwm(w)):
-        if w[slot_word(i, S_STATE)] == SLOT_ACTIVE and w[slot_word(i, S_FLAGS)] & SF_READER:
+        if w[slot_word(i, S_STATE)] != SLOT_ACTIVE:
+            continue
+        if w[slot_word(i, S_FLAGS)] & SF_READER:
             c = w[slot_word(i, S_CURSOR)]
             if c < old or c > end or c % 8 != 0:
                 return _corrupt(C_CURSOR)
             if c < low:
                 low = c
+        pin = atomic_load(w, slot_word(i, S_PIN))
+        if pin != 0:
+            if pin < old or pin > end or pin % 8 != 0:
+                return _corrupt(C_CURSOR)
+            if pin < low:
+                low = pin
     if low == old:
         return 0
     w[H_HEAD] = low
@@ -275,13 +287,18 @@ _NO_DATA = np.zeros(0, np.uint8)
 @njit(**_JIT)
 def ring_append(w, mem, slot, token, sender, mtype, body, kind):
     """Append one record from ``slot``: ``ring_put`` with the body in one piece."""
-    return ring_put(w, mem, slot, token, sender, mtype, body, _NO_DATA, kind)
+    return ring_put(w, mem, slot, token, sender, mtype, body, _NO_DATA, kind, -1)[0]
 
 
 @njit(**_JIT)
-def ring_put(w, mem, slot, token, sender, mtype, body, data, kind):
+def ring_put(w, mem, slot, token, sender, mtype, body, data, kind, reserve):
     """Append one record from ``slot`` whose body is ``body`` then ``data``
     (an array record: its descriptor, then its raw bytes).  Lock held.
+
+    With ``reserve`` >= 0 the record is only reserved, ``reserve`` bytes
+    after ``body`` left for the writer to fill outside the lock: its kind is
+    ``KIND_RESERVED`` (the real one is kept for ``record_publish``), readers
+    stop at it, and the slot's pin holds it.  Returns ``(status, position)``.
 
     ``kind`` is a ``KIND_*``, with ``APPEND_SKIP`` if the appender screens
     this message itself: then, if its cursor is at the record (it has read
@@ -296,16 +313,16 @@ def ring_put(w, mem, slot, token, sender, mtype, body, data, kind):
     """
     bad = header_check(w)
     if bad:
-        return _corrupt(bad)
+        return _corrupt(bad), 0
     if not is_member(w, slot, token):
-        return NOT_MEMBER
-    skip = kind & APPEND_SKIP
+        return NOT_MEMBER, 0
+    skip = kind & APPEND_SKIP and reserve < 0
     kind &= 0xFF
     cap = w[H_CAPACITY]
-    payload = len(sender) + len(mtype) + len(body) + len(data)
+    payload = len(sender) + len(mtype) + len(body) + len(data) + max(reserve, 0)
     size = (REC_HEADER + payload + 7) & ~7
     if size > cap:
-        return TOO_LARGE
+        return TOO_LARGE, 0
     pos = w[H_WRITE_POS]
     room = cap - pos % cap
     pad = room if room < size else 0
@@ -315,10 +332,10 @@ def ring_put(w, mem, slot, token, sender, mtype, body, data, kind):
     if not (head == pos or pos + pad + size - head <= cap):
         flags = head_refresh(w)
         if flags & CODE_MASK:
-            return flags
+            return flags, 0
         head = w[H_HEAD]
         if not (head == pos or pos + pad + size - head <= cap):
-            return FULL | flags | ((atomic_load(w, H_SPACE_SEQ) & _SEQ32) << SEQ_SHIFT)
+            return FULL | flags | ((atomic_load(w, H_SPACE_SEQ) & _SEQ32) << SEQ_SHIFT), 0
     else:
         flags = 0
     base = w[H_RING_OFFSET]
@@ -336,23 +353,32 @@ def ring_put(w, mem, slot, token, sender, mtype, body, data, kind):
         if head == pos:
             more = head_refresh(w)
             if more & CODE_MASK:
-                return more
+                return more, 0
             flags |= more
         pos += pad
     at = base + pos % cap
-    meta = len(sender) | (len(mtype) << 16) | (kind << 32) | ((size - REC_HEADER - payload) << 40)
+    shown = KIND_RESERVED if reserve >= 0 else kind
+    meta = len(sender) | (len(mtype) << 16) | ((size - REC_HEADER - payload) << 40)
     meta |= (slot + 1) << META_WRITER_SHIFT
     w[at // 8] = size
-    w[at // 8 + 1] = meta
+    w[at // 8 + 1] = meta | (shown << 32)
     p = _copy_in(mem, at + REC_HEADER, sender)
     p = _copy_in(mem, p, mtype)
     p = _copy_in(mem, p, body)
     p = _copy_in(mem, p, data)
+    if reserve >= 0:
+        p += reserve
+        pw = slot_word(slot, S_PIN)
+        if w[pw] == 0 or pos < w[pw]:
+            atomic_store(w, pw, pos)  # before the write position: never unpinned
     for q in range(p, at + size):
         mem[q] = 0
     atomic_store(w, H_WRITE_POS, pos + size)  # the record becomes visible here
-    w[H_APPENDS] += 1
-    w[slot_word(slot, S_SENT)] += 1
+    if reserve >= 0:
+        return OK | flags, pos  # counted when published: record_publish
+    # Atomic: record_publish counts without the lock.
+    atomic_add(w, H_APPENDS, 1)
+    atomic_add(w, slot_word(slot, S_SENT), 1)
     if skip and w[slot_word(slot, S_FLAGS)] & SF_READER:
         cw = slot_word(slot, S_CURSOR)
         if w[cw] == pos:
@@ -361,7 +387,7 @@ def ring_put(w, mem, slot, token, sender, mtype, body, data, kind):
     atomic_add(w, H_DATA_SEQ, 1)
     if any_waiting(w, W_DATA):
         flags |= WAKE_DATA
-    return OK | flags
+    return OK | flags, pos
 
 
 @njit(**_JIT)
@@ -402,13 +428,88 @@ def record_check(w, cur, end):
     kind = (meta >> 32) & 0xFF
     if kind == KIND_PAD:
         return (size, meta) if size == room else (0, size)
-    if kind != KIND_STR and kind != KIND_BYTES and kind != KIND_ARRAY:
+    if not (KIND_STR <= kind <= KIND_ARRAY or kind == KIND_RESERVED or kind == KIND_VOID):
         return 0, meta
     fields = (meta & 0xFFFF) + ((meta >> 16) & 0xFFFF)
     pad = (meta >> 40) & 0xFF
     if pad > 7 or REC_HEADER + fields + pad > size:
         return 0, meta
     return size, meta
+
+
+@njit(**_JIT)
+def _next_record(w, mem, slot, scr, cur, end):
+    """Scan from position ``cur`` for the next record ``slot`` does not screen.
+
+    Passes padding, void records and screened records (counting the latter).
+    Returns ``(code, cur, size, meta)``: ``OK`` with the record at ``cur``;
+    ``EMPTY`` (``cur == end``) or ``PENDING`` (an unpublished reservation at
+    ``cur``); or ``CORRUPT`` with the bad word in ``meta``.  Header checked.
+    """
+    cap = w[H_CAPACITY]
+    ns = scr.view(np.int64)[0]
+    nt = scr.view(np.int64)[1]
+    while cur < end:
+        room = cap - cur % cap
+        if room < REC_HEADER:
+            cur += room
+            continue
+        size, meta = record_check(w, cur, end)
+        if size == 0:
+            return CORRUPT, cur, 0, meta
+        kind = (meta >> 32) & 0xFF
+        if kind == KIND_PAD or kind == KIND_VOID:
+            cur += size
+            continue
+        if kind == KIND_RESERVED:
+            # Published by a swap of this word: read it again, atomically.
+            at = (w[H_RING_OFFSET] + cur % cap) // 8
+            meta = atomic_load(w, at + 1)
+            kind = (meta >> 32) & 0xFF
+            if kind == KIND_RESERVED:
+                return PENDING, cur, size, meta
+            if kind == KIND_VOID:
+                cur += size
+                continue
+            if not KIND_STR <= kind <= KIND_ARRAY:
+                return CORRUPT, cur, 0, meta
+        slen = meta & 0xFFFF
+        tlen = (meta >> 16) & 0xFFFF
+        p = w[H_RING_OFFSET] + cur % cap + REC_HEADER
+        if _screened(mem, p, slen, scr, 0, ns) or _screened(mem, p + slen, tlen, scr, ns, ns + nt):
+            cur += size
+            w[slot_word(slot, S_SCREENED)] += 1
+            continue
+        return OK, cur, size, meta
+    return EMPTY, cur, 0, 0
+
+
+@njit(**_JIT)
+def _reader_start(w, slot, token):
+    """The cursor of reader ``slot``, or -1 (not a reader member) or -2
+    (outside ``[head, write position]``).  Header checked."""
+    # A writer-only slot's cursor pins nothing, so the records behind it may
+    # be overwritten: reading from it could meet garbage.  Refuse.
+    if not is_member(w, slot, token) or not w[slot_word(slot, S_FLAGS)] & SF_READER:
+        return -1
+    start = w[slot_word(slot, S_CURSOR)]
+    if start < w[H_HEAD] or start > w[H_WRITE_POS] or start % 8 != 0:
+        return -2
+    return start
+
+
+@njit(**_JIT)
+def _reader_move(w, slot, start, cur, status):
+    """Store the cursor ``cur`` (from ``start``) and refresh the head if this
+    reader held it; returns ``status`` with the wake bits, or ``CORRUPT``."""
+    if cur != start:
+        atomic_store(w, slot_word(slot, S_CURSOR), cur)  # the records before cur are read
+        if start == w[H_HEAD]:
+            more = head_refresh(w)
+            if more & CODE_MASK:
+                return more
+            status |= more
+    return status
 
 
 @njit(**_JIT)
@@ -421,75 +522,124 @@ def ring_pop(w, mem, slot, token, scr, out):
 
     Returns ``(status, sender_len, type_len, body_len, kind)``: ``OK`` with a
     record, ``kind`` holding the record kind in its low byte and the writer's
-    slot + 1 above it; ``EMPTY`` with the data sequence to wait on in place of
-    ``body_len``; ``NEED_SPACE`` with the bytes ``out`` must hold in place of
-    ``body_len`` (the record stays unread); ``NOT_MEMBER`` (also for a
-    writer-only slot); or ``CORRUPT`` with the bad word's value in place of
-    ``sender_len`` and its position in place of ``body_len`` (the records
-    before it are passed).  ``WAKE_SPACE`` may be set in ``status``.  Lock held.
+    slot + 1 above it; ``EMPTY`` (or ``PENDING``: stopped at a reservation,
+    the writer's slot + 1 in place of ``kind``) with the data sequence to wait
+    on in place of ``body_len``; ``NEED_SPACE`` with the bytes ``out`` must
+    hold in place of ``body_len`` (the record stays unread); ``NOT_MEMBER``
+    (also for a writer-only slot); or ``CORRUPT`` with the bad word's value in
+    place of ``sender_len`` and its position in place of ``body_len`` (the
+    records before it are passed).  ``WAKE_SPACE`` may be set in ``status``.
+    Lock held.
     """
     bad = header_check(w)
     if bad:
         return _corrupt(bad), 0, 0, 0, 0
-    # A writer-only slot's cursor pins nothing, so the records behind it may
-    # be overwritten: reading from it could meet garbage.  Refuse.
-    if not is_member(w, slot, token) or not w[slot_word(slot, S_FLAGS)] & SF_READER:
+    start = _reader_start(w, slot, token)
+    if start == -1:
         return NOT_MEMBER, 0, 0, 0, 0
-    cap = w[H_CAPACITY]
-    end = w[H_WRITE_POS]
-    ns = scr.view(np.int64)[0]
-    nt = scr.view(np.int64)[1]
-    cw = slot_word(slot, S_CURSOR)
-    start = w[cw]
-    if start < w[H_HEAD] or start > end or start % 8 != 0:
-        return _corrupt(C_CURSOR), start, 0, start, 0
-    cur = start
-    status = EMPTY
+    if start == -2:
+        c = w[slot_word(slot, S_CURSOR)]
+        return _corrupt(C_CURSOR), c, 0, c, 0
+    # The sequence is read before the scan: a reservation published after the
+    # scan saw it changes the sequence, so a sleeper is never left behind.
+    seq = atomic_load(w, H_DATA_SEQ) & _SEQ32
+    code, cur, size, meta = _next_record(w, mem, slot, scr, start, w[H_WRITE_POS])
     slen = tlen = blen = kind = 0
-    while cur < end:
-        room = cap - cur % cap
-        if room < REC_HEADER:
-            cur += room
-            continue
-        size, meta = record_check(w, cur, end)
-        if size == 0:
-            status = _corrupt(C_RECORD)
-            slen, tlen, blen, kind = meta, 0, cur, 0
-            break
-        kind = (meta >> 32) & 0xFF
-        if kind == KIND_PAD:
-            cur += size
-            continue
+    status = code
+    if code == OK:
         slen = meta & 0xFFFF
         tlen = (meta >> 16) & 0xFFFF
         blen = size - REC_HEADER - slen - tlen - ((meta >> 40) & 0xFF)
-        p = w[H_RING_OFFSET] + cur % cap + REC_HEADER
-        if _screened(mem, p, slen, scr, 0, ns) or _screened(mem, p + slen, tlen, scr, ns, ns + nt):
-            cur += size
-            w[slot_word(slot, S_SCREENED)] += 1
-            continue
         n = slen + tlen + blen
         if n > len(out):
             status = NEED_SPACE
             blen = n
-            break
-        copy_bytes(out, 0, mem, p, n)
-        cur += size
-        w[slot_word(slot, S_RECEIVED)] += 1
-        status = OK
-        kind |= ((meta >> META_WRITER_SHIFT) & 0xFFFF) << 8
-        break
-    if status == EMPTY:
-        slen = tlen = kind = 0
-        blen = atomic_load(w, H_DATA_SEQ) & _SEQ32
-    if cur != start:
-        atomic_store(w, cw, cur)  # the records before cur are read here
-        if start == w[H_HEAD]:
-            more = head_refresh(w)
-            if more & CODE_MASK:
-                return more, w[cw], 0, w[cw], 0
-            status |= more
-    return status, slen, tlen, blen, kind
+            kind = (meta >> 32) & 0xFF
+        else:
+            p = w[H_RING_OFFSET] + cur % w[H_CAPACITY] + REC_HEADER
+            copy_bytes(out, 0, mem, p, n)
+            cur += size
+            w[slot_word(slot, S_RECEIVED)] += 1
+            kind = ((meta >> 32) & 0xFF) | (((meta >> META_WRITER_SHIFT) & 0xFFFF) << 8)
+    elif code == EMPTY or code == PENDING:
+        blen = seq
+        if code == PENDING:
+            kind = (meta >> META_WRITER_SHIFT) & 0xFFFF
+    else:  # CORRUPT
+        status = _corrupt(C_RECORD)
+        slen, blen = meta, cur
+    moved = _reader_move(w, slot, start, cur, status)
+    if moved & CODE_MASK == CORRUPT and status & CODE_MASK != CORRUPT:
+        c = w[slot_word(slot, S_CURSOR)]
+        return moved, c, 0, c, 0
+    return moved, slen, tlen, blen, kind
+
+
+@njit(**_JIT)
+def ring_peek(w, mem, slot, token, scr):
+    """Find the next record ``slot`` has not read and does not screen, for a
+    zero-copy view: pass what comes before it (padding, screened) but leave
+    the cursor at it.  Returns ``(status, sender_len, type_len, body_len,
+    kind, offset)`` as ``ring_pop`` (``offset`` is the byte offset of the
+    sender in ``mem``, the body following the type), plus the record's
+    position and size in ``(status, ...)``'s last two places: see
+    ``op_peek``.  Lock held.
+    """
+    bad = header_check(w)
+    if bad:
+        return _corrupt(bad), 0, 0, 0, 0, 0, 0, 0
+    start = _reader_start(w, slot, token)
+    if start == -1:
+        return NOT_MEMBER, 0, 0, 0, 0, 0, 0, 0
+    if start == -2:
+        c = w[slot_word(slot, S_CURSOR)]
+        return _corrupt(C_CURSOR), c, 0, c, 0, 0, 0, 0
+    seq = atomic_load(w, H_DATA_SEQ) & _SEQ32
+    code, cur, size, meta = _next_record(w, mem, slot, scr, start, w[H_WRITE_POS])
+    slen = tlen = blen = kind = offset = 0
+    status = code
+    if code == OK:
+        slen = meta & 0xFFFF
+        tlen = (meta >> 16) & 0xFFFF
+        blen = size - REC_HEADER - slen - tlen - ((meta >> 40) & 0xFF)
+        offset = w[H_RING_OFFSET] + cur % w[H_CAPACITY] + REC_HEADER
+        kind = ((meta >> 32) & 0xFF) | (((meta >> META_WRITER_SHIFT) & 0xFFFF) << 8)
+    elif code == EMPTY or code == PENDING:
+        blen = seq
+        if code == PENDING:
+            kind = (meta >> META_WRITER_SHIFT) & 0xFFFF
+    else:
+        status = _corrupt(C_RECORD)
+        slen, blen = meta, cur
+    moved = _reader_move(w, slot, start, cur, status)
+    if moved & CODE_MASK == CORRUPT and status & CODE_MASK != CORRUPT:
+        c = w[slot_word(slot, S_CURSOR)]
+        return moved, c, 0, c, 0, 0, 0, 0
+    return moved, slen, tlen, blen, kind, offset, cur, size
+
+
+@njit(**_JIT)
+def ring_commit(w, slot, token, pos, size, pin):
+    """End a view: move reader ``slot``'s cursor from ``pos`` (the viewed
+    record) past it (``size`` bytes), counting it received.  With ``pin``
+    the record stays pinned (``S_PIN``) because the view is still in use.
+    Returns ``OK`` with wake bits, ``NOT_MEMBER`` (the cursor is no longer at
+    ``pos``: the slot was freed meanwhile), or ``CORRUPT``.  Lock held.
+    """
+    bad = header_check(w)
+    if bad:
+        return _corrupt(bad)
+    start = _reader_start(w, slot, token)
+    if start == -2:
+        return _corrupt(C_CURSOR)
+    if start != pos or size < REC_HEADER or pos + size > w[H_WRITE_POS]:
+        return NOT_MEMBER
+    if pin:
+        pw = slot_word(slot, S_PIN)
+        if w[pw] == 0 or pos < w[pw]:
+            atomic_store(w, pw, pos)
+    w[slot_word(slot, S_RECEIVED)] += 1
+    return _reader_move(w, slot, start, pos + size, OK)
 
 
 @njit(**_JIT)
@@ -509,6 +659,7 @@ def slot_open(w, token, reader):
             w[slot_word(i, S_RECEIVED)] = 0
             w[slot_word(i, S_SCREENED)] = 0
             w[slot_word(i, S_BASE)] = w[H_APPENDS]
+            w[slot_word(i, S_PIN)] = 0
             w[slot_word(i, S_NAME_LEN)] = 0
             if i >= w[H_SLOT_HWM]:
                 w[H_SLOT_HWM] = i + 1
@@ -527,6 +678,34 @@ def slot_set_name(mem, slot, name):
     mem[at : at + SLOT_NAME_BYTES] = 0
     copy_bytes(mem, at, name, 0, n)
     w[slot_word(slot, S_NAME_LEN)] = len(name)
+
+
+@njit(**_JIT)
+def ring_void(w, slot):
+    """Void every unpublished reservation of ``slot`` (which is being freed):
+    readers then pass them.  Returns how many.  Stops quietly at a corrupt
+    record.  Lock held, header checked."""
+    cap = w[H_CAPACITY]
+    end = w[H_WRITE_POS]
+    cur = w[H_HEAD]
+    n = 0
+    while cur < end:
+        room = cap - cur % cap
+        if room < REC_HEADER:
+            cur += room
+            continue
+        size, meta = record_check(w, cur, end)
+        if size == 0:
+            break
+        if (meta >> 32) & 0xFF == KIND_RESERVED and (meta >> META_WRITER_SHIFT) == slot + 1:
+            at = (w[H_RING_OFFSET] + cur % cap) // 8
+            void = (meta & ~(0xFF << 32)) | (KIND_VOID << 32)
+            if atomic_cas(w, at + 1, meta, void) == meta:
+                n += 1
+        cur += size
+    if n:
+        atomic_add(w, H_DATA_SEQ, 1)
+    return n
 
 
 @njit(**_JIT)
@@ -554,7 +733,10 @@ def slot_leave(w, slot, token, creator):
         if is_member(w, slot, token):
             w[slot_word(slot, S_WAIT)] = 0
             atomic_store(w, slot_word(slot, S_STATE), SLOT_FREE)
+            w[slot_word(slot, S_PIN)] = 0
             if header_check(w) == 0:
+                if ring_void(w, slot):
+                    status |= WAKE_DATA  # readers stopped at its reservations go on
                 more = head_refresh(w)
                 if not more & CODE_MASK:
                     status |= more
@@ -661,7 +843,78 @@ def op_append_array(mem, lockval, slot, sender, mtype, desc, data, kind):
     w = mem.view(np.int64)
     if atomic_cas(w, H_LOCK, 0, lockval) != 0:
         return BUSY
-    status = ring_put(w, mem, slot, lockval & ~CONTENDED, sender, mtype, desc, data, kind)
+    token = lockval & ~CONTENDED
+    status = ring_put(w, mem, slot, token, sender, mtype, desc, data, kind, -1)[0]
+    return status | lock_release(w)
+
+
+@njit(**_JIT)
+def op_reserve(mem, lockval, slot, sender, mtype, head, nbytes, kind):
+    """Reserve a record under the lock: sender, type and ``head`` (an array
+    descriptor, or nothing) written, ``nbytes`` after them left to fill.
+    ``(OK, position)`` or ``(status, 0)`` as ``ring_put``; ``(BUSY, 0)``."""
+    w = mem.view(np.int64)
+    if atomic_cas(w, H_LOCK, 0, lockval) != 0:
+        return BUSY, 0
+    status, pos = ring_put(
+        w, mem, slot, lockval & ~CONTENDED, sender, mtype, head, _NO_DATA, kind, nbytes
+    )
+    return status | lock_release(w), pos
+
+
+@njit(**_JIT)
+def record_publish(mem, slot, pos, kind):
+    """Publish (``kind`` a ``KIND_*``) or discard (``KIND_VOID``) the record
+    that ``slot`` reserved at ``pos``.  Without the lock: one swap of the meta
+    word, which only the reserving writer (or the reaper voiding it) makes.
+    Returns ``OK`` with ``WAKE_DATA`` if a reader sleeps, or ``NOT_MEMBER``
+    if the reservation was voided meanwhile (its slot was freed)."""
+    w = mem.view(np.int64)
+    if header_check(w):
+        return NOT_MEMBER
+    cap = w[H_CAPACITY]
+    if pos < w[H_HEAD] or pos >= w[H_WRITE_POS] or pos % 8 != 0 or cap - pos % cap < REC_HEADER:
+        return NOT_MEMBER
+    at = (w[H_RING_OFFSET] + pos % cap) // 8
+    meta = atomic_load(w, at + 1)
+    if (meta >> 32) & 0xFF != KIND_RESERVED or (meta >> META_WRITER_SHIFT) != slot + 1:
+        return NOT_MEMBER
+    new = (meta & ~(0xFF << 32)) | ((kind & 0xFF) << 32)
+    if atomic_cas(w, at + 1, meta, new) != meta:
+        return NOT_MEMBER
+    if kind != KIND_VOID:
+        atomic_add(w, H_APPENDS, 1)
+        atomic_add(w, slot_word(slot, S_SENT), 1)
+    atomic_add(w, H_DATA_SEQ, 1)
+    return OK | WAKE_DATA if any_waiting(w, W_DATA) else OK
+
+
+@njit(**_JIT)
+def pin_set(mem, slot, pos):
+    """Set ``slot``'s pin (0: none); only its owner calls this, holding its
+    handle's thread lock, with a value no lower than the pin it replaces."""
+    w = mem.view(np.int64)
+    if 0 <= slot < table_slots(w):
+        atomic_store(w, slot_word(slot, S_PIN), pos)
+
+
+@njit(**_JIT)
+def op_peek(mem, lockval, slot, scr):
+    """``ring_peek`` under the lock, or ``BUSY`` (8 values)."""
+    w = mem.view(np.int64)
+    if atomic_cas(w, H_LOCK, 0, lockval) != 0:
+        return BUSY, 0, 0, 0, 0, 0, 0, 0
+    r = ring_peek(w, mem, slot, lockval & ~CONTENDED, scr)
+    return r[0] | lock_release(w), r[1], r[2], r[3], r[4], r[5], r[6], r[7]
+
+
+@njit(**_JIT)
+def op_commit(mem, lockval, slot, pos, size, pin):
+    """``ring_commit`` under the lock, or ``BUSY``."""
+    w = mem.view(np.int64)
+    if atomic_cas(w, H_LOCK, 0, lockval) != 0:
+        return BUSY
+    status = ring_commit(w, slot, lockval & ~CONTENDED, pos, size, pin)
     return status | lock_release(w)
 
 
@@ -683,10 +936,8 @@ def op_extend(mem, lockval, slot, sender, mtype, blob, ends, kinds, first):
     status = OK
     n = 0
     for i in range(first, len(ends)):
-        start = ends[i - 1] if i > 0 else 0
-        status = ring_put(
-            w, mem, slot, token, sender, mtype, blob[start : ends[i]], _NO_DATA, kinds[i]
-        )
+        body = blob[ends[i - 1] if i > 0 else 0 : ends[i]]
+        status = ring_put(w, mem, slot, token, sender, mtype, body, _NO_DATA, kinds[i], -1)[0]
         wakes |= status & ~CODE_MASK & 0xFFFF
         if status & CODE_MASK != OK:
             break
@@ -768,8 +1019,8 @@ def op_pop_many(mem, lockval, slot, scr, out, lens, limit):
         wakes |= status & ~CODE_MASK & 0xFFFF
         code = status & CODE_MASK
         if code != OK:
-            if code == EMPTY:
-                status = EMPTY | (blen << SEQ_SHIFT)
+            if code == EMPTY or code == PENDING:
+                status = code | (blen << SEQ_SHIFT)
             elif code == NEED_SPACE:
                 status = NEED_SPACE | (blen << SEQ_SHIFT)
             break

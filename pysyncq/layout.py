@@ -30,6 +30,21 @@ Records
     than ``REC_HEADER`` bytes are left before the end, there is no room for a
     padding header and readers skip those bytes by rule.
 
+Publication
+    A record becomes visible in one of two ways.  Copied under the lock: the
+    writer writes it whole and then stores the new write position.  Reserved
+    (a loan, or a large message copied outside the lock): under the lock the
+    writer writes the record header with kind ``KIND_RESERVED`` (sender, type
+    and any array descriptor too) and stores the write position past it;
+    outside the lock it fills the body, then publishes by swapping the meta
+    word to the real kind (or to ``KIND_VOID`` to discard).  Readers stop at
+    the first reserved record (``PENDING``), so messages stay in ring order;
+    other writers append after it meanwhile.  The writer's slot pins the
+    reservation (``S_PIN``), so its space is never reused before it is
+    published, whatever the readers do; when a slot is freed (its process
+    closed or was reaped) its reservations are voided and readers go on.
+    A ``pop_view`` pins its record the same way until the view is released.
+
 Reader table
     ``nslots`` slots of 16 int64 words (``S_*``), one per process that opened
     the queue: the words its owner writes on every call in the first cache
@@ -102,7 +117,9 @@ S_SCREENED = 7  # messages skipped by this slot's screens
 S_NAME_LEN = 8  # length of the owner's sender name in bytes (all of it)
 S_BASE = 9  # H_APPENDS when the slot was opened: lag in messages is
 #             H_APPENDS - S_BASE - S_RECEIVED - S_SCREENED
-S_NAME = 10  # words 10..15: the first SLOT_NAME_BYTES bytes of the sender name
+S_PIN = 10  # 0, or the lowest position this slot still needs kept: the record
+#            of an open pop_view, or an unpublished reservation (a loan)
+S_NAME = 11  # words 11..15: the first SLOT_NAME_BYTES bytes of the sender name
 SLOT_NAME_BYTES = 8 * (SLOT_WORDS - S_NAME)
 
 SLOT_FREE = 0
@@ -117,6 +134,8 @@ KIND_STR = 1  # body was given as str (or as an object converted with str())
 KIND_BYTES = 2  # body was given as bytes
 KIND_ARRAY = 3  # body is a numpy array: a descriptor, then the raw data (codec.py)
 KIND_PAD = 255  # filler up to the end of the ring
+KIND_RESERVED = 254  # space reserved by a writer, not yet published: readers stop here
+KIND_VOID = 253  # a reservation given up (discarded, or its writer died): skipped
 #: Given with the kind to an append: the appender would screen this message
 #: itself, so if it has read everything its cursor moves past the message.
 APPEND_SKIP = 1 << 8
@@ -145,6 +164,7 @@ BUSY = 4  # the lock is held by someone else: nothing was done
 NO_SLOT = 5  # every reader slot is taken
 NOT_MEMBER = 6  # the slot is not (any more) owned by this token
 NEED_SPACE = 7  # the caller's output buffer is too small for the next record
+PENDING = 9  # like EMPTY, but the reader stopped at an unpublished reservation
 CORRUPT = 8  # a word read from the segment is impossible; the reason (C_*) is
 #              above SEQ_SHIFT, and nothing was changed after it was seen
 CODE_MASK = 0xFF

@@ -38,7 +38,7 @@ import weakref
 
 import numpy as np
 
-from . import _futex, _lifecycle, _proc, _segment, _wait, kernels
+from . import _futex, _lifecycle, _proc, _segment, _wait, kernels, views
 from ._lifecycle import (  # noqa: F401 - public names
     State,
     check_int,
@@ -90,6 +90,7 @@ from .layout import (
     NOT_MEMBER,
     OK,
     OPEN_READER,
+    PENDING,
     SEQ_SHIFT,
     TOO_LARGE,
     W_DATA,
@@ -150,6 +151,8 @@ class _Member:
         "lock",
         "waiting",
         "lens",
+        "pins",
+        "viewing",
     )
 
     def __init__(self, slot, token, sender, sender_bytes, reader):
@@ -161,6 +164,8 @@ class _Member:
         self.lock = threading.Lock()  # guards out/out_mm and waiting between threads
         self.waiting = [0, 0, 0]  # sleepers of this handle by wait bit
         self.lens = np.zeros(0, np.int64)  # pop_many's field lengths
+        self.pins = []  # positions this handle pins (views, reservations)
+        self.viewing = False  # a pop_view is open
         self.grow(4096)
 
     def grow(self, n):
@@ -608,10 +613,13 @@ class PySyncQ:
             self._skip_refresh(m)
         if self._skip_own or (self._skip_types and t in self._skip_types):
             kind |= APPEND_SKIP  # we would screen it: do not pin it either
+        if len(body) >= views.COPY_OUTSIDE:
+            return views.put_outside(self, m, t, body, kind & 0xFF, block, timer)
         status = _op_append(self._mem, m.token, m.slot, m.sender_bytes, t, body, kind)
         if status & CODE_MASK:
             args = (m.slot, m.sender_bytes, t, body, kind)
-            status = self._append_slow(status, m, kernels.op_append, args, block, timer)
+            need = len(m.sender_bytes) + len(t) + len(body)
+            status = self._append_slow(status, m, kernels.op_append, args, need, block, timer)
         if status & WAKE_BITS:
             wake(self._seg, status)
 
@@ -630,7 +638,8 @@ class PySyncQ:
         status = _op_append(self._mem, m.token, m.slot, sender, mtype, body, kind)
         if status & CODE_MASK:
             args = (m.slot, sender, mtype, body, kind)
-            status = self._append_slow(status, m, kernels.op_append, args, block, timer)
+            need = len(sender) + len(mtype) + len(body)
+            status = self._append_slow(status, m, kernels.op_append, args, need, block, timer)
         if status & WAKE_BITS:
             wake(self._seg, status)
 
@@ -660,9 +669,41 @@ class PySyncQ:
         args = (m.slot, m.sender_bytes, t, desc, data, kind)
         status = kernels.op_append_array(self._mem, m.token, *args)
         if status & CODE_MASK:
-            status = self._append_slow(status, m, kernels.op_append_array, args, block, timer)
+            need = len(m.sender_bytes) + len(t) + len(desc) + len(data)
+            op = kernels.op_append_array
+            status = self._append_slow(status, m, op, args, need, block, timer)
         if status & WAKE_BITS:
             wake(self._seg, status)
+
+    def loan(self, mtype, shape, dtype=float, block=False, timer=0.5):
+        """Write an array message in place: ``with q.loan('x', (3, 4)) as arr:``.
+
+        Reserves room for a C-ordered array of ``shape`` and ``dtype`` in the
+        queue and yields a writable ndarray there (its contents are whatever
+        the memory held: fill all of it).  When the block ends normally the
+        message is published; when it raises, it is discarded and no reader
+        ever sees it.  Messages stay in ring order: readers wait at an
+        unpublished loan, while other writers go on appending after it.  A
+        process that dies holding a loan blocks readers for at most
+        ``reap_interval``.  Do not use the array after the block.  Size
+        limits, ``block`` and ``timer``: as :meth:`append`.
+        """
+        return views.loan(self, mtype, shape, dtype, block, timer)
+
+    def pop_view(self, block=False, timer=0.5):
+        """Read the next message in place: ``with q.pop_view() as m:``.
+
+        ``m`` is None when nothing arrived in time, else ``(sender, mtype,
+        body)``: body a read-only ndarray (array messages) or a read-only
+        memoryview (str and bytes messages) over the shared memory itself.
+        The message counts as read, and its bytes may be reused, only when the
+        block ends; if the block raises, the message stays unread and the
+        next pop returns it again.  A memoryview body fails (``ValueError``)
+        if used after the block; an array body kept after the block keeps
+        its bytes from being reused until it is garbage-collected.  No other
+        pop on this handle while the view is open.
+        """
+        return views.pop_view(self, block, timer)
 
     def extend(self, mtype, bodies, block=False, timer=0.5):
         """Append every body of ``bodies`` in order, all of type ``mtype``,
@@ -709,8 +750,9 @@ class PySyncQ:
             body = blob[ends[written - 1] if written else 0 : ends[written]]
             args = (m.slot, m.sender_bytes, t, body, int(kinds[written]))
             left = max(0.0, deadline - time.monotonic())
+            need = len(m.sender_bytes) + len(t) + len(body)
             try:
-                status = self._append_slow(status, m, kernels.op_append, args, block, left)
+                status = self._append_slow(status, m, kernels.op_append, args, need, block, left)
             except (QueueFull, MessageTooLarge) as e:
                 e.written = written
                 raise
@@ -720,23 +762,24 @@ class PySyncQ:
             if written == total:
                 return written
 
-    def _append_slow(self, status, m, op, args, block, timer):
-        """Everything but an immediate success of ``op(mem, lockval, *args)``:
-        wait for the lock or for space, reap, raise.  ``args`` are the
-        kernel's: ``(slot, sender, type, body pieces..., kind)``."""
+    def _append_slow(self, result, m, op, args, need, block, timer):
+        """Everything but an immediate success of ``op(mem, lockval, *args)``
+        (whose result is a status, or a tuple led by one): wait for the lock
+        or for space, reap, raise; return the result of the success.  ``need``
+        is the message's payload in bytes, for the error messages."""
         seg = self._seg
-        need = sum(len(x) for x in args[1:-1])
         start = time.monotonic()
         deadline = start + timer if block else start
         lock_deadline = max(deadline, start + _wait.LOCK_PATIENCE)
         try:
             while True:
+                status = result[0] if type(result) is tuple else result
                 code = status & CODE_MASK
                 if code == OK:
-                    return status
+                    return result
                 wake(seg, status)  # e.g. a lock waiter, even if we raise below
                 if code == BUSY:
-                    status = locked(seg, m.token, op, args, lock_deadline)
+                    result = locked(seg, m.token, op, args, lock_deadline)
                     continue
                 if code == TOO_LARGE:
                     raise MessageTooLarge(
@@ -754,13 +797,13 @@ class PySyncQ:
                 if now >= self._next_reap:
                     self._next_reap = now + self.reap_interval
                     if reap_dead(seg, m.token, lock_deadline):
-                        status = locked(seg, m.token, op, args, lock_deadline)
+                        result = locked(seg, m.token, op, args, lock_deadline)
                         continue
                 if now >= deadline:
                     raise QueueFull(self._full_message(m, need, block, timer))
                 timeout = min(deadline - now, self.reap_interval, TICK)
                 self._sleep(m, W_SPACE, H_SPACE_SEQ, seq, timeout)
-                status = locked(seg, m.token, op, args, lock_deadline)
+                result = locked(seg, m.token, op, args, lock_deadline)
         except LockBusy as e:
             raise self._locked_error(e, lock_deadline - start) from None
 
@@ -798,7 +841,7 @@ class PySyncQ:
         UTF-8 is returned as bytes rather than lost).
         """
         m = self._m
-        if m is None or not m.reader:
+        if m is None or not m.reader or m.viewing:
             self._not_reader(m)
         if type(timer) is not float or not timer >= 0:
             timer = check_timer(timer)
@@ -898,8 +941,7 @@ class PySyncQ:
                     m.grow(status >> SEQ_SHIFT)
         if decode:
             return [
-                (_decode(s), _decode(t), _decode(b) if type(b) is bytes else b)
-                for s, t, b in msgs
+                (_decode(s), _decode(t), _decode(b) if type(b) is bytes else b) for s, t, b in msgs
             ]
         return msgs
 
@@ -939,13 +981,16 @@ class PySyncQ:
             if status & WAKE_BITS:
                 wake(seg, status)
             code = status & CODE_MASK
-            if code == EMPTY:
-                if not block:
-                    return None
+            if code == EMPTY or code == PENDING:
                 now = time.monotonic()
-                if now >= deadline:
+                if code == PENDING and now >= self._next_reap:
+                    # Stopped at a reservation: its writer may have died.
+                    self._next_reap = now + self.reap_interval
+                    reap_dead(seg, m.token, lock_deadline)
+                if not block or now >= deadline:
                     return None
-                self._sleep(m, W_DATA, H_DATA_SEQ, blen, min(deadline - now, TICK))
+                timeout = min(deadline - now, TICK, self.reap_interval)
+                self._sleep(m, W_DATA, H_DATA_SEQ, blen, timeout)
             elif code == NEED_SPACE:
                 with m.lock:
                     m.grow(blen)
@@ -973,6 +1018,10 @@ class PySyncQ:
     def _not_reader(self, m):
         if m is None:
             self._member()
+        if m.viewing:
+            raise RuntimeError(
+                f"a pop_view of queue {self.name!r} is open in this handle: pop after its block"
+            )
         raise NotOpened(
             f"queue {self.name!r} was opened with reader=False in this process: it cannot pop"
         )

@@ -1,0 +1,291 @@
+"""Zero-copy messages: loans (write in place) and views (read in place).
+
+Both rest on the publication protocol described in :mod:`pysyncq.layout`:
+
+* A **loan** reserves a record under the lock (``op_reserve``): the header,
+  sender, type and array descriptor are written, the data bytes are left for
+  the caller, and readers stop at the record until it is published.  The
+  caller fills the array in place, outside the lock; when the ``with`` block
+  ends normally the record is published (one swap of its meta word), and
+  when it raises the record is voided and no reader ever sees it.  Other
+  writers are not held up: their messages go after it and are seen once it
+  is published or voided.  The slot pins the reservation (``S_PIN``), so its
+  space is never reused before then; if the process dies, its slot is reaped
+  and its reservations voided (readers waiting at it reap it after
+  ``reap_interval``).
+* A **view** finds the next record without copying it and leaves the read
+  cursor at it, so its bytes stay put; the body is a read-only array or
+  memoryview over the shared memory.  When the block ends the cursor moves
+  past the record.  If the block raises, the message stays unread (the next
+  pop returns it again).  A memoryview body is released at the end of the
+  block, so later use raises ``ValueError``.  An array body cannot be
+  released: if a reference to it outlives the block, the record stays pinned
+  (its space is not reused) until that array is garbage-collected, so it never
+  shows bytes of another message.
+
+Large ``append`` bodies go the loan way too: reserved under the lock, copied
+outside it, so writers do not queue behind each other's memcpy.
+
+Pin bookkeeping: each handle keeps the positions it pins in ``m.pins`` and
+stores their minimum in its slot's ``S_PIN``; every change happens with the
+handle's thread lock held.
+"""
+
+import contextlib
+import math
+import sys
+import time
+import weakref
+
+import numpy as np
+
+from . import _wait, kernels
+from ._wait import LockBusy, check_timer, locked, reap_dead, wake
+from .codec import decode_array, descriptor
+from .errors import QueueClosed
+from .layout import (
+    CODE_MASK,
+    CORRUPT,
+    EMPTY,
+    H_DATA_SEQ,
+    KIND_ARRAY,
+    KIND_VOID,
+    NOT_MEMBER,
+    OK,
+    PENDING,
+    REC_HEADER,
+    W_DATA,
+)
+
+#: Bodies at least this large are copied outside the queue lock.
+COPY_OUTSIDE = 1 << 17
+
+
+def _unpin(q, m, pos):
+    """Forget one pin of ``pos``; store the new lowest pin.  With ``m.lock``."""
+    m.pins.remove(pos)
+    kernels.pin_set(q._seg.mem, m.slot, min(m.pins) if m.pins else 0)
+
+
+def reserve(q, m, sender, mtype, head, nbytes, kind, block, timer):
+    """Reserve a record (see the module docstring) and return its position.
+
+    Waits for space and for the lock as ``append`` does; raises as it does.
+    """
+    seg = q._seg
+    args = (m.slot, sender, mtype, head, nbytes, kind)
+    with m.lock:
+        result = kernels.op_reserve(q._mem, m.token, *args)
+        if result[0] & CODE_MASK == OK:
+            m.pins.append(result[1])
+    if result[0] & CODE_MASK != OK:
+        need = len(sender) + len(mtype) + len(head) + nbytes
+        result = wait_for_room(q, m, result, kernels.op_reserve, args, need, block, timer)
+    status, pos = result
+    if status & _wait.WAKE_BITS:
+        wake(seg, status)
+    return pos
+
+
+def wait_for_room(q, m, result, op, args, need, block, timer):
+    """The slow path of a reservation: ``q._append_slow`` for an op that
+    returns ``(status, position)``, noting the pin of the one that succeeds."""
+
+    def attempt(mem, lockval, *a):
+        with m.lock:
+            r = op(mem, lockval, *a)
+            if r[0] & CODE_MASK == OK:
+                m.pins.append(r[1])
+        return r
+
+    return q._append_slow(result, m, attempt, args, need, block, timer)
+
+
+def publish(q, m, pos, kind):
+    """Publish (or, with ``KIND_VOID``, discard) the reservation at ``pos``."""
+    with m.lock:
+        mem = q._seg.mem
+        if mem is None:
+            m.pins.clear()
+            raise QueueClosed(f"queue {q.name!r} was closed while a message was being written")
+        status = kernels.record_publish(mem, m.slot, pos, kind)
+        _unpin(q, m, pos)
+    if status & CODE_MASK == NOT_MEMBER and kind != KIND_VOID:
+        q._revoked()
+    if status & _wait.WAKE_BITS:
+        wake(q._seg, status)
+
+
+def put_outside(q, m, t, body, kind, block, timer):
+    """Append a large body: reserve, copy outside the lock, publish."""
+    pos = reserve(q, m, m.sender_bytes, t, b"", len(body), kind, block, timer)
+    seg = q._seg
+    off = _data_offset(seg, pos, len(m.sender_bytes) + len(t))
+    try:
+        seg.mem[off : off + len(body)] = np.frombuffer(body, np.uint8)
+    except BaseException:
+        publish(q, m, pos, KIND_VOID)
+        raise
+    publish(q, m, pos, kind)
+
+
+def _data_offset(seg, pos, lead):
+    return seg.ring_offset + pos % seg.capacity + REC_HEADER + lead
+
+
+@contextlib.contextmanager
+def loan(q, mtype, shape, dtype, block, timer):
+    m = q._m
+    if m is None:
+        q._member()
+    timer = check_timer(timer)
+    from .queue import msgtype_bytes
+
+    t = msgtype_bytes(mtype)
+    lead = len(m.sender_bytes) + len(t)
+    desc, shape = descriptor(dtype, shape, lead)
+    dt = np.dtype(dtype)
+    nbytes = math.prod(shape) * dt.itemsize
+    pos = reserve(q, m, m.sender_bytes, t, desc, nbytes, KIND_ARRAY, block, timer)
+    seg = q._seg
+    off = _data_offset(seg, pos, lead + len(desc))
+    arr = np.ndarray(shape, dt, buffer=seg.mem, offset=off)
+    try:
+        yield arr
+    except BaseException:
+        del arr
+        publish(q, m, pos, KIND_VOID)
+        raise
+    del arr
+    publish(q, m, pos, KIND_ARRAY)
+
+
+class _View:
+    """The state of one open view: what ``pop_view``'s block releases."""
+
+    __slots__ = ("pos", "size", "base", "mv")
+
+
+def _peek(q, m, block, timer):
+    """Find the next record for a view: ``(fields, view)`` or None."""
+    seg = q._seg
+    start = time.monotonic()
+    deadline = start + timer
+    lock_deadline = start + max(timer if block else 0.0, _wait.LOCK_PATIENCE)
+    got = []
+
+    def attempt(mem, lockval, slot, scr):
+        with m.lock:
+            r = kernels.op_peek(mem, lockval, slot, scr)
+            got[:] = [r]
+        return r
+
+    while True:
+        try:
+            locked(seg, m.token, attempt, (m.slot, q._pop_args(m)[3]), lock_deadline)
+        except LockBusy as e:
+            raise q._locked_error(e, lock_deadline - start) from None
+        status, slen, tlen, blen, kind, offset, pos, size = got[0]
+        if status & _wait.WAKE_BITS:
+            wake(seg, status)
+        code = status & CODE_MASK
+        if code == OK:
+            return slen, tlen, blen, kind, offset, pos, size
+        if code == CORRUPT:
+            q._corrupt(status, slen, blen)
+        if code not in (EMPTY, PENDING):
+            q._revoked()
+        now = time.monotonic()
+        if code == PENDING and now >= q._next_reap:
+            q._next_reap = now + q.reap_interval
+            reap_dead(seg, m.token, lock_deadline)
+        if not block or now >= deadline:
+            return None
+        q._sleep(m, W_DATA, H_DATA_SEQ, blen, min(deadline - now, _wait.TICK, q.reap_interval))
+
+
+@contextlib.contextmanager
+def pop_view(q, block, timer):
+    m = q._m
+    if m is None or not m.reader:
+        q._not_reader(m)
+    timer = check_timer(timer)
+    if m.viewing:
+        raise RuntimeError(
+            f"a pop_view of queue {q.name!r} is already open in this handle: finish it first"
+        )
+    found = _peek(q, m, block, timer)
+    if found is None:
+        yield None
+        return
+    slen, tlen, blen, kind, offset, pos, size = found
+    seg = q._seg
+    mem = seg.mem
+    m.viewing = True
+    raw = mem[offset : offset + slen + tlen]
+    sender, mtype = bytes(raw[:slen]), bytes(raw[slen:])
+    base = mem[offset + slen + tlen : offset + slen + tlen + blen]
+    base.flags.writeable = False
+    if kind & 0xFF == KIND_ARRAY:
+        body = decode_array(base, copy=False)
+        mv = None
+    else:
+        mv = memoryview(base)
+        body = mv
+    del raw
+    try:
+        yield (_text(sender), _text(mtype), body)
+    except BaseException:
+        m.viewing = False
+        if mv is not None:
+            mv.release()
+        raise  # the message stays unread: the cursor was left at it
+    del body
+    if mv is not None:
+        mv.release()
+        del mv
+    _finish(q, m, pos, size, base)
+
+
+def _text(b):
+    try:
+        return b.decode()
+    except UnicodeDecodeError:
+        return b
+
+
+def _finish(q, m, pos, size, base):
+    """Move the cursor past the viewed record; pin it while ``base`` (the
+    array the body views) is still referenced elsewhere."""
+    # References: ``base`` here, the caller's local, getrefcount's argument.
+    escaped = sys.getrefcount(base) > 3
+    seg = q._seg
+    try:
+        with m.lock:
+            deadline = time.monotonic() + _wait.LOCK_PATIENCE
+            try:
+                status = locked(
+                    seg, m.token, kernels.op_commit, (m.slot, pos, size, escaped), deadline
+                )
+            except LockBusy as e:
+                raise q._locked_error(e, _wait.LOCK_PATIENCE) from None
+            if escaped and status & CODE_MASK == OK:
+                m.pins.append(pos)
+                weakref.finalize(base, _release_pin, q, m, pos)
+    finally:
+        m.viewing = False
+    if status & _wait.WAKE_BITS:
+        wake(seg, status)
+    if status & CODE_MASK == CORRUPT:
+        q._corrupt(status)
+    if status & CODE_MASK == NOT_MEMBER:
+        q._revoked()
+
+
+def _release_pin(q, m, pos):
+    with m.lock:
+        if pos in m.pins and q._seg.mem is not None and q._m is m:
+            _unpin(q, m, pos)
+
+
+__all__ = ["COPY_OUTSIDE", "loan", "pop_view", "put_outside", "reserve"]
