@@ -31,6 +31,7 @@ import mmap
 import multiprocessing
 import multiprocessing.util
 import os
+import signal
 import threading
 import time
 import weakref
@@ -57,6 +58,7 @@ from ._wait import (
     wake,
 )
 from .errors import (
+    ChildExited,
     MessageTooLarge,
     NotOpened,
     QueueClosed,
@@ -144,9 +146,11 @@ class _Member:
         "out_mm",
         "lock",
         "waiting",
+        "follow",
+        "follow_next",
     )
 
-    def __init__(self, slot, token, sender, sender_bytes, reader):
+    def __init__(self, slot, token, sender, sender_bytes, reader, follow=0):
         self.slot = slot
         self.token = token
         self.sender = sender
@@ -154,6 +158,8 @@ class _Member:
         self.reader = reader
         self.lock = threading.Lock()  # guards out/out_mm and waiting between threads
         self.waiting = [0, 0, 0]  # sleepers of this handle by wait bit
+        self.follow = follow  # open(follow=True): the creator's token, else 0
+        self.follow_next = 0.0  # when to look at the creator next
         self.grow(4096)
 
     def grow(self, n):
@@ -258,6 +264,7 @@ class PySyncQ:
         self._skip_own = False
         self._skip_types = frozenset()
         self._skip_at = -1
+        self._auto_screen = None  # the sender open(filtself=True) added, if it did
         self._next_reap = 0.0
         self._hlock = threading.Lock()  # open() and close() one thread at a time
         self.reap_interval = REAP_INTERVAL
@@ -279,6 +286,7 @@ class PySyncQ:
 
     def _forget_parent(self):
         self._m = None
+        self._drop_auto_screen()
         self._finalizer = None
         state = self._state
         if state.seg is not None:
@@ -288,7 +296,16 @@ class PySyncQ:
         if self._state.seg is None:
             raise QueueClosed(f"queue {self.name!r} is closed and cannot be sent to a process")
         args = (self.name, self._seg.instance, self.start)
-        return (_attach, (*args, list(self._scrnsend), list(self._scrntype)))
+        auto = self._auto_screen
+        scrnsend = [s for s in self._scrnsend if auto is None or as_bytes(s) != auto]
+        return (_attach, (*args, scrnsend, list(self._scrntype)))
+
+    def _drop_auto_screen(self):
+        """Forget the sender open(filtself=True) screened: it is this process's
+        own, not that of a process the handle is handed to."""
+        if self._auto_screen is not None:
+            self._scrnsend.discard(self._auto_screen)
+            self._auto_screen = None
 
     def close(self):
         """Leave the queue and release this process's resources.
@@ -406,8 +423,9 @@ class PySyncQ:
         self._state.member = member
         self._m = member
         self._arm_finalizer()
-        if filtself:
+        if filtself and sender not in self._scrnsend:
             self._scrnsend.add(sender)
+            self._auto_screen = sender_bytes
         return self
 
     def _member(self):
@@ -770,40 +788,81 @@ class PySyncQ:
 
     # -- Coordination and inspection ------------------------------------------
 
-    def wait_for_readers(self, n, timer=10.0):
-        """Wait until at least ``n`` other processes have opened the queue as readers.
+    def wait_for_readers(self, n, timer=10.0, processes=()):
+        """Wait until at least ``n`` other live processes have opened the queue as readers.
 
-        Counts reader slots other than this handle's own.  Returns the count;
-        raises ``TimeoutError`` if ``timer`` seconds pass first (None: wait for
-        ever).  Use it in a parent before the first append, in place of a
-        guessed ``time.sleep``.
+        Counts the reader slots of live processes other than this handle's own.
+        Returns the count; raises ``TimeoutError`` if ``timer`` seconds pass
+        first (None: wait for ever).  ``processes`` (``multiprocessing.Process``
+        objects, or anything with an ``exitcode``) are the processes expected to
+        open: if one of them has exited, :class:`ChildExited` (a
+        ``ChildProcessError``) is raised at once, naming its exit code.  Use it in
+        a parent before the first append, in place of a guessed ``time.sleep``.
         """
         seg = self._usable()
         n = check_int(n, "n", 0, MAX_SLOTS)
         timer = check_timer(timer)
+        processes = list(processes)
         deadline = time.monotonic() + timer
         own = self._m.slot if self._m is not None else -1
         while True:
             seq = kernels.seq_load(seg.mem, H_MEMBER_SEQ)
             rows = kernels.members(seg.mem)
-            count = int(np.count_nonzero((rows[:, 2] == 1) & (rows[:, 0] != own)))
+            count = sum(
+                1
+                for slot, token, reader in rows
+                if reader == 1 and slot != own and _proc.is_alive(int(token))
+            )
             if count >= n:
                 return count
+            for p in processes:
+                if p.exitcode is not None:
+                    raise ChildExited(self._exited_message(p, count, n))
             now = time.monotonic()
             if now >= deadline:
                 raise TimeoutError(
-                    f"only {count} of {n} readers opened queue {self.name!r} within {timer} s"
+                    f"only {count} of {n} readers opened queue {self.name!r} within {timer} s; "
+                    f"children may have died before opening (look at their stderr, and pass "
+                    f"them as wait_for_readers(..., processes=workers) to fail at once)"
                 )
             if now >= self._next_reap:
                 self._next_reap = now + self.reap_interval
                 reap_dead(seg, self._m.token if self._m else None)
             _futex.wait(seg.addr + 8 * H_MEMBER_SEQ, seq, min(deadline - now, TICK))
 
+    def _exited_message(self, p, count, n):
+        code = p.exitcode
+        how = f"exit code {code}"
+        if code < 0:
+            try:
+                how += f" (killed by {signal.Signals(-code).name})"
+            except ValueError:
+                pass
+        name = getattr(p, "name", None)
+        return (
+            f"process {name + ' ' if name else ''}(pid {p.pid}) has exited with {how} while "
+            f"waiting for {n} readers of queue {self.name!r} ({count} opened); see its "
+            f"traceback on stderr.  Under spawn or forkserver, a target defined in __main__ "
+            f"of 'python -c' or a notebook cannot be found by the children: define it in an "
+            f"importable module"
+        )
+
     def stats(self):
         """A :class:`QueueStats` snapshot, taken without the lock: every member
         with its sender name, pid, liveness, lag in bytes and messages, and
-        counters.  Works on a corrupt queue too (its figures show it)."""
-        return snapshot(self._usable(), self.name)
+        counters.  Members whose process has ended are reaped first when they can
+        be (else they are listed with ``alive=False``).  Works on a corrupt
+        queue too (its figures show it)."""
+        seg = self._usable()
+        stats = snapshot(seg, self.name)
+        if not all(r.alive for r in stats.members):
+            try:
+                own = self._m.token if self._m is not None else None
+                if reap_dead(seg, own, time.monotonic() + _wait.LOCK_PATIENCE):
+                    stats = snapshot(seg, self.name)
+            except LockBusy:
+                pass  # a stopped lock holder: report them as dead, unreaped
+        return stats
 
     def __repr__(self):
         state = "closed" if self.closed else ("open" if self._m is not None else "not opened")
