@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from . import _proc, _segment, kernels
-from ._wait import locked, may_judge, reap_dead, wake
+from ._wait import LockBusy, locked, may_judge, reap_dead, wake, wake_sleepers
 from .errors import NotAQueue, QueueExists
 from .layout import (
     F_UNLINKED,
@@ -67,11 +67,37 @@ class State:
                     args = (slot, token, creator)
                     st = locked(seg, token, kernels.op_leave, args, deadline)
                     wake(seg, st)
+                    if creator:
+                        wake_sleepers(seg)  # followers (open(follow=True)) look now
                     if st & UNLINK:
                         seg.unlink_if_same()
         finally:
             self.seg = None
             seg.close()
+
+    def leave_creator(self):
+        """Drop only the creator's hold, keeping this process's slot.
+
+        Runs at interpreter exit before ``multiprocessing`` joins the children,
+        so that children following the creator (``open(follow=True)``) stop
+        instead of being waited for in vain.  Nothing is done while no slot is
+        open: then the hold keeps the queue for children still starting.
+        """
+        seg = self.seg
+        if seg is None or self.pid != os.getpid() or not self.creator or seg.mem is None:
+            return
+        if seg.words[H_FLAGS] & F_UNLINKED or not (kernels.members(seg.mem)[:, 0] >= 0).any():
+            return
+        token = _proc.own_token()
+        try:
+            st = locked(seg, token, kernels.op_leave, (-1, token, True), time.monotonic() + 1.0)
+        except LockBusy:
+            return
+        self.creator = False
+        wake(seg, st)
+        wake_sleepers(seg)
+        if st & UNLINK:
+            seg.unlink_if_same()
 
 
 _warmed = False

@@ -74,6 +74,7 @@ from .layout import (
     CORRUPT,
     EMPTY,
     F_FOREIGN_NS,
+    H_CREATOR,
     H_DATA_SEQ,
     H_HEAD,
     H_MEMBER_SEQ,
@@ -116,6 +117,8 @@ REAP_INTERVAL = 1.0
 OPEN_GRACE = 0.5
 #: Seconds open() waits for a lock held by a live process.
 OPEN_PATIENCE = 5.0
+#: Seconds between looks at the creator by a handle opened with follow=True.
+FOLLOW_INTERVAL = 0.05
 
 _live = weakref.WeakSet()
 _CLOSED_MEM = np.zeros(HEADER_BYTES, np.uint8)
@@ -255,6 +258,7 @@ class PySyncQ:
         self._mem = seg.mem
         self._state = State(seg, creator)
         self._finalizer = None
+        self._exit_hook = None
         self._m = None
         self._changes = [0]
         self._scrnsend = ScreenSet(_changes=self._changes)
@@ -283,9 +287,16 @@ class PySyncQ:
             self._finalizer = multiprocessing.util.Finalize(
                 self, self._state.release, exitpriority=-10
             )
+        if self._exit_hook is None and self._state.creator:
+            # Before multiprocessing joins the children at exit (priority >= 0
+            # runs first): let children that follow the creator stop.
+            self._exit_hook = multiprocessing.util.Finalize(
+                self, self._state.leave_creator, exitpriority=0
+            )
 
     def _forget_parent(self):
         self._m = None
+        self._exit_hook = None
         self._drop_auto_screen()
         self._finalizer = None
         state = self._state
@@ -319,6 +330,9 @@ class PySyncQ:
             fin, self._finalizer = self._finalizer, None
             if fin is not None:
                 fin.cancel()
+            hook, self._exit_hook = self._exit_hook, None
+            if hook is not None:
+                hook.cancel()
             try:
                 if m is None:
                     self._state.release()
@@ -355,7 +369,7 @@ class PySyncQ:
 
     # -- Membership ----------------------------------------------------------
 
-    def open(self, sender=None, filtself=True, *, reader=True):
+    def open(self, sender=None, filtself=True, *, reader=True, follow=False):
         """Register this process with the queue; return the handle.
 
         ``sender`` (str or bytes, default the process id) names this process in
@@ -364,13 +378,21 @@ class PySyncQ:
         process only writes: it holds no read cursor and never pins messages.
         A reader sees every message appended after its ``open()``.
 
+        With ``follow=True`` this handle follows the process that created the
+        queue: once that process has closed the queue or died, a ``pop`` that
+        finds nothing to read and an ``append`` that finds the queue full raise
+        :class:`QueueClosed` (at once, or within ``TICK`` seconds of blocking),
+        so that a worker blocked with ``timer=None`` does not outlive its
+        parent.  Messages appended before the creator left are still read
+        first.  In the creating process itself it has no effect.
+
         Usable as a context manager: ``with q.open('worker'): ...`` closes on
         exit.
         """
         with self._hlock:
-            return self._open(sender, filtself, reader)
+            return self._open(sender, filtself, reader, follow)
 
-    def _open(self, sender, filtself, reader):
+    def _open(self, sender, filtself, reader, follow):
         seg = self._usable()
         if self._m is not None:
             raise RuntimeError(
@@ -419,6 +441,10 @@ class PySyncQ:
                 f"queue {self.name!r} was closed by all its processes and removed; create a new one"
             )
         member = _Member(slot, token, sender, sender_bytes, reader)
+        if follow:
+            creator = int(seg.words[H_CREATOR])
+            if creator != token:
+                member.follow = creator or -1  # -1: the creator has left already
         self._skip_at = -1
         self._state.member = member
         self._m = member
@@ -427,6 +453,27 @@ class PySyncQ:
             self._scrnsend.add(sender)
             self._auto_screen = sender_bytes
         return self
+
+    def _follow_check(self, m):
+        """Raise ``QueueClosed`` if the creator this handle follows has left:
+        closed the queue (``H_CREATOR`` changed) or died.  Looks at most every
+        ``FOLLOW_INTERVAL`` seconds (a sleep is at most ``TICK``)."""
+        now = time.monotonic()
+        if now < m.follow_next:
+            return
+        m.follow_next = now + FOLLOW_INTERVAL
+        seg = self._seg
+        creator = int(seg.words[H_CREATOR]) if seg.mem is not None else 0
+        if creator == m.follow and (not _wait.may_judge(seg) or _proc.is_alive(creator)):
+            return
+        dead = m.follow > 0 and _wait.may_judge(seg) and not _proc.is_alive(m.follow)
+        how = "died" if dead else "closed it"
+        pid = _proc.token_pid(m.follow) if m.follow > 0 else None
+        raise QueueClosed(
+            f"the process that created queue {self.name!r}"
+            f"{f' (pid {pid})' if pid else ''} has {how}, and this handle follows it "
+            f"(open(follow=True)); close this handle and end"
+        )
 
     def _member(self):
         self._usable()
@@ -578,6 +625,8 @@ class PySyncQ:
                     if reap_dead(seg, m.token, lock_deadline):
                         status = locked(seg, m.token, kernels.op_append, args, lock_deadline)
                         continue
+                if m.follow:
+                    self._follow_check(m)
                 if now >= deadline:
                     raise QueueFull(self._full_message(m, sender, t, body, block, timer))
                 timeout = min(deadline - now, self.reap_interval, TICK)
@@ -591,10 +640,35 @@ class PySyncQ:
         w = self._seg.words
         free = self._seg.capacity - int(w[H_WRITE_POS] - w[H_HEAD])
         why = f"waited {timer} s" if block else "block=False"
-        return (
+        head = (
             f"queue {self.name!r} is full ({why}): the message needs {need} bytes, {free} are "
-            f"free; the slowest reader must pop first"
+            f"free; "
         )
+        readers = [r for r in snapshot(self._seg, self.name).members if r.reader and r.lag]
+        if not readers:
+            return head + "the slowest reader must pop first"
+        r = max(readers, key=lambda r: r.lag)
+        who = f"{r.name!r} (pid {r.pid})"
+        lag = f"{r.lag} bytes in {r.lag_messages} messages"
+        if r.slot == m.slot:
+            return head + (
+                f"the slowest reader is this handle itself, {who}, which has not passed {lag}: "
+                f"pop them (or 'for m in q: pass'), or open(reader=False) in a process that "
+                f"only writes"
+            )
+        if not r.alive:
+            return head + (
+                f"the slowest reader, {who}, has died with {lag} unread; its slot is freed "
+                f"within reap_interval ({self.reap_interval} s)"
+            )
+        tail = f"the slowest reader is {who}, which has not passed {lag}"
+        if "space" in r.waiting:
+            return head + tail + (
+                ", and is itself waiting for space to append: a cycle, which no timer will "
+                "break.  A process that waits for space must keep reading meanwhile (see the "
+                "README's tour), or use two queues, one per direction"
+            )
+        return head + tail + "; it must pop first"
 
     def _locked_error(self, e, waited):
         return QueueLocked(
@@ -705,6 +779,8 @@ class PySyncQ:
                 wake(seg, status)
             code = status & CODE_MASK
             if code == EMPTY:
+                if m.follow:
+                    self._follow_check(m)
                 if not block:
                     return None
                 now = time.monotonic()

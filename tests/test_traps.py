@@ -21,6 +21,7 @@ from pysyncq import PySyncQ, QueueClosed, QueueExists, QueueFull
 from pysyncq.__main__ import main as cli_main
 
 WAIT = 60
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def fail(why):
@@ -231,7 +232,8 @@ def attach_and_follow(name, started):
 
 
 def test_follower_stops_when_the_creator_is_killed(qname, procs):
-    created, followed = mp.Event(), mp.Event()
+    ctx = mp.get_context("spawn")
+    created, followed = ctx.Event(), ctx.Event()
     creator = procs.start(create_and_sleep, qname, created, method="spawn")
     assert created.wait(WAIT)
     kid = procs.start(attach_and_follow, qname, followed, method="spawn")
@@ -248,7 +250,7 @@ def test_parent_exiting_without_close_stops_its_followers(qname, tmp_path):
         textwrap.dedent(f"""
         import multiprocessing as mp
         import sys
-        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        sys.path[:0] = [{HERE!r}, {os.path.dirname(HERE)!r}]
         from test_traps import follower
         from pysyncq import PySyncQ
 
