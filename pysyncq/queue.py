@@ -74,8 +74,10 @@ from .layout import (
     CORRUPT,
     EMPTY,
     F_FOREIGN_NS,
+    F_UNLINKED,
     H_CREATOR,
     H_DATA_SEQ,
+    H_FLAGS,
     H_HEAD,
     H_MEMBER_SEQ,
     H_PIDNS,
@@ -364,8 +366,15 @@ class PySyncQ:
 
     def _usable(self):
         if self._state.seg is None:
-            raise QueueClosed(f"queue {self.name!r} is closed in this process; it cannot be used")
-        return self._seg
+            raise QueueClosed(
+                f"this handle of queue {self.name!r} was closed and cannot be used or opened "
+                f"again; for a new membership make a new handle: "
+                f"PySyncQ({self.name!r}, create=False).open(...)"
+            )
+        seg = self._seg
+        if seg.words[H_FLAGS] & F_UNLINKED:
+            self._revoked()
+        return seg
 
     # -- Membership ----------------------------------------------------------
 
@@ -483,6 +492,12 @@ class PySyncQ:
         if self._state.seg is None:
             self._closed_meanwhile()
         self._m = self._state.member = None
+        if self._seg.words[H_FLAGS] & F_UNLINKED:
+            raise QueueClosed(
+                f"queue {self.name!r} was removed (by pysyncq.remove(name, force=True) or "
+                f"'python -m pysyncq clean --force', or its last member closed it); close() "
+                f"this handle, and create the queue anew"
+            )
         raise QueueClosed(
             f"this process's membership of queue {self.name!r} was revoked (it was judged "
             f"dead, or the queue was reset); open() it again"
