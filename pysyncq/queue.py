@@ -678,10 +678,14 @@ class PySyncQ:
             )
         tail = f"the slowest reader is {who}, which has not passed {lag}"
         if "space" in r.waiting:
-            return head + tail + (
-                ", and is itself waiting for space to append: a cycle, which no timer will "
-                "break.  A process that waits for space must keep reading meanwhile (see the "
-                "README's tour), or use two queues, one per direction"
+            return (
+                head
+                + tail
+                + (
+                    ", and is itself waiting for space to append: a cycle, which no timer will "
+                    "break.  A process that waits for space must keep reading meanwhile (see the "
+                    "README's tour), or use two queues, one per direction"
+                )
             )
         return head + tail + "; it must pop first"
 

@@ -98,13 +98,13 @@ def test_queue_full_names_a_slowest_reader_that_waits_for_space(qname, procs):
     q.close()
 
 
-def send(q, inbox, mtype, body=""):
+def send(q, inbox, mtype, body="", reading=None):
     """The README tour's send(): append, reading into ``inbox`` while the queue is full."""
     while True:
         try:
             return q.append(mtype, body, block=True, timer=0.05)
         except QueueFull:
-            inbox.extend(q)
+            inbox.extend(q if reading is None else reading)
 
 
 def tour_worker(q, name):
@@ -140,6 +140,39 @@ def test_the_readme_tour_pattern_runs_in_a_tiny_queue(qname, procs, method):
     q.close()
 
 
+def two_queue_worker(tasks, results, name):
+    """The README's two-queue worker."""
+    with tasks.open(name, follow=True), results.open(name, reader=False, follow=True):
+        while (m := tasks.pop(block=True, timer=None))[1] != "stop":
+            results.append(
+                "result", f"{name} squared {m[2]}: {int(m[2]) ** 2}", block=True, timer=None
+            )
+
+
+def test_the_readme_two_queue_recipe_runs_in_tiny_queues(qname, procs):
+    tasks, results = PySyncQ(qname, size=64), PySyncQ(qname + "-r", size=64)
+    try:
+        workers_ = [
+            procs.start(two_queue_worker, tasks, results, f"w{i}", method="fork") for i in range(3)
+        ]
+        tasks.open("parent", reader=False)
+        results.open("parent")
+        tasks.wait_for_readers(3, timer=WAIT, processes=workers_)
+        got = []
+        for n in range(20):
+            send(tasks, got, "task", n, reading=results)
+        send(tasks, got, "stop", reading=results)
+        while len(got) < 60:
+            m = results.pop(block=True, timer=WAIT)
+            assert m is not None, f"only {len(got)} results"
+            got.append(m)
+        assert len({body for _, _, body in got}) == 60
+        procs.join(workers_)
+    finally:
+        tasks.close()
+        results.close()
+
+
 # -- 3. A dead worker no longer counts -------------------------------------------
 
 
@@ -148,8 +181,7 @@ def test_dead_reader_is_not_counted_and_stats_reaps_it(qname, procs, method):
     q.open("parent")
     started = [mp.get_context(method).Event() for _ in range(2)]
     kids = [
-        procs.start(workers.open_and_idle, q, f"w{i}", started[i], method=method)
-        for i in range(2)
+        procs.start(workers.open_and_idle, q, f"w{i}", started[i], method=method) for i in range(2)
     ]
     for e in started:
         assert e.wait(WAIT)
@@ -302,6 +334,20 @@ def test_old_handle_notices_that_its_queue_was_removed(qname):
     other.close()
     assert new.stats().members[0].name == "a"
     new.close()
+
+
+# -- 7. What the README says of decode=True (documentation; pinned here) -------
+
+
+def test_bytes_come_back_as_str_when_they_are_valid_utf8(qname):
+    with PySyncQ(qname) as q:
+        q.open("a", filtself=False)
+        q.append("t", bytes(4))
+        q.append("t", b"\xff\xfe")
+        assert q.pop() == ("a", "t", "\0\0\0\0")  # a str
+        assert q.pop() == ("a", "t", b"\xff\xfe")
+        q.append("t", bytes(4))
+        assert q.pop(decode=False) == (b"a", b"t", bytes(4))
 
 
 # -- 8. A closed handle says what to do; list says "no queues" -----------------
