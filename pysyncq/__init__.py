@@ -7,6 +7,7 @@ reader has passed it.  See ``README.md`` for a tour.
 
 from ._lifecycle import list_queues, remove
 from .errors import (
+    ChildExited,
     MessageTooLarge,
     NotAQueue,
     NotOpened,
@@ -29,6 +30,7 @@ from .stats import QueueStats, ReaderStats
 __version__ = "0.1.0"
 
 __all__ = [
+    "ChildExited",
     "DEFAULT_SIZE",
     "DEFAULT_SLOTS",
     "MessageTooLarge",

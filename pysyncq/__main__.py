@@ -47,8 +47,11 @@ def main(argv=None):
     from ._lifecycle import list_queues, remove
 
     if args.command == "list":
-        for name, in_use in list_queues():
+        queues = list_queues()
+        for name, in_use in queues:
             print(f"{name}\t{'in use' if in_use else 'stale'}")
+        if not queues:
+            print("no queues")
         return 0
 
     names = args.names or [name for name, in_use in list_queues() if not in_use]

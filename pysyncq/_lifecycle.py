@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from . import _proc, _segment, kernels
-from ._wait import locked, may_judge, reap_dead, wake
+from ._wait import LockBusy, locked, may_judge, reap_dead, wake, wake_sleepers
 from .errors import NotAQueue, QueueExists
 from .layout import (
     F_UNLINKED,
@@ -67,11 +67,37 @@ class State:
                     args = (slot, token, creator)
                     st = locked(seg, token, kernels.op_leave, args, deadline)
                     wake(seg, st)
+                    if creator:
+                        wake_sleepers(seg)  # followers (open(follow=True)) look now
                     if st & UNLINK:
                         seg.unlink_if_same()
         finally:
             self.seg = None
             seg.close()
+
+    def leave_creator(self):
+        """Drop only the creator's hold, keeping this process's slot.
+
+        Runs at interpreter exit before ``multiprocessing`` joins the children,
+        so that children following the creator (``open(follow=True)``) stop
+        instead of being waited for in vain.  Nothing is done while no slot is
+        open: then the hold keeps the queue for children still starting.
+        """
+        seg = self.seg
+        if seg is None or self.pid != os.getpid() or not self.creator or seg.mem is None:
+            return
+        if seg.words[H_FLAGS] & F_UNLINKED or not (kernels.members(seg.mem)[:, 0] >= 0).any():
+            return
+        token = _proc.own_token()
+        try:
+            st = locked(seg, token, kernels.op_leave, (-1, token, True), time.monotonic() + 1.0)
+        except LockBusy:
+            return
+        self.creator = False
+        wake(seg, st)
+        wake_sleepers(seg)
+        if st & UNLINK:
+            seg.unlink_if_same()
 
 
 _warmed = False
@@ -158,7 +184,15 @@ def create_segment(name, capacity, nslots):
             raise QueueExists(
                 f"shared memory {name!r} exists and is not a pysyncq queue; choose another name"
             )
-        if queue_in_use(name):
+        holders = live_holders(name)
+        if holders:
+            if _proc.own_token() in holders:
+                raise QueueExists(
+                    f"a pysyncq queue named {name!r} is in use by a live process: this process "
+                    f"(pid {os.getpid()}) itself, through a handle it still holds (from an "
+                    f"earlier run of this code?); call close() on that handle first, or attach "
+                    f"to the queue with PySyncQ({name!r}, create=False)"
+                )
             raise QueueExists(
                 f"a pysyncq queue named {name!r} is in use by a live process; choose another "
                 f"name, or attach to it with create=False"
@@ -171,23 +205,49 @@ def create_segment(name, capacity, nslots):
 
 def queue_in_use(name):
     """True if queue ``name`` exists and a live process has it open (or created it)."""
+    return bool(live_holders(name))
+
+
+def live_holders(name):
+    """The tokens of the live processes holding queue ``name`` (members and
+    creator); ``{0}`` when they cannot be judged (another namespace)."""
     try:
         seg = _segment.Segment.attach(name)
     except (FileNotFoundError, NotAQueue):
-        return False
+        return set()
     try:
+        tokens = {int(t) for t in kernels.members(seg.mem)[:, 1]}
         if not may_judge(seg):
-            return True
-        return any(_proc.is_alive(int(t)) for t in kernels.members(seg.mem)[:, 1])
+            return tokens or {0}
+        return {t for t in tokens if _proc.is_alive(t)}
     finally:
         seg.close()
+
+
+def revoke_all(seg):
+    """For ``remove(force=True)``: mark the segment unlinked and free every
+    slot and the creator's hold, so that each handle still using it gets
+    ``NOT_MEMBER`` on its next call (and ``QueueClosed``), and wake sleepers to
+    find out.  A live process holding the lock for over a second is not
+    waited for: then only the flag tells the handles."""
+    kernels.flags_set(seg.mem, F_UNLINKED)
+    me = _proc.own_token()
+    deadline = time.monotonic() + 1.0
+    try:
+        for slot, token, _ in kernels.members(seg.mem):
+            args = (int(slot), int(token), slot < 0)
+            wake(seg, locked(seg, me, kernels.op_leave, args, deadline))
+    except LockBusy:
+        pass
+    wake_sleepers(seg)
 
 
 def remove(name, force=False):
     """Remove queue ``name`` left behind by processes that all ended.
 
     Returns True if it was removed, False if there was no such queue.  Raises
-    :class:`QueueExists` if a live process still uses it, unless ``force``.
+    :class:`QueueExists` if a live process still uses it, unless ``force``:
+    then every handle still using it gets ``QueueClosed`` on its next call.
     Raises :class:`NotAQueue` for shared memory that is not a pysyncq queue.
     """
     name = check_name(name)
@@ -198,8 +258,19 @@ def remove(name, force=False):
             return False
         raise NotAQueue(f"shared memory {name!r} is not a pysyncq queue; not removing it")
     header = _segment.read_header(name)
-    if not force and queue_in_use(name):
-        raise QueueExists(f"queue {name!r} is in use by a live process; not removing it")
+    if queue_in_use(name):
+        if not force:
+            raise QueueExists(f"queue {name!r} is in use by a live process; not removing it")
+        try:
+            seg = _segment.Segment.attach(name)
+        except (FileNotFoundError, NotAQueue):
+            seg = None
+        if seg is not None:
+            try:
+                if seg.instance == header[H_INSTANCE]:
+                    revoke_all(seg)
+            finally:
+                seg.close()
     _segment.unlink_instance(name, header[H_INSTANCE])
     return True
 

@@ -70,6 +70,13 @@ def wake(seg, status):
             _futex.wake(addr + 8 * H_MEMBER_SEQ)
 
 
+def wake_sleepers(seg):
+    """Wake every process sleeping for data or space, to look again (at the
+    creator, or at its own membership)."""
+    _futex.wake(seg.addr + 8 * H_DATA_SEQ)
+    _futex.wake(seg.addr + 8 * H_SPACE_SEQ)
+
+
 def may_judge(seg):
     """Whether this process may judge which members are dead.
 

@@ -3,8 +3,9 @@
 A parent and several workers share one small queue.  Each worker makes up
 sentences, appends them (waiting briefly when the queue is full), reads what
 the others wrote (screening out one neighbour, to show screening) and stops
-when the parent says so.  The parent starts everyone, drains the queue while
-they talk, and after ``duration`` seconds (or at Ctrl-C) tells them to stop.
+when the parent says so, or when the parent has gone (``open(follow=True)``).
+The parent starts everyone, drains the queue while they talk, and after
+``duration`` seconds (or at Ctrl-C) tells them to stop.
 
     python -m pysyncq demo --workers 4 --duration 5
 """
@@ -15,6 +16,7 @@ import signal
 import sys
 import time
 
+from .errors import QueueClosed
 from .queue import PySyncQ
 
 DETERMINERS = ("a", "the", "your", "my", "someone's", "no one's")
@@ -38,7 +40,10 @@ def worker(q, name, ignore, seed):
     """One demo worker; exits cleanly on the stop signal or on Ctrl-C."""
     rng = random.Random(seed)
     try:
-        with q.open(name):
+        # follow=True: if the parent closes the queue or dies (say, it was
+        # killed before it could send "stop"), our next wait raises QueueClosed
+        # instead of keeping this worker alive for nothing.
+        with q.open(name, follow=True):
             q.scrnsend.add(ignore)
             say(f"{name} opened the queue and screens out {ignore}")
             if q.pop(block=True, timer=60) != ("parent", "user", "start"):
@@ -57,6 +62,8 @@ def worker(q, name, ignore, seed):
                     say(f'{name} read "{body}" from {sender}')
                 else:
                     say(f"{name}: read timer expired")
+    except QueueClosed:
+        say(f"{name}: the parent has left; stopping")
     except KeyboardInterrupt:
         pass
 

@@ -51,3 +51,9 @@ class QueueCorrupt(PySyncQError, RuntimeError):
 
 class QueueLocked(PySyncQError, TimeoutError):
     """A live process held the queue lock past the caller's deadline (stopped?)."""
+
+
+class ChildExited(PySyncQError, ChildProcessError):
+    """A process that ``wait_for_readers(..., processes=...)`` waited for has
+    exited before enough readers opened the queue; ``exitcode`` and ``pid`` say
+    which and how."""

@@ -31,6 +31,7 @@ import mmap
 import multiprocessing
 import multiprocessing.util
 import os
+import signal
 import threading
 import time
 import warnings
@@ -58,6 +59,7 @@ from ._wait import (
 )
 from .codec import decode_array, encode_array
 from .errors import (
+    ChildExited,
     MessageTooLarge,
     NotOpened,
     QueueClosed,
@@ -73,7 +75,10 @@ from .layout import (
     CORRUPT,
     EMPTY,
     F_FOREIGN_NS,
+    F_UNLINKED,
+    H_CREATOR,
     H_DATA_SEQ,
+    H_FLAGS,
     H_HEAD,
     H_MEMBER_SEQ,
     H_PIDNS,
@@ -117,6 +122,8 @@ REAP_INTERVAL = 1.0
 OPEN_GRACE = 0.5
 #: Seconds open() waits for a lock held by a live process.
 OPEN_PATIENCE = 5.0
+#: Seconds between looks at the creator by a handle opened with follow=True.
+FOLLOW_INTERVAL = 0.05
 
 #: Bytes of the buffer a handle's pop_many copies into (at most the capacity).
 _BATCH_BUFFER = 1 << 18
@@ -153,9 +160,11 @@ class _Member:
         "lens",
         "pins",
         "viewing",
+        "follow",
+        "follow_next",
     )
 
-    def __init__(self, slot, token, sender, sender_bytes, reader):
+    def __init__(self, slot, token, sender, sender_bytes, reader, follow=0):
         self.slot = slot
         self.token = token
         self.sender = sender
@@ -166,6 +175,8 @@ class _Member:
         self.lens = np.zeros(0, np.int64)  # pop_many's field lengths
         self.pins = []  # positions this handle pins (views, reservations)
         self.viewing = False  # a pop_view is open
+        self.follow = follow  # open(follow=True): the creator's token, else 0
+        self.follow_next = 0.0  # when to look at the creator next
         self.grow(4096)
 
     def grow(self, n):
@@ -354,6 +365,7 @@ class PySyncQ:
         self._mem = seg.mem
         self._state = State(seg, creator)
         self._finalizer = None
+        self._exit_hook = None
         self._m = None
         self._changes = [0]
         self._scrnsend = ScreenSet(_changes=self._changes)
@@ -363,6 +375,7 @@ class PySyncQ:
         self._skip_own = False
         self._skip_types = frozenset()
         self._skip_at = -1
+        self._auto_screen = None  # the sender open(filtself=True) added, if it did
         self._next_reap = 0.0
         self._hlock = threading.Lock()  # open() and close() one thread at a time
         self.reap_interval = REAP_INTERVAL
@@ -381,9 +394,17 @@ class PySyncQ:
             self._finalizer = multiprocessing.util.Finalize(
                 self, self._state.release, exitpriority=-10
             )
+        if self._exit_hook is None and self._state.creator:
+            # Before multiprocessing joins the children at exit (priority >= 0
+            # runs first): let children that follow the creator stop.
+            self._exit_hook = multiprocessing.util.Finalize(
+                self, self._state.leave_creator, exitpriority=0
+            )
 
     def _forget_parent(self):
         self._m = None
+        self._exit_hook = None
+        self._drop_auto_screen()
         self._finalizer = None
         state = self._state
         if state.seg is not None:
@@ -393,7 +414,16 @@ class PySyncQ:
         if self._state.seg is None:
             raise QueueClosed(f"queue {self.name!r} is closed and cannot be sent to a process")
         args = (self.name, self._seg.instance, self.start)
-        return (_attach, (*args, list(self._scrnsend), list(self._scrntype)))
+        auto = self._auto_screen
+        scrnsend = [s for s in self._scrnsend if auto is None or as_bytes(s) != auto]
+        return (_attach, (*args, scrnsend, list(self._scrntype)))
+
+    def _drop_auto_screen(self):
+        """Forget the sender open(filtself=True) screened: it is this process's
+        own, not that of a process the handle is handed to."""
+        if self._auto_screen is not None:
+            self._scrnsend.discard(self._auto_screen)
+            self._auto_screen = None
 
     def close(self):
         """Leave the queue and release this process's resources.
@@ -407,6 +437,9 @@ class PySyncQ:
             fin, self._finalizer = self._finalizer, None
             if fin is not None:
                 fin.cancel()
+            hook, self._exit_hook = self._exit_hook, None
+            if hook is not None:
+                hook.cancel()
             try:
                 if m is None:
                     self._state.release()
@@ -438,12 +471,19 @@ class PySyncQ:
 
     def _usable(self):
         if self._state.seg is None:
-            raise QueueClosed(f"queue {self.name!r} is closed in this process; it cannot be used")
-        return self._seg
+            raise QueueClosed(
+                f"this handle of queue {self.name!r} was closed and cannot be used or opened "
+                f"again; for a new membership make a new handle: "
+                f"PySyncQ({self.name!r}, create=False).open(...)"
+            )
+        seg = self._seg
+        if seg.words[H_FLAGS] & F_UNLINKED:
+            self._revoked()
+        return seg
 
     # -- Membership ----------------------------------------------------------
 
-    def open(self, sender=None, filtself=True, *, reader=True):
+    def open(self, sender=None, filtself=True, *, reader=True, follow=False):
         """Register this process with the queue; return the handle.
 
         ``sender`` (str or bytes, default the process id) names this process in
@@ -452,13 +492,21 @@ class PySyncQ:
         process only writes: it holds no read cursor and never pins messages.
         A reader sees every message appended after its ``open()``.
 
+        With ``follow=True`` this handle follows the process that created the
+        queue: once that process has closed the queue or died, a ``pop`` that
+        finds nothing to read and an ``append`` that finds the queue full raise
+        :class:`QueueClosed` (at once, or within ``TICK`` seconds of blocking),
+        so that a worker blocked with ``timer=None`` does not outlive its
+        parent.  Messages appended before the creator left are still read
+        first.  In the creating process itself it has no effect.
+
         Usable as a context manager: ``with q.open('worker'): ...`` closes on
         exit.
         """
         with self._hlock:
-            return self._open(sender, filtself, reader)
+            return self._open(sender, filtself, reader, follow)
 
-    def _open(self, sender, filtself, reader):
+    def _open(self, sender, filtself, reader, follow):
         seg = self._usable()
         if self._m is not None:
             raise RuntimeError(
@@ -507,13 +555,39 @@ class PySyncQ:
                 f"queue {self.name!r} was closed by all its processes and removed; create a new one"
             )
         member = _Member(slot, token, sender, sender_bytes, reader)
+        if follow:
+            creator = int(seg.words[H_CREATOR])
+            if creator != token:
+                member.follow = creator or -1  # -1: the creator has left already
         self._skip_at = -1
         self._state.member = member
         self._m = member
         self._arm_finalizer()
-        if filtself:
+        if filtself and sender not in self._scrnsend:
             self._scrnsend.add(sender)
+            self._auto_screen = sender_bytes
         return self
+
+    def _follow_check(self, m):
+        """Raise ``QueueClosed`` if the creator this handle follows has left:
+        closed the queue (``H_CREATOR`` changed) or died.  Looks at most every
+        ``FOLLOW_INTERVAL`` seconds (a sleep is at most ``TICK``)."""
+        now = time.monotonic()
+        if now < m.follow_next:
+            return
+        m.follow_next = now + FOLLOW_INTERVAL
+        seg = self._seg
+        creator = int(seg.words[H_CREATOR]) if seg.mem is not None else 0
+        if creator == m.follow and (not _wait.may_judge(seg) or _proc.is_alive(creator)):
+            return
+        dead = m.follow > 0 and _wait.may_judge(seg) and not _proc.is_alive(m.follow)
+        how = "died" if dead else "closed it"
+        pid = _proc.token_pid(m.follow) if m.follow > 0 else None
+        raise QueueClosed(
+            f"the process that created queue {self.name!r}"
+            f"{f' (pid {pid})' if pid else ''} has {how}, and this handle follows it "
+            f"(open(follow=True)); close this handle and end"
+        )
 
     def _member(self):
         self._usable()
@@ -523,6 +597,12 @@ class PySyncQ:
         if self._state.seg is None:
             self._closed_meanwhile()
         self._m = self._state.member = None
+        if self._seg.words[H_FLAGS] & F_UNLINKED:
+            raise QueueClosed(
+                f"queue {self.name!r} was removed (by pysyncq.remove(name, force=True) or "
+                f"'python -m pysyncq clean --force', or its last member closed it); close() "
+                f"this handle, and create the queue anew"
+            )
         raise QueueClosed(
             f"this process's membership of queue {self.name!r} was revoked (it was judged "
             f"dead, or the queue was reset); open() it again"
@@ -799,6 +879,8 @@ class PySyncQ:
                     if reap_dead(seg, m.token, lock_deadline):
                         result = locked(seg, m.token, op, args, lock_deadline)
                         continue
+                if m.follow:
+                    self._follow_check(m)
                 if now >= deadline:
                     raise QueueFull(self._full_message(m, need, block, timer))
                 timeout = min(deadline - now, self.reap_interval, TICK)
@@ -812,10 +894,39 @@ class PySyncQ:
         w = self._seg.words
         free = self._seg.capacity - int(w[H_WRITE_POS] - w[H_HEAD])
         why = f"waited {timer} s" if block else "block=False"
-        return (
+        head = (
             f"queue {self.name!r} is full ({why}): the message needs {need} bytes, {free} are "
-            f"free; the slowest reader must pop first"
+            f"free; "
         )
+        readers = [r for r in snapshot(self._seg, self.name).members if r.reader and r.lag]
+        if not readers:
+            return head + "the slowest reader must pop first"
+        r = max(readers, key=lambda r: r.lag)
+        who = f"{r.name!r} (pid {r.pid})"
+        lag = f"{r.lag} bytes in {r.lag_messages} messages"
+        if r.slot == m.slot:
+            return head + (
+                f"the slowest reader is this handle itself, {who}, which has not passed {lag}: "
+                f"pop them (or 'for m in q: pass'), or open(reader=False) in a process that "
+                f"only writes"
+            )
+        if not r.alive:
+            return head + (
+                f"the slowest reader, {who}, has died with {lag} unread; its slot is freed "
+                f"within reap_interval ({self.reap_interval} s)"
+            )
+        tail = f"the slowest reader is {who}, which has not passed {lag}"
+        if "space" in r.waiting:
+            return (
+                head
+                + tail
+                + (
+                    ", and is itself waiting for space to append: a cycle, which no timer will "
+                    "break.  A process that waits for space must keep reading meanwhile (see the "
+                    "README's tour), or use two queues, one per direction"
+                )
+            )
+        return head + tail + "; it must pop first"
 
     def _locked_error(self, e, waited):
         return QueueLocked(
@@ -982,6 +1093,8 @@ class PySyncQ:
                 wake(seg, status)
             code = status & CODE_MASK
             if code == EMPTY or code == PENDING:
+                if m.follow:
+                    self._follow_check(m)
                 now = time.monotonic()
                 if code == PENDING and now >= self._next_reap:
                     # Stopped at a reservation: its writer may have died.
@@ -1072,40 +1185,81 @@ class PySyncQ:
 
     # -- Coordination and inspection ------------------------------------------
 
-    def wait_for_readers(self, n, timer=10.0):
-        """Wait until at least ``n`` other processes have opened the queue as readers.
+    def wait_for_readers(self, n, timer=10.0, processes=()):
+        """Wait until at least ``n`` other live processes have opened the queue as readers.
 
-        Counts reader slots other than this handle's own.  Returns the count;
-        raises ``TimeoutError`` if ``timer`` seconds pass first (None: wait for
-        ever).  Use it in a parent before the first append, in place of a
-        guessed ``time.sleep``.
+        Counts the reader slots of live processes other than this handle's own.
+        Returns the count; raises ``TimeoutError`` if ``timer`` seconds pass
+        first (None: wait for ever).  ``processes`` (``multiprocessing.Process``
+        objects, or anything with an ``exitcode``) are the processes expected to
+        open: if one of them has exited, :class:`ChildExited` (a
+        ``ChildProcessError``) is raised at once, naming its exit code.  Use it in
+        a parent before the first append, in place of a guessed ``time.sleep``.
         """
         seg = self._usable()
         n = check_int(n, "n", 0, MAX_SLOTS)
         timer = check_timer(timer)
+        processes = list(processes)
         deadline = time.monotonic() + timer
         own = self._m.slot if self._m is not None else -1
         while True:
             seq = kernels.seq_load(seg.mem, H_MEMBER_SEQ)
             rows = kernels.members(seg.mem)
-            count = int(np.count_nonzero((rows[:, 2] == 1) & (rows[:, 0] != own)))
+            count = sum(
+                1
+                for slot, token, reader in rows
+                if reader == 1 and slot != own and _proc.is_alive(int(token))
+            )
             if count >= n:
                 return count
+            for p in processes:
+                if p.exitcode is not None:
+                    raise ChildExited(self._exited_message(p, count, n))
             now = time.monotonic()
             if now >= deadline:
                 raise TimeoutError(
-                    f"only {count} of {n} readers opened queue {self.name!r} within {timer} s"
+                    f"only {count} of {n} readers opened queue {self.name!r} within {timer} s; "
+                    f"children may have died before opening (look at their stderr, and pass "
+                    f"them as wait_for_readers(..., processes=workers) to fail at once)"
                 )
             if now >= self._next_reap:
                 self._next_reap = now + self.reap_interval
                 reap_dead(seg, self._m.token if self._m else None)
             _futex.wait(seg.addr + 8 * H_MEMBER_SEQ, seq, min(deadline - now, TICK))
 
+    def _exited_message(self, p, count, n):
+        code = p.exitcode
+        how = f"exit code {code}"
+        if code < 0:
+            try:
+                how += f" (killed by {signal.Signals(-code).name})"
+            except ValueError:
+                pass
+        name = getattr(p, "name", None)
+        return (
+            f"process {name + ' ' if name else ''}(pid {p.pid}) has exited with {how} while "
+            f"waiting for {n} readers of queue {self.name!r} ({count} opened); see its "
+            f"traceback on stderr.  Under spawn or forkserver, a target defined in __main__ "
+            f"of 'python -c' or a notebook cannot be found by the children: define it in an "
+            f"importable module"
+        )
+
     def stats(self):
         """A :class:`QueueStats` snapshot, taken without the lock: every member
         with its sender name, pid, liveness, lag in bytes and messages, and
-        counters.  Works on a corrupt queue too (its figures show it)."""
-        return snapshot(self._usable(), self.name)
+        counters.  Members whose process has ended are reaped first when they can
+        be (else they are listed with ``alive=False``).  Works on a corrupt
+        queue too (its figures show it)."""
+        seg = self._usable()
+        stats = snapshot(seg, self.name)
+        if not all(r.alive for r in stats.members):
+            try:
+                own = self._m.token if self._m is not None else None
+                if reap_dead(seg, own, time.monotonic() + _wait.LOCK_PATIENCE):
+                    stats = snapshot(seg, self.name)
+            except LockBusy:
+                pass  # a stopped lock holder: report them as dead, unreaped
+        return stats
 
     def __repr__(self):
         state = "closed" if self.closed else ("open" if self._m is not None else "not opened")
