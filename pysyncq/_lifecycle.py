@@ -133,7 +133,7 @@ def warm_up():
     for head in (b"", b"12345678"):  # a large append; a loan (with a descriptor)
         _, pos = kernels.op_reserve(mem, token, slot, b"", b"", head, 8, KIND_BYTES)
         kernels.record_publish(mem, slot, pos, KIND_BYTES)
-    kernels.pin_set(mem, slot, 0)
+    kernels.pin_set(mem, slot, -1)
     r = kernels.op_peek(mem, token, slot, screen_table([], []))
     kernels.op_commit(mem, token, slot, r[6], r[7], False)
     kernels.op_pop(mem, token, slot, screen_table([], []), np.zeros(64, np.uint8))

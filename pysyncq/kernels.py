@@ -262,8 +262,8 @@ def head_refresh(w):
                 return _corrupt(C_CURSOR)
             if c < low:
                 low = c
-        pin = atomic_load(w, slot_word(i, S_PIN))
-        if pin != 0:
+        pin = atomic_load(w, slot_word(i, S_PIN)) - 1  # stored + 1: 0 is "none"
+        if pin != -1:
             if pin < old or pin > end or pin % 8 != 0:
                 return _corrupt(C_CURSOR)
             if pin < low:
@@ -369,8 +369,8 @@ def ring_put(w, mem, slot, token, sender, mtype, body, data, kind, reserve):
     if reserve >= 0:
         p += reserve
         pw = slot_word(slot, S_PIN)
-        if w[pw] == 0 or pos < w[pw]:
-            atomic_store(w, pw, pos)  # before the write position: never unpinned
+        if w[pw] == 0 or pos + 1 < w[pw]:
+            atomic_store(w, pw, pos + 1)  # before the write position: never unpinned
     for q in range(p, at + size):
         mem[q] = 0
     atomic_store(w, H_WRITE_POS, pos + size)  # the record becomes visible here
@@ -636,8 +636,8 @@ def ring_commit(w, slot, token, pos, size, pin):
         return NOT_MEMBER
     if pin:
         pw = slot_word(slot, S_PIN)
-        if w[pw] == 0 or pos < w[pw]:
-            atomic_store(w, pw, pos)
+        if w[pw] == 0 or pos + 1 < w[pw]:
+            atomic_store(w, pw, pos + 1)
     w[slot_word(slot, S_RECEIVED)] += 1
     return _reader_move(w, slot, start, pos + size, OK)
 
@@ -864,9 +864,10 @@ def op_reserve(mem, lockval, slot, sender, mtype, head, nbytes, kind):
 
 @njit(**_JIT)
 def record_publish(mem, slot, pos, kind):
-    """Publish (``kind`` a ``KIND_*``) or discard (``KIND_VOID``) the record
-    that ``slot`` reserved at ``pos``.  Without the lock: one swap of the meta
-    word, which only the reserving writer (or the reaper voiding it) makes.
+    """Publish (``kind`` a ``KIND_*``, with ``APPEND_SKIP`` as for an append)
+    or discard (``KIND_VOID``) the record that ``slot`` reserved at ``pos``.
+    Without the lock: one swap of the meta word, which only the reserving
+    writer (or the reaper voiding it) makes.
     Returns ``OK`` with ``WAKE_DATA`` if a reader sleeps, or ``NOT_MEMBER``
     if the reservation was voided meanwhile (its slot was freed)."""
     w = mem.view(np.int64)
@@ -882,20 +883,28 @@ def record_publish(mem, slot, pos, kind):
     new = (meta & ~(0xFF << 32)) | ((kind & 0xFF) << 32)
     if atomic_cas(w, at + 1, meta, new) != meta:
         return NOT_MEMBER
-    if kind != KIND_VOID:
+    void = kind & 0xFF == KIND_VOID
+    if not void:
         atomic_add(w, H_APPENDS, 1)
         atomic_add(w, slot_word(slot, S_SENT), 1)
+    if (void or kind & APPEND_SKIP) and w[slot_word(slot, S_FLAGS)] & SF_READER:
+        # As ring_put does for a copied record: a writer that has read
+        # everything passes its own record (one it screens, or a void one).
+        size = w[at]
+        if atomic_cas(w, slot_word(slot, S_CURSOR), pos, pos + size) == pos and not void:
+            atomic_add(w, slot_word(slot, S_SCREENED), 1)
     atomic_add(w, H_DATA_SEQ, 1)
     return OK | WAKE_DATA if any_waiting(w, W_DATA) else OK
 
 
 @njit(**_JIT)
 def pin_set(mem, slot, pos):
-    """Set ``slot``'s pin (0: none); only its owner calls this, holding its
-    handle's thread lock, with a value no lower than the pin it replaces."""
+    """Set ``slot``'s pin to ``pos`` (-1: none); only its owner calls this,
+    holding its handle's thread lock, with a value no lower than the pin it
+    replaces.  The word holds the position + 1, so that 0 means none."""
     w = mem.view(np.int64)
     if 0 <= slot < table_slots(w):
-        atomic_store(w, slot_word(slot, S_PIN), pos)
+        atomic_store(w, slot_word(slot, S_PIN), pos + 1)
 
 
 @njit(**_JIT)

@@ -117,8 +117,8 @@ S_SCREENED = 7  # messages skipped by this slot's screens
 S_NAME_LEN = 8  # length of the owner's sender name in bytes (all of it)
 S_BASE = 9  # H_APPENDS when the slot was opened: lag in messages is
 #             H_APPENDS - S_BASE - S_RECEIVED - S_SCREENED
-S_PIN = 10  # 0, or the lowest position this slot still needs kept: the record
-#            of an open pop_view, or an unpublished reservation (a loan)
+S_PIN = 10  # 0, or 1 + the lowest position this slot still needs kept: the
+#            record of an open pop_view, or an unpublished reservation (a loan)
 S_NAME = 11  # words 11..15: the first SLOT_NAME_BYTES bytes of the sender name
 SLOT_NAME_BYTES = 8 * (SLOT_WORDS - S_NAME)
 

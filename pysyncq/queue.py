@@ -159,6 +159,7 @@ class _Member:
         "waiting",
         "lens",
         "pins",
+        "unpins",
         "viewing",
         "follow",
         "follow_next",
@@ -174,6 +175,7 @@ class _Member:
         self.waiting = [0, 0, 0]  # sleepers of this handle by wait bit
         self.lens = np.zeros(0, np.int64)  # pop_many's field lengths
         self.pins = []  # positions this handle pins (views, reservations)
+        self.unpins = []  # pins of views whose arrays were collected since
         self.viewing = False  # a pop_view is open
         self.follow = follow  # open(follow=True): the creator's token, else 0
         self.follow_next = 0.0  # when to look at the creator next
@@ -379,6 +381,8 @@ class PySyncQ:
         self._next_reap = 0.0
         self._hlock = threading.Lock()  # open() and close() one thread at a time
         self.reap_interval = REAP_INTERVAL
+        #: Bodies this large or larger are copied outside the queue lock.
+        self.copy_outside = views.COPY_OUTSIDE
         if (int(seg.words[H_PIDNS]), int(seg.words[H_TIMENS])) != _proc.namespaces():
             # Pids from another namespace mean nothing here: say so before this
             # process ever takes the lock, so that nobody judges it by its pid.
@@ -643,6 +647,12 @@ class PySyncQ:
     def scrntype(self, items):
         self._scrntype.replace(items)
 
+    def _skips(self, m, t):
+        """Whether this handle would screen its own message of type ``t``."""
+        if self._skip_at != self._changes[0]:
+            self._skip_refresh(m)
+        return self._skip_own or t in self._skip_types
+
     def _skip_refresh(self, m):
         """Note whether this handle screens its own sender, and which types."""
         self._skip_own = m.sender_bytes in self._scrnsend
@@ -693,8 +703,8 @@ class PySyncQ:
             self._skip_refresh(m)
         if self._skip_own or (self._skip_types and t in self._skip_types):
             kind |= APPEND_SKIP  # we would screen it: do not pin it either
-        if len(body) >= views.COPY_OUTSIDE:
-            return views.put_outside(self, m, t, body, kind & 0xFF, block, timer)
+        if len(body) >= self.copy_outside:
+            return views.put_outside(self, m, t, body, kind, block, timer)
         status = _op_append(self._mem, m.token, m.slot, m.sender_bytes, t, body, kind)
         if status & CODE_MASK:
             args = (m.slot, m.sender_bytes, t, body, kind)
@@ -956,6 +966,8 @@ class PySyncQ:
             self._not_reader(m)
         if type(timer) is not float or not timer >= 0:
             timer = check_timer(timer)
+        if m.unpins:  # arrays of earlier views have gone: drop their pins
+            views.drain_unpins(self, m)
         # The hot path, written out (the slow path shares _pop_once): the
         # thread lock keeps another thread's pop from overwriting m.out
         # before the fields are sliced out of it.
@@ -1029,6 +1041,8 @@ class PySyncQ:
         buffer-full; [] when the batch kernel could not start (empty, busy
         lock, an error), leaving that to :meth:`pop`."""
         msgs = []
+        if m.unpins:
+            views.drain_unpins(self, m)
         if len(m.out) < _BATCH_BUFFER and n > 1:
             with m.lock:
                 m.grow(min(_BATCH_BUFFER, self._seg.capacity))
@@ -1088,6 +1102,8 @@ class PySyncQ:
                 got[:] = self._pop_once(m, result)
             return result
 
+        if m.unpins:
+            views.drain_unpins(self, m)
         while True:
             if status & WAKE_BITS:
                 wake(seg, status)

@@ -21,7 +21,8 @@ Both rest on the publication protocol described in :mod:`pysyncq.layout`:
   block, so later use raises ``ValueError``.  An array body cannot be
   released: if a reference to it outlives the block, the record stays pinned
   (its space is not reused) until that array is garbage-collected, so it never
-  shows bytes of another message.
+  shows bytes of another message (its pin is dropped at the handle's next
+  pop once the array is gone).
 
 Large ``append`` bodies go the loan way too: reserved under the lock, copied
 outside it, so writers do not queue behind each other's memcpy.
@@ -32,8 +33,8 @@ handle's thread lock held.
 """
 
 import contextlib
+import ctypes
 import math
-import sys
 import time
 import weakref
 
@@ -44,6 +45,7 @@ from ._wait import LockBusy, check_timer, locked, reap_dead, wake
 from .codec import decode_array, descriptor
 from .errors import QueueClosed
 from .layout import (
+    APPEND_SKIP,
     CODE_MASK,
     CORRUPT,
     EMPTY,
@@ -64,7 +66,7 @@ COPY_OUTSIDE = 1 << 17
 def _unpin(q, m, pos):
     """Forget one pin of ``pos``; store the new lowest pin.  With ``m.lock``."""
     m.pins.remove(pos)
-    kernels.pin_set(q._seg.mem, m.slot, min(m.pins) if m.pins else 0)
+    kernels.pin_set(q._seg.mem, m.slot, min(m.pins) if m.pins else -1)
 
 
 def reserve(q, m, sender, mtype, head, nbytes, kind, block, timer):
@@ -110,15 +112,16 @@ def publish(q, m, pos, kind):
             raise QueueClosed(f"queue {q.name!r} was closed while a message was being written")
         status = kernels.record_publish(mem, m.slot, pos, kind)
         _unpin(q, m, pos)
-    if status & CODE_MASK == NOT_MEMBER and kind != KIND_VOID:
+    if status & CODE_MASK == NOT_MEMBER and kind & 0xFF != KIND_VOID:
         q._revoked()
     if status & _wait.WAKE_BITS:
         wake(q._seg, status)
 
 
 def put_outside(q, m, t, body, kind, block, timer):
-    """Append a large body: reserve, copy outside the lock, publish."""
-    pos = reserve(q, m, m.sender_bytes, t, b"", len(body), kind, block, timer)
+    """Append a large body: reserve, copy outside the lock, publish.  ``kind``
+    may carry ``APPEND_SKIP``, applied when the record is published."""
+    pos = reserve(q, m, m.sender_bytes, t, b"", len(body), kind & 0xFF, block, timer)
     seg = q._seg
     off = _data_offset(seg, pos, len(m.sender_bytes) + len(t))
     try:
@@ -147,6 +150,7 @@ def loan(q, mtype, shape, dtype, block, timer):
     dt = np.dtype(dtype)
     nbytes = math.prod(shape) * dt.itemsize
     pos = reserve(q, m, m.sender_bytes, t, desc, nbytes, KIND_ARRAY, block, timer)
+    kind = KIND_ARRAY | (APPEND_SKIP if q._skips(m, t) else 0)
     seg = q._seg
     off = _data_offset(seg, pos, lead + len(desc))
     arr = np.ndarray(shape, dt, buffer=seg.mem, offset=off)
@@ -157,7 +161,7 @@ def loan(q, mtype, shape, dtype, block, timer):
         publish(q, m, pos, KIND_VOID)
         raise
     del arr
-    publish(q, m, pos, KIND_ARRAY)
+    publish(q, m, pos, kind)
 
 
 class _View:
@@ -214,27 +218,30 @@ def pop_view(q, block, timer):
         raise RuntimeError(
             f"a pop_view of queue {q.name!r} is already open in this handle: finish it first"
         )
+    drain_unpins(q, m)
     found = _peek(q, m, block, timer)
     if found is None:
         yield None
         return
     slen, tlen, blen, kind, offset, pos, size = found
     seg = q._seg
-    mem = seg.mem
     m.viewing = True
-    raw = mem[offset : offset + slen + tlen]
-    sender, mtype = bytes(raw[:slen]), bytes(raw[slen:])
-    base = mem[offset + slen + tlen : offset + slen + tlen + blen]
-    base.flags.writeable = False
+    head = bytes(seg.mem[offset : offset + slen + tlen])
+    # The body's memory is a ctypes array over the ring, so that every array
+    # made from it refers to this one object, whose end the finalizer sees
+    # (numpy would collapse a chain of ndarray views onto the whole segment).
+    # It holds the segment's array, so the mapping outlives it.
+    holder = (ctypes.c_char * blen).from_address(seg.addr + offset + slen + tlen)
+    holder.keep = seg.mem
+    gone = weakref.finalize(holder, m.unpins.append, pos)
     if kind & 0xFF == KIND_ARRAY:
-        body = decode_array(base, copy=False)
+        body = decode_array(memoryview(holder).toreadonly(), copy=False)
         mv = None
     else:
-        mv = memoryview(base)
-        body = mv
-    del raw
+        body = mv = memoryview(holder).toreadonly()
+    del holder
     try:
-        yield (_text(sender), _text(mtype), body)
+        yield (_text(head[:slen]), _text(head[slen:]), body)
     except BaseException:
         m.viewing = False
         if mv is not None:
@@ -244,7 +251,20 @@ def pop_view(q, block, timer):
     if mv is not None:
         mv.release()
         del mv
-    _finish(q, m, pos, size, base)
+    _finish(q, m, pos, size, gone)
+
+
+def drain_unpins(q, m):
+    """Drop the pins of views whose arrays have been garbage-collected since
+    (their finalizers only note the position: they may run at any moment,
+    even inside this handle's own locked sections)."""
+    if not m.unpins:
+        return
+    with m.lock:
+        while m.unpins:
+            pos = m.unpins.pop()
+            if pos in m.pins and q._seg.mem is not None and q._m is m:
+                _unpin(q, m, pos)
 
 
 def _text(b):
@@ -254,24 +274,29 @@ def _text(b):
         return b
 
 
-def _finish(q, m, pos, size, base):
-    """Move the cursor past the viewed record; pin it while ``base`` (the
-    array the body views) is still referenced elsewhere."""
-    # References: ``base`` here, the caller's local, getrefcount's argument.
-    escaped = sys.getrefcount(base) > 3
+def _finish(q, m, pos, size, gone):
+    """Move the cursor past the viewed record; keep it pinned while an array
+    made from the body is still alive (``gone``, its finalizer, is alive)."""
     seg = q._seg
     try:
         with m.lock:
+            # Pinned first, checked second: a finalizer that runs between the
+            # two finds the position pinned, and its note is drained later.
+            m.pins.append(pos)
+            escaped = gone.alive
+            if not escaped:
+                m.pins.remove(pos)
             deadline = time.monotonic() + _wait.LOCK_PATIENCE
             try:
                 status = locked(
                     seg, m.token, kernels.op_commit, (m.slot, pos, size, escaped), deadline
                 )
             except LockBusy as e:
+                if escaped:
+                    m.pins.remove(pos)
                 raise q._locked_error(e, _wait.LOCK_PATIENCE) from None
-            if escaped and status & CODE_MASK == OK:
-                m.pins.append(pos)
-                weakref.finalize(base, _release_pin, q, m, pos)
+            if escaped and status & CODE_MASK != OK:
+                m.pins.remove(pos)
     finally:
         m.viewing = False
     if status & _wait.WAKE_BITS:
@@ -280,12 +305,6 @@ def _finish(q, m, pos, size, base):
         q._corrupt(status)
     if status & CODE_MASK == NOT_MEMBER:
         q._revoked()
-
-
-def _release_pin(q, m, pos):
-    with m.lock:
-        if pos in m.pins and q._seg.mem is not None and q._m is m:
-            _unpin(q, m, pos)
 
 
 __all__ = ["COPY_OUTSIDE", "loan", "pop_view", "put_outside", "reserve"]

@@ -161,15 +161,26 @@ def block_in_append(q, name, started):
 
 def storm_writer(q, writer, incarnation, size):
     """Append checked messages of ``size`` bytes as fast as possible until killed."""
+    import numpy as np
+
     q.open(f"s{writer}", reader=False)
     rng = random.Random(incarnation)
     payload = rng.randbytes(size)
+    # Three ways to write, by incarnation: a loan filled in place; an append
+    # copied outside the lock (reserve, copy, publish); an append copied with
+    # the lock held, so that kills land in the critical section.
+    how = incarnation % 3
+    if how == 2:
+        q.copy_outside = 1 << 62
     seq = 0
     while True:
+        body = checked_body(writer, incarnation, seq, payload)
         try:
-            q.append(
-                "data", checked_body(writer, incarnation, seq, payload), block=True, timer=WAIT
-            )
+            if how == 0:
+                with q.loan("data", len(body), np.uint8, block=True, timer=WAIT) as arr:
+                    arr[:] = np.frombuffer(body, np.uint8)
+            else:
+                q.append("data", body, block=True, timer=WAIT)
         except QueueFull:
             fail(f"storm writer {writer}.{incarnation} stalled")
         seq += 1
@@ -257,3 +268,14 @@ def array_echo_child(q, name):
             fail(f"{name}: expected a writable ndarray, got {type(body).__name__}")
         q.append_array("back", body, block=True, timer=WAIT)
     q.close()
+
+
+def loan_and_die(q, started):
+    """Open, reserve a loan, tell the parent, then wait to be killed."""
+    import numpy as np
+
+    q.open("dier", reader=False)
+    with q.loan("lost", 100, np.uint8) as arr:
+        arr[:] = 7
+        started.set()
+        time.sleep(WAIT)
