@@ -12,7 +12,7 @@ import numpy as np
 
 from . import _proc, _segment, kernels
 from ._wait import locked, may_judge, reap_dead, wake
-from .errors import NotAQueue, QueueExists
+from .errors import NotAQueue, QueueCorrupt, QueueExists
 from .layout import (
     F_UNLINKED,
     H_DATA_SEQ,
@@ -164,11 +164,16 @@ def create_segment(name, capacity, nslots):
 
 
 def queue_in_use(name):
-    """True if queue ``name`` exists and a live process has it open (or created it)."""
+    """True if queue ``name`` exists and a live process has it open (or created it).
+
+    A corrupt queue counts as in use: its members cannot be trusted, so only
+    ``remove(name, force=True)`` removes it."""
     try:
         seg = _segment.Segment.attach(name)
     except (FileNotFoundError, NotAQueue):
         return False
+    except QueueCorrupt:
+        return True
     try:
         if not may_judge(seg):
             return True
