@@ -98,7 +98,7 @@ def main():
         for k in kinds:
             n = args.n if "polling" not in k else max(50, args.n // 10)
             samples[k] += run(k, n, args.gap)
-    print(f"| reader | samples | median µs | p90 µs | p99 µs |\n|---|---:|---:|---:|---:|")
+    print("| reader | samples | median µs | p90 µs | p99 µs |\n|---|---:|---:|---:|---:|")
     for k in kinds:
         s = sorted(samples[k])
         q = statistics.quantiles(s, n=100)

@@ -25,6 +25,7 @@ wakes on every signal and pops for itself, so each gets a distinct message.
 """
 
 import asyncio
+import os
 import threading
 import time
 
@@ -64,6 +65,20 @@ _LOCK_SPINS = 3
 _LOCK_SLEEP_MAX = 0.01
 
 _episodes = threading.Lock()  # guards every handle's ``_aio_ep``
+
+
+def _forget_after_fork():
+    # A forked child's handles are not waiting: drop (and close its copy of)
+    # any socket the parent's loop was watching.
+    from .queue import _live
+
+    for q in list(_live):
+        ep = q.__dict__.pop("_aio_ep", None)
+        if ep is not None:
+            ep.sock.close()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 class _Episode:
