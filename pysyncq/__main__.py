@@ -1,4 +1,4 @@
-"""Command line: ``python -m pysyncq {demo,list,clean,bridge}``."""
+"""Command line: ``python -m pysyncq {demo,list,stat,clean,bridge}``."""
 
 import argparse
 import sys
@@ -17,7 +17,24 @@ def main(argv=None):
         default=None,
         help="multiprocessing start method (default: the platform's)",
     )
-    sub.add_parser("list", help="list the pysyncq queues in /dev/shm")
+    sub.add_parser(
+        "list", help="list the pysyncq queues in /dev/shm: state, size, members, bytes used"
+    )
+    stat = sub.add_parser(
+        "stat",
+        help="show a queue and its members, read-only (joins nothing, takes no lock)",
+    )
+    stat.add_argument("name", help="the queue")
+    stat.add_argument("--json", action="store_true", help="one JSON object (a line per refresh)")
+    stat.add_argument(
+        "--watch",
+        nargs="?",
+        type=float,
+        const=1.0,
+        default=None,
+        metavar="SECONDS",
+        help="refresh in place every SECONDS (default 1) with the message rate, until Ctrl-C",
+    )
     clean = sub.add_parser(
         "clean", help="remove queues left behind by processes that have all ended"
     )
@@ -44,15 +61,14 @@ def main(argv=None):
 
         return demo_main(args.workers, args.duration, args.size, args.start)
 
-    from ._lifecycle import list_queues, remove
+    if args.command in ("list", "stat"):
+        from . import _cli_stat
 
-    if args.command == "list":
-        queues = list_queues()
-        for name, in_use in queues:
-            print(f"{name}\t{'in use' if in_use else 'stale'}")
-        if not queues:
-            print("no queues")
-        return 0
+        if args.command == "list":
+            return _cli_stat.list_main()
+        return _cli_stat.stat_main(args.name, args.json, args.watch)
+
+    from ._lifecycle import list_queues, remove
 
     names = args.names or [name for name, in_use in list_queues() if not in_use]
     status = 0

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import _proc, _segment, kernels
 from ._wait import LockBusy, locked, may_judge, reap_dead, wake, wake_sleepers
-from .errors import NotAQueue, QueueExists
+from .errors import NotAQueue, QueueCorrupt, QueueExists
 from .layout import (
     F_UNLINKED,
     H_DATA_SEQ,
@@ -215,6 +215,10 @@ def live_holders(name):
         seg = _segment.Segment.attach(name)
     except (FileNotFoundError, NotAQueue):
         return set()
+    except QueueCorrupt:
+        # Its members cannot be trusted: count it as in use, so that only
+        # remove(name, force=True) removes it.
+        return {0}
     try:
         tokens = {int(t) for t in kernels.members(seg.mem)[:, 1]}
         if not may_judge(seg):

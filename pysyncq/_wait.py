@@ -19,7 +19,7 @@ import numbers
 import os
 import time
 
-from . import _futex, _proc, kernels
+from . import _aiowake, _futex, _proc, kernels
 from .errors import QueueClosed
 from .layout import (
     BUSY,
@@ -35,6 +35,7 @@ from .layout import (
     H_TIMENS,
     OK,
     UNLINK,
+    W_ASYNC,
     W_DATA,
     W_SPACE,
     WAKE_DATA,
@@ -68,6 +69,8 @@ def wake(seg, status):
             _futex.wake(addr + 8 * H_LOCK_SEQ, 1)
         if status & WAKE_MEMBERS:
             _futex.wake(addr + 8 * H_MEMBER_SEQ)
+        if status & (WAKE_DATA | WAKE_SPACE):
+            _aiowake.signal(seg, status)  # waiters in asyncio loops (W_ASYNC)
 
 
 def wake_sleepers(seg):
@@ -181,4 +184,9 @@ def check_timer(timer):
 
 
 def wait_bits(waiting):
-    return (W_DATA if waiting[W_DATA] else 0) | (W_SPACE if waiting[W_SPACE] else 0)
+    """The ``S_WAIT`` bits for a handle's count of waiters per bit."""
+    return (
+        (W_DATA if waiting[W_DATA] else 0)
+        | (W_SPACE if waiting[W_SPACE] else 0)
+        | (W_ASYNC if waiting[W_ASYNC] else 0)
+    )

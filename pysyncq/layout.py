@@ -128,6 +128,9 @@ SF_READER = 1  # the slot holds a read cursor that pins unread records
 
 W_DATA = 1
 W_SPACE = 2
+#: With W_DATA or W_SPACE: the owner waits in an asyncio loop, on a datagram
+#: socket that ``_wait.wake`` signals (see pysyncq._aiowake), not on the futex.
+W_ASYNC = 4
 
 # -- Record kinds (byte 4 of the meta word).
 KIND_STR = 1  # body was given as str (or as an object converted with str())

@@ -172,7 +172,7 @@ class _Member:
         self.sender_bytes = sender_bytes
         self.reader = reader
         self.lock = threading.Lock()  # guards out/out_mm and waiting between threads
-        self.waiting = [0, 0, 0]  # sleepers of this handle by wait bit
+        self.waiting = [0] * 5  # sleepers of this handle by wait bit (W_DATA..W_ASYNC)
         self.lens = np.zeros(0, np.int64)  # pop_many's field lengths
         self.pins = []  # positions this handle pins (views, reservations)
         self.unpins = []  # pins of views whose arrays were collected since
@@ -1198,6 +1198,34 @@ class PySyncQ:
 
     def __iter__(self):
         return self()
+
+    # -- asyncio (pysyncq.aio) -------------------------------------------------
+
+    async def apop(self, timer=0.5, decode=True):
+        """``pop(block=True, timer=timer, decode=decode)`` for asyncio: waits
+        without blocking the event loop; None when ``timer`` passes."""
+        from . import aio
+
+        return await aio.apop(self, timer, decode)
+
+    async def aappend(self, msgtype="", msg="", timer=0.5):
+        """``append(msgtype, msg, block=True, timer=timer)`` for asyncio."""
+        from . import aio
+
+        await aio.aappend(self, msgtype, msg, timer)
+
+    async def aappend_array(self, mtype, arr, timer=0.5):
+        """``append_array(mtype, arr, block=True, timer=timer)`` for asyncio."""
+        from . import aio
+
+        await aio.aappend_array(self, mtype, arr, timer)
+
+    def aiter(self, timer=0.5, decode=True):
+        """``async for m in q.aiter(timer=0.5)``: :meth:`apop` until nothing
+        comes within ``timer`` seconds."""
+        from . import aio
+
+        return aio.AsyncIterator(self, timer, decode)
 
     # -- Coordination and inspection ------------------------------------------
 

@@ -22,9 +22,12 @@ from .layout import (
     S_SENT,
     S_WAIT,
     SLOT_NAME_BYTES,
+    W_ASYNC,
     W_DATA,
     W_SPACE,
 )
+
+_WAIT_NAMES = ((W_DATA, "data"), (W_SPACE, "space"), (W_ASYNC, "async"))
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,9 @@ class ReaderStats:
     name: str = ""  #: the sender name given to ``open()`` (bytes if not UTF-8)
     lag_messages: int = 0  #: messages appended that this reader has not passed yet
     alive: bool = True  #: False once its process has ended (until it is reaped)
-    waiting: str = ""  #: what it sleeps on: "data", "space", "data+space" or ""
+    #: what it sleeps on: "data", "space", "data+space" or "", with "+async"
+    #: when it waits in an asyncio loop (``apop``, ``aappend``)
+    waiting: str = ""
 
 
 @dataclass(frozen=True)
@@ -98,7 +103,7 @@ def snapshot(seg, name):
                 name=_slot_name(seg, slot, w),
                 lag_messages=max(0, appended - passed) if is_reader else 0,
                 alive=_proc.is_alive(int(token)),
-                waiting="+".join(n for b, n in ((W_DATA, "data"), (W_SPACE, "space")) if wait & b),
+                waiting="+".join(n for b, n in _WAIT_NAMES if wait & b),
             )
         )
     lagging = [r for r in readers if r.reader]

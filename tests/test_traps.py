@@ -362,7 +362,7 @@ def test_closed_handle_error_says_what_to_do(qname):
             call()
 
 
-def test_list_says_no_queues(monkeypatch, capsys):
-    monkeypatch.setattr(pysyncq._lifecycle, "list_queues", lambda: [])
+def test_list_says_no_queues(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(pysyncq._segment, "SHM_DIR", str(tmp_path))  # an empty /dev/shm
     assert cli_main(["list"]) == 0
     assert capsys.readouterr().out == "no queues\n"

@@ -1,0 +1,444 @@
+"""asyncio for :class:`~pysyncq.PySyncQ`: ``apop``, ``aappend``,
+``aappend_array`` and ``aiter``, the coroutine twins of ``pop``, ``append``,
+``append_array`` and iteration (call them as methods of the handle).
+
+Nothing here blocks the event loop or starts a thread:
+
+* Every message is popped (or appended) by one synchronous, non-blocking
+  kernel call, never across an ``await``: a coroutine cancelled at any point
+  has either returned its message or left it unread for the next pop.
+* Waiting for data (or space) advertises ``W_DATA`` (or ``W_SPACE``) and
+  ``W_ASYNC`` in the handle's slot and watches the handle's datagram socket
+  (:mod:`pysyncq._aiowake`) with ``loop.add_reader``; a writer whose kernel
+  saw a waiter sends it a byte.  After advertising, the queue is looked at
+  again before the first await, so an append that came in between is never
+  missed; every await is bounded by ``TICK`` (0.5 s), so a lost signal costs
+  latency, never a hang.  Where the socket cannot be had (no abstract
+  namespace, or the handle already waits in another thread's loop) the
+  coroutine polls, backing off from 1 ms to 50 ms.
+* A busy queue lock is waited for with ``asyncio.sleep`` (a holder found
+  dead after ``LOCK_CHECK`` is replaced, as blocking calls do), never with a
+  futex sleep.
+
+Many coroutines may wait on one handle at once: they share its socket, each
+wakes on every signal and pops for itself, so each gets a distinct message.
+"""
+
+import asyncio
+import os
+import threading
+import time
+
+from . import _aiowake, _proc, _wait, kernels
+from ._wait import (
+    WAKE_BITS,
+    LockBusy,
+    check_timer,
+    may_judge,
+    reap_dead,
+    wait_bits,
+    wake,
+)
+from .codec import encode_array
+from .errors import QueueFull
+from .layout import (
+    APPEND_SKIP,
+    BUSY,
+    CODE_MASK,
+    CONTENDED,
+    CORRUPT,
+    EMPTY,
+    FULL,
+    H_LOCK,
+    KIND_ARRAY,
+    NEED_SPACE,
+    OK,
+    W_ASYNC,
+    W_DATA,
+    W_SPACE,
+)
+
+#: Polling, where no socket can be had: first and longest pause, in seconds.
+POLL_FIRST = 0.001
+POLL_MAX = 0.05
+_LOCK_SPINS = 3
+_LOCK_SLEEP_MAX = 0.01
+
+_episodes = threading.Lock()  # guards every handle's ``_aio_ep``
+
+
+def _forget_after_fork():
+    # A forked child's handles are not waiting: drop (and close its copy of)
+    # any socket the parent's loop was watching.
+    from .queue import _live
+
+    for q in list(_live):
+        ep = q.__dict__.pop("_aio_ep", None)
+        if ep is not None:
+            ep.sock.close()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+class _Episode:
+    """A handle's socket while some of its coroutines wait, in one loop."""
+
+    __slots__ = ("loop", "sock", "member", "futures", "users")
+
+    def __init__(self, loop, sock, member):
+        self.loop = loop
+        self.sock = sock
+        self.member = member
+        self.futures = set()
+        self.users = 0
+
+    def readable(self):
+        try:
+            while self.sock.recv(64):
+                pass
+        except OSError:  # drained (or closed meanwhile)
+            pass
+        futures, self.futures = self.futures, set()
+        for f in futures:
+            if not f.done():
+                f.set_result(None)
+
+
+def _join(q, m, loop):
+    """The handle's episode in ``loop`` (made if none), or None: poll."""
+    with _episodes:
+        ep = q.__dict__.get("_aio_ep")
+        if ep is not None:
+            if ep.loop is loop and ep.member is m:
+                ep.users += 1
+                return ep
+            return None
+        try:
+            sock = _aiowake.new_socket()
+        except OSError:
+            return None
+        try:
+            sock.bind(_aiowake.address(q._seg.instance, m.slot, m.token))
+            ep = _Episode(loop, sock, m)
+            loop.add_reader(sock.fileno(), ep.readable)
+        except (OSError, NotImplementedError, ValueError):
+            sock.close()
+            return None
+        ep.users = 1
+        q._aio_ep = ep
+        return ep
+
+
+def _leave(q, ep):
+    with _episodes:
+        ep.users -= 1
+        if ep.users:
+            return
+        if q.__dict__.get("_aio_ep") is ep:
+            del q._aio_ep
+    try:
+        ep.loop.remove_reader(ep.sock.fileno())
+    except (RuntimeError, ValueError, OSError):  # the loop is closed already
+        pass
+    ep.sock.close()
+
+
+def _wake_later(fut):
+    if not fut.done():
+        fut.set_result(None)
+
+
+class _Waiter:
+    """One coroutine's wait for ``bit`` (``W_DATA`` or ``W_SPACE``).
+
+    Made after an attempt found nothing: it advertises the bit, and the
+    caller must :meth:`arm` and try again before its first :meth:`wait`.
+    """
+
+    def __init__(self, q, m, bit):
+        self.q, self.m, self.bit = q, m, bit
+        self.loop = asyncio.get_running_loop()
+        self.fut = None
+        self.delay = POLL_FIRST
+        self.ep = _join(q, m, self.loop)
+        if self.ep is not None:
+            try:
+                self._count(1)
+            except BaseException:
+                _leave(q, self.ep)
+                raise
+
+    def _count(self, n):
+        q, m = self.q, self.m
+        with m.lock:
+            mem = q._seg.mem
+            if q._m is not m or mem is None:
+                if n > 0:
+                    q._closed_meanwhile()
+                return
+            m.waiting[self.bit] += n
+            m.waiting[W_ASYNC] += n
+            kernels.set_waiting(mem, m.slot, wait_bits(m.waiting))
+
+    def arm(self):
+        """Be woken by any signal from now on (call before looking again)."""
+        if self.ep is not None and self.fut is None:
+            self.fut = self.loop.create_future()
+            self.ep.futures.add(self.fut)
+
+    async def wait(self, timeout):
+        if self.ep is None:
+            pause = min(self.delay, timeout)
+            self.delay = min(self.delay * 2, POLL_MAX)
+            await asyncio.sleep(pause)
+            return
+        self.arm()
+        fut, self.fut = self.fut, None
+        if fut.done():
+            return
+        later = self.loop.call_later(timeout, _wake_later, fut)
+        try:
+            await fut
+        finally:
+            later.cancel()
+            self.ep.futures.discard(fut)
+
+    def close(self):
+        ep, self.ep = self.ep, None
+        if ep is None:
+            return
+        if self.fut is not None:
+            ep.futures.discard(self.fut)
+            self.fut = None
+        try:
+            self._count(-1)
+        finally:
+            _leave(self.q, ep)
+
+
+class _LockWait:
+    """Waiting for a queue lock without blocking the loop: a few yields, then
+    sleeps of up to 10 ms; a holder that keeps it ``LOCK_CHECK`` seconds is
+    looked up and, if dead, replaced; a live one past ``deadline`` raises
+    ``QueueLocked``."""
+
+    def __init__(self, q, m, start, deadline):
+        self.q, self.m = q, m
+        self.start, self.deadline = start, deadline
+        self.spins = 0
+        self.delay = 0.0005
+        self.seen, self.since = 0, 0.0
+
+    async def pause(self):
+        if self.spins < _LOCK_SPINS:
+            self.spins += 1
+            await asyncio.sleep(0)
+            return
+        q = self.q
+        seg = q._seg
+        w = seg.words
+        if w is None:
+            q._closed_meanwhile()
+        holder = int(w[H_LOCK]) & ~CONTENDED
+        if holder:
+            now = time.monotonic()
+            if holder != self.seen:
+                self.seen, self.since = holder, now
+            elif now - self.since >= _wait.LOCK_CHECK:
+                self.since = now
+                if may_judge(seg) and not _proc.is_alive(holder):
+                    wake(seg, kernels.op_steal(seg.mem, holder, self.m.token))
+                    return
+            if now >= self.deadline:
+                raise q._locked_error(LockBusy(holder), self.deadline - self.start)
+        await asyncio.sleep(self.delay)
+        self.delay = min(self.delay * 2, _LOCK_SLEEP_MAX)
+
+
+def _try_pop(q, m):
+    """One pop that never waits: ``(sender, type, body, kind)``, or the code
+    ``EMPTY`` or ``BUSY``.  Raises as ``pop`` does."""
+    seg = q._seg
+    while True:
+        with m.lock:
+            scr = q._scr if q._scr_at == q._changes[0] else q._screens()
+            result = kernels.op_pop(q._mem, m.token, m.slot, scr, m.out)
+            fields, status, slen, blen = q._pop_once(m, result)
+        if status & WAKE_BITS:
+            wake(seg, status)
+        if fields is not None:
+            return fields
+        code = status & CODE_MASK
+        if code == EMPTY or code == BUSY:
+            return code
+        if code == NEED_SPACE:
+            with m.lock:
+                m.grow(blen)
+        elif code == CORRUPT:
+            q._corrupt(status, slen, blen)
+        else:
+            q._revoked()
+
+
+def _result(fields, decode):
+    from .queue import _decode
+
+    s, t, b, _ = fields
+    if decode:
+        if type(b) is not bytes:
+            return (_decode(s), _decode(t), b)
+        try:
+            return (s.decode(), t.decode(), b.decode())
+        except UnicodeDecodeError:
+            return (_decode(s), _decode(t), _decode(b))
+    return (s, t, b)
+
+
+async def apop(q, timer=0.5, decode=True):
+    """``await q.apop(timer=0.5, decode=True)``: what ``q.pop(block=True,
+    timer=timer, decode=decode)`` returns, waiting without blocking the loop."""
+    m = q._m
+    if m is None or not m.reader:
+        q._not_reader(m)
+    timer = check_timer(timer)
+    got = _try_pop(q, m)
+    if type(got) is tuple:
+        return _result(got, decode)
+    start = time.monotonic()
+    deadline = start + timer
+    lockwait = waiter = None
+    try:
+        while True:
+            if got == BUSY:
+                if lockwait is None:
+                    lockwait = _LockWait(q, m, start, start + max(timer, _wait.LOCK_PATIENCE))
+                await lockwait.pause()
+            else:
+                lockwait = None
+                now = time.monotonic()
+                if now >= deadline:
+                    return None
+                if waiter is None:
+                    waiter = _Waiter(q, m, W_DATA)  # then look again before waiting
+                else:
+                    await waiter.wait(min(deadline - now, _wait.TICK))
+                waiter.arm()
+            got = _try_pop(q, m)
+            if type(got) is tuple:
+                return _result(got, decode)
+    finally:
+        if waiter is not None:
+            waiter.close()
+
+
+async def _append(q, m, op, args, timer):
+    """Run append kernel ``op(mem, lockval, *args)`` until it succeeds, waiting
+    for the lock or for space without blocking the loop; raise as the
+    blocking ``append(block=True, timer=timer)`` does."""
+    seg = q._seg
+    status = op(q._mem, m.token, *args)
+    if status & CODE_MASK == OK:
+        if status & WAKE_BITS:
+            wake(seg, status)
+        return
+    start = time.monotonic()
+    deadline = start + timer
+    lockwait = waiter = None
+    try:
+        while True:
+            if status & WAKE_BITS:
+                wake(seg, status)
+            code = status & CODE_MASK
+            if code == OK:
+                return
+            if code == BUSY:
+                if lockwait is None:
+                    lockwait = _LockWait(q, m, start, max(deadline, start + _wait.LOCK_PATIENCE))
+                await lockwait.pause()
+            elif code == FULL:
+                lockwait = None
+                now = time.monotonic()
+                if now >= q._next_reap:  # free the slots of dead readers
+                    q._next_reap = now + q.reap_interval
+                    try:
+                        freed = reap_dead(seg, m.token, now)
+                    except LockBusy:
+                        freed = False
+                    if freed:
+                        status = op(q._mem, m.token, *args)
+                        continue
+                if now >= deadline:
+                    need = sum(len(x) for x in args[1:-1])
+                    raise QueueFull(q._full_message(m, need, True, timer))
+                if waiter is None:
+                    waiter = _Waiter(q, m, W_SPACE)  # then look again before waiting
+                else:
+                    await waiter.wait(min(deadline - now, q.reap_interval, _wait.TICK))
+                waiter.arm()
+            else:  # too large, corrupt, revoked: raise as append() does
+                need = sum(len(x) for x in args[1:-1])
+                q._append_slow(status, m, op, args, need, False, 0.0)
+                return
+            status = op(q._mem, m.token, *args)
+    finally:
+        if waiter is not None:
+            waiter.close()
+
+
+def _skip(q, m, t, kind):
+    if q._skip_at != q._changes[0]:
+        q._skip_refresh(m)
+    if q._skip_own or (q._skip_types and t in q._skip_types):
+        kind |= APPEND_SKIP  # we would screen it: do not pin it either
+    return kind
+
+
+async def aappend(q, msgtype="", msg="", timer=0.5):
+    """``await q.aappend(mtype, msg, timer=0.5)``: ``q.append(mtype, msg,
+    block=True, timer=timer)`` without blocking the loop."""
+    from .queue import _encode_body, msgtype_bytes
+
+    m = q._m
+    if m is None:
+        q._member()
+    timer = check_timer(timer)
+    t = msgtype_bytes(msgtype)
+    body, kind = _encode_body(msg)
+    args = (m.slot, m.sender_bytes, t, body, _skip(q, m, t, kind))
+    await _append(q, m, kernels.op_append, args, timer)
+
+
+async def aappend_array(q, mtype, arr, timer=0.5):
+    """``await q.aappend_array(mtype, arr, timer=0.5)``: ``q.append_array(mtype,
+    arr, block=True, timer=timer)`` without blocking the loop."""
+    from .queue import msgtype_bytes
+
+    m = q._m
+    if m is None:
+        q._member()
+    timer = check_timer(timer)
+    t = msgtype_bytes(mtype)
+    desc, data = encode_array(arr, len(m.sender_bytes) + len(t))
+    args = (m.slot, m.sender_bytes, t, desc, data, _skip(q, m, t, KIND_ARRAY))
+    await _append(q, m, kernels.op_append_array, args, timer)
+
+
+class AsyncIterator:
+    """``async for m in q.aiter(timer=0.5, decode=True)``: ``apop`` until it
+    returns None (nothing came within ``timer`` seconds)."""
+
+    def __init__(self, q, timer=0.5, decode=True):
+        if q._m is None:
+            q._member()
+        check_timer(timer)
+        self.q, self.timer, self.decode = q, timer, decode
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        m = await apop(self.q, self.timer, self.decode)
+        if m is None:
+            raise StopAsyncIteration
+        return m
