@@ -34,6 +34,8 @@ from .layout import (
     H_SPACE_SEQ,
     H_TIMENS,
     OK,
+    S_FLAGS,
+    SF_DURABLE,
     UNLINK,
     W_ASYNC,
     W_DATA,
@@ -151,17 +153,21 @@ def reap_dead(seg, own=None, deadline=math.inf):
     """Free the slots (and creator hold) of members whose process has ended.
 
     Returns True if anything was freed.  ``own`` is the caller's own
-    token, never reaped.  Unlinks the name if the reap left no member.
+    token, never reaped; nor are durable slots (``SF_DURABLE``).  Unlinks
+    the name if the reap left no member.
     ``deadline`` bounds the waits for the lock (see ``locked``).
     """
     if not may_judge(seg):
         return False
     me = _proc.own_token()
     freed = False
+    words = seg.words
     for slot, token, _ in kernels.members(seg.mem):
         token = int(token)
         if token in (me, own) or _proc.is_alive(token):
             continue
+        if slot >= 0 and words[kernels.slot_word(int(slot), S_FLAGS)] & SF_DURABLE:
+            continue  # kept for the process that takes it over (open(durable=True))
         st = locked(seg, me, kernels.op_leave, (int(slot), token, slot < 0), deadline)
         wake(seg, st)
         if st & CODE_MASK == OK:

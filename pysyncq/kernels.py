@@ -101,6 +101,7 @@ from .layout import (
     NO_SLOT,
     NOT_MEMBER,
     OK,
+    OPEN_DURABLE,
     OPEN_READER,
     PENDING,
     REC_HEADER,
@@ -117,6 +118,7 @@ from .layout import (
     S_TOKEN,
     S_WAIT,
     SEQ_SHIFT,
+    SF_DURABLE,
     SF_READER,
     SLOT_ACTIVE,
     SLOT_BYTES,
@@ -984,6 +986,8 @@ def op_open(mem, lockval, flags, name):
     slot = slot_open(w, lockval & ~CONTENDED, flags & OPEN_READER)
     if slot >= 0:
         slot_set_name(mem, slot, name)
+        if flags & OPEN_DURABLE:
+            w[slot_word(slot, S_FLAGS)] |= SF_DURABLE
     status = (OK | WAKE_MEMBERS) if slot >= 0 else NO_SLOT
     return status | lock_release(w), slot
 
@@ -1044,6 +1048,101 @@ def op_pop_many(mem, lockval, slot, scr, out, lens, limit):
     else:
         status &= ~(WAKE_DATA | WAKE_SPACE | WAKE_LOCK | WAKE_MEMBERS)
     return status | wakes | lock_release(w), n
+
+
+@njit(**_JIT)
+def op_adopt(mem, lockval, slot, dead):
+    """Take over durable ``slot`` from its dead owner ``dead`` (judged dead by
+    the caller), keeping its cursor; its unpublished reservations are voided.
+    ``OK`` (with wake bits), ``NOT_MEMBER`` if the slot is no longer that
+    durable member, ``CORRUPT`` or ``BUSY``."""
+    w = mem.view(np.int64)
+    if atomic_cas(w, H_LOCK, 0, lockval) != 0:
+        return BUSY
+    bad = header_check(w)
+    if bad:
+        return _corrupt(bad) | lock_release(w)
+    if not is_member(w, slot, dead) or not w[slot_word(slot, S_FLAGS)] & SF_DURABLE:
+        return NOT_MEMBER | lock_release(w)
+    status = OK | WAKE_MEMBERS
+    if ring_void(w, slot):
+        status |= WAKE_DATA
+    w[slot_word(slot, S_PIN)] = 0
+    w[slot_word(slot, S_WAIT)] = 0
+    atomic_store(w, slot_word(slot, S_TOKEN), lockval & ~CONTENDED)
+    atomic_add(w, H_MEMBER_SEQ, 1)
+    return status | lock_release(w)
+
+
+@njit(**_JIT)
+def op_read_ahead(mem, lockval, slot, scr, out, lens, limit, start):
+    """Copy up to ``limit`` records that ``slot`` does not screen, from
+    position ``start`` (at or after its cursor), into ``out``, without moving
+    the cursor: they stay pinned until ``op_commit_to``.
+
+    ``lens`` gets ``(sender_len, type_len, body_len, kind, position)`` per
+    record (``kind`` with the writer's slot + 1 above its low byte).  Returns
+    ``(status, count, next)``: ``next`` the position after the last record
+    copied (or passed: padding, void, screened); status ``OK``, or what ended
+    the batch: ``EMPTY``/``PENDING`` with the data sequence above
+    ``SEQ_SHIFT``, ``NEED_SPACE`` with the bytes needed above it,
+    ``NOT_MEMBER``, ``CORRUPT``; ``BUSY`` with 0 records.
+    """
+    w = mem.view(np.int64)
+    if atomic_cas(w, H_LOCK, 0, lockval) != 0:
+        return BUSY, 0, start
+    bad = header_check(w)
+    if bad:
+        return _corrupt(bad) | lock_release(w), 0, start
+    cursor = _reader_start(w, slot, lockval & ~CONTENDED)
+    end = w[H_WRITE_POS]
+    if cursor == -1 or start < cursor or start > end or start % 8 != 0:
+        return NOT_MEMBER | lock_release(w), 0, start
+    seq = atomic_load(w, H_DATA_SEQ) & _SEQ32
+    cap = w[H_CAPACITY]
+    cur = start
+    at = 0
+    n = 0
+    status = OK
+    while n < limit:
+        code, cur, size, meta = _next_record(w, mem, slot, scr, cur, end)
+        if code != OK:
+            status = code | (seq << SEQ_SHIFT) if code != CORRUPT else _corrupt(C_RECORD)
+            break
+        slen = meta & 0xFFFF
+        tlen = (meta >> 16) & 0xFFFF
+        blen = size - REC_HEADER - slen - tlen - ((meta >> 40) & 0xFF)
+        k = slen + tlen + blen
+        if at + k > len(out):
+            status = NEED_SPACE | (k << SEQ_SHIFT)
+            break
+        copy_bytes(out, at, mem, w[H_RING_OFFSET] + cur % cap + REC_HEADER, k)
+        lens[5 * n] = slen
+        lens[5 * n + 1] = tlen
+        lens[5 * n + 2] = blen
+        lens[5 * n + 3] = ((meta >> 32) & 0xFF) | (((meta >> META_WRITER_SHIFT) & 0xFFFF) << 8)
+        lens[5 * n + 4] = cur
+        at += k
+        cur += size
+        n += 1
+    return status | lock_release(w), n, cur
+
+
+@njit(**_JIT)
+def op_commit_to(mem, lockval, slot, pos, count):
+    """Move reader ``slot``'s cursor forward to ``pos`` (a position that
+    ``op_read_ahead`` returned), counting ``count`` records received."""
+    w = mem.view(np.int64)
+    if atomic_cas(w, H_LOCK, 0, lockval) != 0:
+        return BUSY
+    bad = header_check(w)
+    if bad:
+        return _corrupt(bad) | lock_release(w)
+    start = _reader_start(w, slot, lockval & ~CONTENDED)
+    if start < 0 or pos < start or pos > w[H_WRITE_POS] or pos % 8 != 0:
+        return NOT_MEMBER | lock_release(w)
+    w[slot_word(slot, S_RECEIVED)] += count
+    return _reader_move(w, slot, start, pos, OK) | lock_release(w)
 
 
 # -- Lock-free reads and the owner's own wait bits.

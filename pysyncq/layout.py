@@ -104,6 +104,7 @@ F_FOREIGN_NS = 2  # a member lives in another pid or time namespace: pids and
 #                   start times cannot be compared, so nobody is judged dead
 OPEN_READER = 1  # op_open flags
 OPEN_FOREIGN = 2
+OPEN_DURABLE = 4
 
 # -- Reader-table slot words.
 S_STATE = 0  # SLOT_FREE or SLOT_ACTIVE, stored last when claiming
@@ -125,6 +126,9 @@ SLOT_NAME_BYTES = 8 * (SLOT_WORDS - S_NAME)
 SLOT_FREE = 0
 SLOT_ACTIVE = 1
 SF_READER = 1  # the slot holds a read cursor that pins unread records
+SF_DURABLE = 2  # not reaped when its process dies: a process that opens with
+#                 the same sender name and durable=True takes it over, cursor
+#                 and all (a relay that must not lose what it has not sent)
 
 W_DATA = 1
 W_SPACE = 2

@@ -94,9 +94,13 @@ from .layout import (
     NO_SLOT,
     NOT_MEMBER,
     OK,
+    OPEN_DURABLE,
     OPEN_READER,
     PENDING,
+    S_CURSOR,
+    S_FLAGS,
     SEQ_SHIFT,
+    SF_DURABLE,
     TOO_LARGE,
     W_DATA,
     W_SPACE,
@@ -104,7 +108,7 @@ from .layout import (
     record_bytes,
 )
 from .screen import ScreenSet, as_bytes, screen_table
-from .stats import QueueStats, ReaderStats, snapshot  # noqa: F401 - public names
+from .stats import QueueStats, ReaderStats, slot_name_matches, snapshot  # noqa: F401
 
 #: Default usable capacity of the ring, in bytes.
 DEFAULT_SIZE = 1 << 20
@@ -487,7 +491,7 @@ class PySyncQ:
 
     # -- Membership ----------------------------------------------------------
 
-    def open(self, sender=None, filtself=True, *, reader=True, follow=False):
+    def open(self, sender=None, filtself=True, *, reader=True, follow=False, durable=False):
         """Register this process with the queue; return the handle.
 
         ``sender`` (str or bytes, default the process id) names this process in
@@ -504,13 +508,19 @@ class PySyncQ:
         parent.  Messages appended before the creator left are still read
         first.  In the creating process itself it has no effect.
 
+        With ``durable=True`` the membership outlives the process: if it dies,
+        its slot is not reaped (its read position keeps pinning what it has
+        not read, so writers wait rather than lose it), and the next process
+        that opens with the same ``sender`` and ``durable=True`` takes the
+        slot over and reads on from there.  For relays (the Redis bridge).
+
         Usable as a context manager: ``with q.open('worker'): ...`` closes on
         exit.
         """
         with self._hlock:
-            return self._open(sender, filtself, reader, follow)
+            return self._open(sender, filtself, reader, follow, durable)
 
-    def _open(self, sender, filtself, reader, follow):
+    def _open(self, sender, filtself, reader, follow, durable=False):
         seg = self._usable()
         if self._m is not None:
             raise RuntimeError(
@@ -527,11 +537,20 @@ class PySyncQ:
                 f"sender is {len(sender_bytes)} bytes long; the limit is {MAX_NAME_BYTES}"
             )
         token = _proc.own_token()
-        args = (OPEN_READER if reader else 0, sender_bytes)
+        args = ((OPEN_READER if reader else 0) | (OPEN_DURABLE if durable else 0), sender_bytes)
         start = time.monotonic()
         deadline = start + OPEN_PATIENCE
         try:
-            status, slot = locked(seg, token, kernels.op_open, args, deadline)
+            status, slot = (
+                self._adopt(seg, token, sender_bytes, reader, deadline)
+                if durable
+                else (
+                    NO_SLOT,
+                    -1,
+                )
+            )
+            if status & CODE_MASK != OK:
+                status, slot = locked(seg, token, kernels.op_open, args, deadline)
             # A full table: free the slots of dead processes.  A process killed
             # a moment ago may still be dying (not yet a zombie): look again
             # for OPEN_GRACE seconds before giving up.
@@ -571,6 +590,103 @@ class PySyncQ:
             self._scrnsend.add(sender)
             self._auto_screen = sender_bytes
         return self
+
+    def _adopt(self, seg, token, sender_bytes, reader, deadline):
+        """Take over the durable slot of a dead process opened with the same
+        sender: ``(status, slot)``, ``(NO_SLOT, -1)`` when there is none."""
+        if not _wait.may_judge(seg):
+            return NO_SLOT, -1
+        w = seg.words
+        for slot, dead, is_reader in kernels.members(seg.mem):
+            slot, dead = int(slot), int(dead)
+            if slot < 0 or bool(is_reader) != bool(reader):
+                continue
+            if not w[kernels.slot_word(slot, S_FLAGS)] & SF_DURABLE:
+                continue
+            if not slot_name_matches(seg, slot, sender_bytes) or _proc.is_alive(dead):
+                continue
+            status = locked(seg, token, kernels.op_adopt, (slot, dead), deadline)
+            if status & CODE_MASK == OK:
+                return status, slot
+        return NO_SLOT, -1
+
+    def _read_ahead(self, n, start=None, block=False, timer=0.5):
+        """Records this handle has not read, from position ``start`` (default:
+        its cursor) on, WITHOUT reading them: they stay until
+        :meth:`_commit_to`.  Returns ``(records, next)``: records as
+        ``(position, sender, mtype, body, kind, own)`` (bytes, a ``KIND_*``),
+        at most ``n``; ``next`` the position to read ahead from next.  With
+        ``block=True`` waits up to ``timer`` for the first.  For relays that
+        must not lose a message they have not passed on."""
+        m = self._m
+        if m is None or not m.reader or m.viewing:
+            self._not_reader(m)
+        timer = check_timer(timer)
+        seg = self._seg
+        if start is None:
+            start = int(seg.words[kernels.slot_word(m.slot, S_CURSOR)])
+        deadline = time.monotonic() + timer
+        lens = np.zeros(5 * max(n, 1), np.int64)
+        while True:
+            with m.lock:
+                scr = self._scr if self._scr_at == self._changes[0] else self._screens()
+                status, count, nxt = locked(
+                    seg,
+                    m.token,
+                    kernels.op_read_ahead,
+                    (m.slot, scr, m.out, lens, n, start),
+                    time.monotonic() + _wait.LOCK_PATIENCE,
+                )
+                records = []
+                at = 0
+                out = m.out_mm
+                for i in range(count):
+                    slen, tlen, blen, kind, pos = lens[5 * i : 5 * i + 5].tolist()
+                    a, b, end = at + slen, at + slen + tlen, at + slen + tlen + blen
+                    own = (kind >> 8) == m.slot + 1
+                    records.append((pos, out[at:a], out[a:b], out[b:end], kind & 0xFF, own))
+                    at = end
+            code = status & CODE_MASK
+            if status & WAKE_BITS:
+                wake(seg, status)
+            if count or code == OK:
+                return records, nxt
+            if code == NEED_SPACE:
+                with m.lock:
+                    m.grow(status >> SEQ_SHIFT)
+                continue
+            if code == CORRUPT:
+                self._corrupt(status)
+            if code not in (EMPTY, PENDING):
+                self._revoked()
+            now = time.monotonic()
+            if code == PENDING and now >= self._next_reap:
+                self._next_reap = now + self.reap_interval
+                reap_dead(seg, m.token)
+            if not block or now >= deadline:
+                return [], nxt
+            start = nxt
+            seq = (status >> SEQ_SHIFT) & 0xFFFFFFFF
+            self._sleep(m, W_DATA, H_DATA_SEQ, seq, min(deadline - now, TICK))
+
+    def _commit_to(self, pos, count=0):
+        """Read everything before position ``pos`` (from :meth:`_read_ahead`)."""
+        m = self._m
+        if m is None or not m.reader:
+            self._not_reader(m)
+        deadline = time.monotonic() + _wait.LOCK_PATIENCE
+        try:
+            status = locked(
+                self._seg, m.token, kernels.op_commit_to, (m.slot, pos, count), deadline
+            )
+        except LockBusy as e:
+            raise self._locked_error(e, _wait.LOCK_PATIENCE) from None
+        if status & WAKE_BITS:
+            wake(self._seg, status)
+        if status & CODE_MASK == CORRUPT:
+            self._corrupt(status)
+        if status & CODE_MASK != OK:
+            self._revoked()
 
     def _follow_check(self, m):
         """Raise ``QueueClosed`` if the creator this handle follows has left:

@@ -64,6 +64,17 @@ class QueueStats:
     held: int = 0  #: messages some reader has not passed yet
 
 
+def slot_name_matches(seg, slot, name):
+    """Whether ``slot`` holds sender ``name`` (bytes): its length and its
+    first ``SLOT_NAME_BYTES`` bytes, which is all a slot keeps of it."""
+    words = seg.words
+    if int(words[kernels.slot_word(slot, S_NAME_LEN)]) != len(name):
+        return False
+    at = kernels.slot_word(slot, S_NAME) * 8
+    n = min(len(name), SLOT_NAME_BYTES)
+    return bytes(seg.mem[at : at + n]) == name[:n]
+
+
 def _slot_name(seg, slot, words):
     length = int(words[kernels.slot_word(slot, S_NAME_LEN)])
     at = kernels.slot_word(slot, S_NAME) * 8
