@@ -231,16 +231,21 @@ def test_waiter_advertises_async_and_the_loop_keeps_running(qname, procs):
             await asyncio.sleep(0.001)
         assert [m.waiting for m in q.stats().members if m.name == "r"] == ["data+async"]
         before = ticks
+        # The ticker's 5 ms timers fall due before this 50 ms one: if apop
+        # blocked the loop, they could not have run.
+        await asyncio.sleep(0.05)
+        assert ticks > before  # the loop ran while apop waited
         started.set()
         assert await pop == ("w", "n", "0")
         t.cancel()
         await asyncio.gather(t, return_exceptions=True)
-        assert ticks > before or ticks > 0  # the loop ran while apop waited
         assert q._seg.words[word] == 0
 
-    run(main())
-    procs.join()
-    q.close()
+    try:
+        run(main())
+        procs.join()
+    finally:
+        q.close()
 
 
 @pytest.mark.parametrize("fallback", [False, True], ids=["socket", "polling"])
