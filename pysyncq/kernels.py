@@ -798,7 +798,11 @@ def lock_prepare_wait(mem):
         return seq, 0
     if not holder & CONTENDED and atomic_cas(w, H_LOCK, holder, holder | CONTENDED) != holder:
         return seq, 0
-    return seq, holder & ~CONTENDED
+    owner = holder & ~CONTENDED
+    # CONTENDED alone names no process (a corrupt lock word): report the word
+    # itself, whose pid 0 is judged dead and taken over, instead of 0 ("free"),
+    # on which the waiter would retry for ever.
+    return seq, owner if owner != 0 else holder
 
 
 @njit(**_JIT)
