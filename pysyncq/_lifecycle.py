@@ -260,6 +260,11 @@ def remove(name, force=False):
     """
     name = check_name(name)
     if _segment.read_header(name) is None:
+        if force and _segment.lost_its_magic(name):
+            # A queue whose magic word was overwritten: the rest of its header
+            # is ours, so a forced removal may take it.
+            _segment.unlink(name)
+            return True
         try:
             _segment.Segment.attach(name).close()
         except FileNotFoundError:
@@ -271,7 +276,7 @@ def remove(name, force=False):
             raise QueueExists(f"queue {name!r} is in use by a live process; not removing it")
         try:
             seg = _segment.Segment.attach(name)
-        except (FileNotFoundError, NotAQueue):
+        except (FileNotFoundError, NotAQueue, QueueCorrupt):
             seg = None
         if seg is not None:
             try:

@@ -94,6 +94,25 @@ def read_header(name):
     return words if words[H_MAGIC] == MAGIC else None
 
 
+def lost_its_magic(name):
+    """True if segment ``name`` has a pysyncq header in every word but the
+    magic one (overwritten): version, geometry and positions all fit."""
+    try:
+        fd = _open(name, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        size = os.fstat(fd).st_size
+        data = os.pread(fd, HEADER_BYTES, 0)
+    finally:
+        os.close(fd)
+    if len(data) < HEADER_BYTES:
+        return False
+    words = list(struct.unpack(f"<{HEADER_BYTES // 8}q", data))
+    words[H_MAGIC] = MAGIC
+    return header_problem(words, size) is None
+
+
 def unlink_instance(name, instance):
     """Unlink ``name`` only if it still names the segment ``instance``, so that
     a queue created meanwhile under the same name is left alone."""

@@ -634,3 +634,19 @@ def test_two_threads_opening_one_handle_claim_one_slot(qname):
     assert results.count("opened") == 1 and any("already open" in r for r in results)
     assert len(q.stats().members) == 1
     q.close()
+
+
+def test_a_queue_whose_magic_word_was_overwritten_can_still_be_removed_by_force(qname):
+    """Issue 6: after QueueCorrupt the segment stays removable, even when the
+    word hit was the magic one (a plain remove still refuses: not a queue)."""
+    q = PySyncQ(qname, size=1024)
+    q.open("a")
+    with open(os.path.join("/dev/shm", qname), "r+b") as f:
+        f.write(bytes(8))
+    with pytest.raises(pysyncq.QueueCorrupt, match="magic word"):
+        q.append("t", "x")
+    assert q.stats().appended == 0
+    with pytest.raises(pysyncq.NotAQueue):
+        pysyncq.remove(qname)
+    assert pysyncq.remove(qname, force=True)
+    q.close()
