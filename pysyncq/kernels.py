@@ -1012,12 +1012,28 @@ def op_leave(mem, lockval, slot, token, creator):
     return status | lock_release(w)
 
 
+#: In a kind from ``op_pop_many``: same sender and type as the message before.
+SAME_HEAD = 1 << 40
+
+
+@njit(**_JIT)
+def _same_head(out, prev, at, n, prev_n):
+    """Whether ``out[at:at+n]`` equals ``out[prev:prev+prev_n]``."""
+    if n != prev_n:
+        return False
+    for i in range(n):
+        if out[at + i] != out[prev + i]:
+            return False
+    return True
+
+
 @njit(**_JIT)
 def op_pop_many(mem, lockval, slot, scr, out, lens, limit):
     """Up to ``limit`` pops under one lock, their fields back to back in ``out``.
 
     ``lens`` (an int64 array of at least ``4 * limit``) gets
-    ``(sender_len, type_len, body_len, kind)`` per message.  Returns
+    ``(sender_len, type_len, body_len, kind)`` per message, ``kind`` with
+    ``SAME_HEAD`` when sender and type equal the previous message's.  Returns
     ``(status, count)``: the status that ended the batch (``EMPTY`` with its
     data sequence above ``SEQ_SHIFT``, ``NEED_SPACE`` if ``out`` had no room
     for the next record, ...; ``OK`` if ``limit`` were popped), with the
@@ -1027,7 +1043,7 @@ def op_pop_many(mem, lockval, slot, scr, out, lens, limit):
     if atomic_cas(w, H_LOCK, 0, lockval) != 0:
         return BUSY, 0
     token = lockval & ~CONTENDED
-    at = 0
+    at = prev = 0
     n = 0
     wakes = 0
     status = OK
@@ -1044,7 +1060,10 @@ def op_pop_many(mem, lockval, slot, scr, out, lens, limit):
         lens[4 * n] = slen
         lens[4 * n + 1] = tlen
         lens[4 * n + 2] = blen
+        if n and _same_head(out, prev, at, slen + tlen, lens[4 * n - 4] + lens[4 * n - 3]):
+            kind |= SAME_HEAD  # the caller may reuse the previous sender and type
         lens[4 * n + 3] = kind
+        prev = at
         at += slen + tlen + blen
         n += 1
     if status & CODE_MASK == OK:

@@ -135,6 +135,7 @@ _BATCH_BUFFER = 1 << 18
 _live = weakref.WeakSet()
 _CLOSED_MEM = np.zeros(HEADER_BYTES, np.uint8)
 _op_pop = kernels.op_pop
+_SAME_HEAD = kernels.SAME_HEAD
 _op_append = kernels.op_append
 
 
@@ -257,29 +258,36 @@ def _fields(m, slen, tlen, blen, kind):
     return out[:slen], out[slen:a], body, kind
 
 
-def _batch_fields(m, count):
+def _batch_fields(m, count, decode):
     """The ``(sender, type, body)`` of ``count`` records that ``op_pop_many``
     copied into ``m.out``.  With ``m.lock``.  One copy out of the buffer, then
-    slices of it: slicing the buffer itself costs more per message."""
+    slices of it; a sender and type equal to the previous message's
+    (``SAME_HEAD``) are the same objects, sliced and decoded once."""
     lens = m.lens[: 4 * count].reshape(count, 4)
     ends = np.cumsum(lens[:, :3]).tolist()
+    kinds = lens[:, 3].tolist()
     data = m.out_mm[: ends[-1]]
     msgs = []
+    append = msgs.append
     at = 0
-    if not (lens[:, 3] & 0xFF == KIND_ARRAY).any():
-        for k in range(0, 3 * count, 3):
-            a, b, end = ends[k], ends[k + 1], ends[k + 2]
-            msgs.append((data[at:a], data[a:b], data[b:end]))
-            at = end
-        return msgs
-    kinds = (lens[:, 3] & 0xFF).tolist()
+    s = t = None
     for k in range(count):
         a, b, end = ends[3 * k], ends[3 * k + 1], ends[3 * k + 2]
-        if kinds[k] == KIND_ARRAY:
+        kind = kinds[k]
+        if not kind & _SAME_HEAD or s is None:
+            s, t = data[at:a], data[a:b]
+            if decode:
+                s, t = _decode(s), _decode(t)
+        if kind & 0xFF == KIND_ARRAY:
             body = decode_array(m.out[b:end])
         else:
             body = data[b:end]
-        msgs.append((data[at:a], data[a:b], body))
+            if decode:
+                try:
+                    body = body.decode()
+                except UnicodeDecodeError:
+                    pass
+        append((s, t, body))
         at = end
     return msgs
 
@@ -1172,7 +1180,7 @@ class PySyncQ:
                     self._mem, m.token, m.slot, scr, m.out, m.lens, want
                 )
                 if count:
-                    msgs += _batch_fields(m, count)
+                    msgs += _batch_fields(m, count, decode)
             if status & WAKE_BITS:
                 wake(self._seg, status)
             if status & CODE_MASK != NEED_SPACE:
@@ -1180,10 +1188,6 @@ class PySyncQ:
             if not count:  # the next record alone does not fit: grow for it
                 with m.lock:
                     m.grow(status >> SEQ_SHIFT)
-        if decode:
-            return [
-                (_decode(s), _decode(t), _decode(b) if type(b) is bytes else b) for s, t, b in msgs
-            ]
         return msgs
 
     def _pop_once(self, m, result):
