@@ -1,7 +1,7 @@
 """Run the pysyncq benchmarks against their peers, side by side, and tabulate.
 
-    python benchmarks/run.py                      # full run: about 10 minutes on 2 cores
-    python benchmarks/run.py --quick              # under 3 minutes
+    python benchmarks/run.py                      # full run: about 6 minutes on 2 cores
+    python benchmarks/run.py --quick              # 1-2 minutes, one round: a smoke run
     python benchmarks/run.py --only echo          # one scenario
     python benchmarks/run.py --only pysyncq,Pipe  # some contenders
     python benchmarks/run.py --install-optional   # pyzmq, faster-fifo, pysyncq 0.0.1
