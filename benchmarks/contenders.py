@@ -1,69 +1,70 @@
-"""The contenders, each wrapped as one small *transport*, and the worker harness.
+"""The contenders: each one a plain class, one *transport* or one *mesh*.
 
-This module runs inside a worker interpreter (see ``peers.py``).  Every
-transport has the same shape, so ``echo.py`` and ``throughput.py`` drive them
-with the same loops:
+A **transport** (star: one parent, K children; ``echo.py``, ``fanout.py``):
 
 * made in the parent before the children are forked;
-* parent side: ``parent_open()``, ``send(type, body)`` to every child,
+* parent: ``parent_open()``, ``send(type, body)`` to every child,
   ``send_stream(type, body)`` (the same, for a writer that never reads: see
-  the pysyncq transport), ``recv() -> (type, body)`` from any child;
-* child side: ``child_open(i)``, ``recv()`` from the parent,
-  ``send(type, body)`` to the parent;
-* ``child_close()``, ``parent_close()`` and ``cleanup()`` (unlink whatever is
+  pysyncq), ``recv() -> (type, body)`` from any child, ``send_kill()``;
+* child ``i``: ``child_open(i)``, ``recv()`` from the parent, ``send(type,
+  body)`` to the parent;
+* ``child_close()``, ``parent_close()``, ``cleanup()`` (unlink whatever is
   left, returning its names).
 
-Types and bodies are bytes.  Every ``recv`` blocks (no polling loops).
+A **mesh** (``alltoall.py``: N peers, each sends to all others): made before
+the fork; in peer ``i``: ``open(i)``, ``send(body) -> bool`` (False: full,
+drain and try again), ``recv_nowait() -> body or None``, ``recv(timeout) ->
+body`` (raises ``TimeoutError``), ``close()``; in the parent ``cleanup()``.
 
-``python contenders.py --probe`` prints what this environment imports.
+Types and bodies are bytes (a body may come back as a memoryview).  Every
+blocking call blocks (no busy polling loops) except the copy reference's,
+which spins with ``sched_yield`` and then sleeps, and every one of them has a
+deadline.  ``TRANSPORTS`` and ``MESHES`` map the names to the classes.
 """
 
-import argparse
-import faulthandler
-import gc
-import json
 import multiprocessing as mp
 import os
-import platform
+import select
 import shutil
-import signal
-import sys
 import tempfile
 import time
+from collections import deque
+from multiprocessing import shared_memory
 
-SHM_PREFIX = "pqbench_"
-FOREVER = 3600.0  # for APIs that want a finite timeout; nothing here waits that long
+from harness import FOREVER, KILL, SHM_PREFIX, TO_PARENT
 
-# Message types of the protocol shared by the benchmarks.
-DATA, ECHO, PING, GC, READY, START, DONE, KILL = (
-    b"data",
-    b"echo",
-    b"ping",
-    b"gc",
-    b"ready",
-    b"start",
-    b"done",
-    b"kill",
-)
-#: Types only the parent reads; children screen them where the queue can.
-TO_PARENT = (ECHO, READY, DONE)
+#: Every protocol type as one byte, for the transports that frame bytes.
+_TYPES = [b"data", b"echo", b"ping", b"gc", b"ready", b"start", b"done", b"kill"]
+_CODE = {t: bytes([i]) for i, t in enumerate(_TYPES)}
+
+
+def _wait_for(cond, deadline, what):
+    """Spin with ``sched_yield`` for a while, then sleep in growing steps, until
+    ``cond()``; raise ``TimeoutError`` at ``deadline`` (a monotonic time)."""
+    for _ in range(200):
+        if cond():
+            return
+        os.sched_yield()
+    nap = 1e-5
+    while not cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"copy-ring: gave up waiting for {what}")
+        time.sleep(nap)
+        nap = min(nap * 2, 1e-3)
 
 
 class PySyncQTransport:
     """pysyncq, this checkout or 0.0.1: one broadcast queue for everybody.
 
-    Uses only the API that both versions have (``from pysyncq import pysyncq``),
+    Uses only the API both versions have (``from pysyncq import pysyncq``),
     except that the parent waits for the children with ``wait_for_readers``
-    where it exists and otherwise polls 0.0.1's process counter with
-    ``time.sleep`` (0.0.1 misreads a queue opened after the first append).
-
-    Every process that opened the queue is one of its readers, the writer
-    too, so a writer must pop its own messages (screened, skipped) or they
-    stay in the queue: ``send_stream`` appends without blocking and, when the
-    queue is full, first drains its own messages and then blocks.
+    where it exists and otherwise polls 0.0.1's process counter.  Every
+    process that opened the queue is one of its readers, the writer too, so
+    ``send_stream`` appends without blocking and, when the queue is full,
+    drains its own (screened) messages and then blocks.
     """
 
-    def __init__(self, nchildren, capacity, tag):
+    def __init__(self, nchildren, capacity, tag, msg_size):
         from pysyncq import pysyncq as pq
 
         self.k = nchildren
@@ -116,8 +117,7 @@ class PySyncQTransport:
     def child_close(self):
         self.q.close()
 
-    def parent_close(self):
-        self.q.close()
+    parent_close = child_close
 
     def cleanup(self):
         path = os.path.join("/dev/shm", self.name)
@@ -127,8 +127,196 @@ class PySyncQTransport:
         return []
 
 
+class _PipesBack:
+    """Children -> parent over one ``multiprocessing.Pipe`` per child, the
+    parent reading whichever is ready (one ``poll`` object, made once)."""
+
+    def _make_back(self, k):
+        self.back = [mp.Pipe(duplex=False) for _ in range(k)]  # (reader, writer)
+
+    def _open_back_parent(self):
+        self.readers = {r.fileno(): r for r, _ in self.back}
+        self.poller = select.poll()
+        for fd in self.readers:
+            self.poller.register(fd, select.POLLIN)
+        pending = deque()
+        readers, poll = self.readers, self.poller.poll
+
+        def recv():
+            while not pending:
+                events = poll(FOREVER * 1000)
+                for fd, _ in events:
+                    b = readers[fd].recv_bytes()
+                    pending.append((_TYPES[b[0]], memoryview(b)[1:]))
+            return pending.popleft()
+
+        self.recv = recv
+
+    def poll(self, timeout_ms):
+        return bool(self.poller.poll(timeout_ms))
+
+    def _open_back_child(self, i):
+        send_bytes = self.back[i][1].send_bytes
+        code = _CODE
+
+        def send(typ, body):
+            send_bytes(code[typ] + body)
+
+        self.send = send
+
+
+class PipeTransport(_PipesBack):
+    """``multiprocessing.Pipe``: one (one-way) per child from the parent, one per
+    child back.  A message is one ``send_bytes`` of a type byte + the body
+    (bytes concatenation: one copy); a received body is a memoryview of it."""
+
+    def __init__(self, nchildren, capacity, tag, msg_size):
+        self.k = nchildren
+        self.out = [mp.Pipe(duplex=False) for _ in range(nchildren)]
+        self._make_back(nchildren)
+
+    def parent_open(self):
+        sends = [w.send_bytes for _, w in self.out]
+        code = _CODE
+
+        def send(typ, body):
+            frame = code[typ] + body
+            for s in sends:
+                s(frame)
+
+        self.send = self.send_stream = send
+        self._open_back_parent()
+
+    def child_open(self, i):
+        recv_bytes = self.out[i][0].recv_bytes
+
+        def recv():
+            b = recv_bytes()
+            return _TYPES[b[0]], memoryview(b)[1:]
+
+        self.recv = recv
+        self._open_back_child(i)
+
+    def send_kill(self):
+        for _, w in self.out:
+            w.send_bytes(_CODE[KILL])
+
+    def child_close(self):
+        pass
+
+    parent_close = child_close
+
+    def cleanup(self):
+        return []
+
+
+class CopyRingTransport(_PipesBack):
+    """The copy reference: a lock-free broadcast ring in shared memory.
+
+    ``nslots`` fixed-size slots; the writer waits until the slowest reader has
+    freed the slot, copies the body in (one memcpy, a memoryview slice
+    assignment), then stores the write counter; reader ``i`` waits for the
+    counter, copies the body out (one memcpy, ``bytes(slice)``) and stores its
+    own read counter.  Every counter has one writer and its own cache line;
+    waits spin with ``sched_yield`` and then sleep (no futex).  Plain Python
+    stores in program order, which x86's memory model keeps in order: an
+    honest reference for x86 only.  Control messages back to the parent go
+    over a Pipe per child (``_PipesBack``); it is meant for ``fanout.py``.
+    """
+
+    LINE = 8  # int64 words per cache line
+
+    def __init__(self, nchildren, capacity, tag, msg_size):
+        self.k = nchildren
+        self.slot = (16 + max(msg_size, 64) + 63) & ~63
+        self.nslots = max(4, capacity // self.slot)
+        ctrl = 8 * self.LINE * (nchildren + 1)
+        self.data_at = ctrl + 64 * self.nslots  # slot meta: len, type code
+        self.shm = shared_memory.SharedMemory(
+            f"{SHM_PREFIX}{tag}_ring", create=True, size=self.data_at + self.slot * self.nslots
+        )
+        self._make_back(nchildren)
+
+    def _views(self):
+        buf = self.shm.buf
+        words = buf[: self.data_at].cast("q")
+        return buf, words
+
+    def parent_open(self):
+        buf, w = self._views()
+        L, k, nslots, slot, data_at = self.LINE, self.k, self.nslots, self.slot, self.data_at
+        ctrl_end = L * (k + 1)
+        code = {t: i for i, t in enumerate(_TYPES)}
+        state = {"seq": 0}
+
+        def send(typ, body):
+            seq = state["seq"]
+            if seq - min(w[L * (i + 1)] for i in range(k)) >= nslots:
+                _wait_for(
+                    lambda: seq - min(w[L * (i + 1)] for i in range(k)) < nslots,
+                    time.monotonic() + 60,
+                    "space",
+                )
+            s = seq % nslots
+            n = len(body)
+            at = data_at + s * slot
+            buf[at : at + n] = body
+            w[ctrl_end + 8 * s] = n
+            w[ctrl_end + 8 * s + 1] = code[typ]
+            state["seq"] = w[0] = seq + 1
+
+        self.send = self.send_stream = send
+        self._open_back_parent()
+
+    def child_open(self, i):
+        buf, w = self._views()
+        L, nslots, slot, data_at = self.LINE, self.nslots, self.slot, self.data_at
+        mine = L * (i + 1)
+        ctrl_end = L * (self.k + 1)
+        types = _TYPES
+        state = {"seq": w[mine]}
+
+        def recv():
+            seq = state["seq"]
+            if w[0] <= seq:
+                _wait_for(lambda: w[0] > seq, time.monotonic() + FOREVER, "data")
+            s = seq % nslots
+            n = w[ctrl_end + 8 * s]
+            typ = types[w[ctrl_end + 8 * s + 1]]
+            at = data_at + s * slot
+            body = bytes(buf[at : at + n])
+            state["seq"] = w[mine] = seq + 1
+            return typ, body
+
+        self.recv = recv
+        self._open_back_child(i)
+
+    def send_kill(self):
+        self.send(KILL, b"")
+
+    def child_close(self):
+        self.recv = self.send = None
+        try:
+            self.shm.close()
+        except BufferError:
+            pass
+
+    def parent_close(self):
+        self.send = self.send_stream = None
+        try:
+            self.shm.close()
+        except BufferError:
+            pass
+
+    def cleanup(self):
+        try:
+            self.shm.unlink()
+            return []
+        except FileNotFoundError:
+            return []
+
+
 def _put_kill(queues):
-    """Put KILL on every per-child queue (one put API for mp.Queue and faster-fifo)."""
     for q in queues:
         try:
             q.put((KILL, b""), True, 2.0)
@@ -139,29 +327,29 @@ def _put_kill(queues):
 class MPQueueTransport:
     """``multiprocessing.Queue``: one per child from the parent, one back."""
 
-    def __init__(self, nchildren, capacity, tag, maxsize=0):
+    def __init__(self, nchildren, capacity, tag, msg_size):
         ctx = mp.get_context("fork")
+        maxsize = max(2, capacity // msg_size)
         self.out = [ctx.Queue(maxsize) for _ in range(nchildren)]
         self.back = ctx.Queue()
 
     def parent_open(self):
         outs = [q.put for q in self.out]
-        get = self.back.get
 
         def send(typ, body):
             m = (typ, body)
             for put in outs:
-                put(m)
+                put(m, True, FOREVER)
 
         self.send = self.send_stream = send
-        self.recv = get
+        self.recv = self.back.get
 
     def child_open(self, i):
         self.recv = self.out[i].get
         put = self.back.put
 
         def send(typ, body):
-            put((typ, body))
+            put((typ, bytes(body)))
 
         self.send = send
 
@@ -184,11 +372,12 @@ class MPQueueTransport:
 class FasterFifoTransport:
     """faster-fifo: one ``faster_fifo.Queue`` per child, one back (pickled items)."""
 
-    def __init__(self, nchildren, capacity, tag):
+    def __init__(self, nchildren, capacity, tag, msg_size):
         import faster_fifo
 
-        self.out = [faster_fifo.Queue(max_size_bytes=capacity) for _ in range(nchildren)]
-        self.back = faster_fifo.Queue(max_size_bytes=capacity)
+        size = max(capacity, 4 * msg_size)
+        self.out = [faster_fifo.Queue(max_size_bytes=size) for _ in range(nchildren)]
+        self.back = faster_fifo.Queue(max_size_bytes=size)
 
     def parent_open(self):
         outs = [q.put for q in self.out]
@@ -199,23 +388,18 @@ class FasterFifoTransport:
             for put in outs:
                 put(m, True, FOREVER)
 
-        def recv():
-            return get(True, FOREVER)
-
         self.send = self.send_stream = send
-        self.recv = recv
+        self.recv = lambda: get(True, FOREVER)
 
     def child_open(self, i):
         get = self.out[i].get
         put = self.back.put
 
-        def recv():
-            return get(True, FOREVER)
-
         def send(typ, body):
-            put((typ, body), True, FOREVER)
+            put((typ, bytes(body)), True, FOREVER)
 
-        self.send, self.recv = send, recv
+        self.send = send
+        self.recv = lambda: get(True, FOREVER)
 
     def send_kill(self):
         _put_kill(self.out)
@@ -235,19 +419,18 @@ class ZmqTransport:
     """pyzmq: XPUB (no-drop, so a full subscriber blocks the sender) to SUBs
     over ``ipc://``, PUSH from every child to one PULL in the parent.
 
-    Sockets are made after the fork (zmq contexts must not cross a fork).
-    A SUB that has just connected misses what was published before its
-    subscription arrived, so the first barrier repeats its ping until every
-    child has answered (``needs_repeated_ping``).
+    Sockets are made after the fork.  A SUB that has just connected misses
+    what was published before its subscription arrived, so the first barrier
+    repeats its ping until every child has answered (``needs_repeated_ping``).
     """
 
     needs_repeated_ping = True
 
-    def __init__(self, nchildren, capacity, tag, hwm=1000):
+    def __init__(self, nchildren, capacity, tag, msg_size):
         self.dir = tempfile.mkdtemp(prefix=f"pqbench-zmq-{tag}-")
         self.pub_addr = f"ipc://{self.dir}/pub"
         self.back_addr = f"ipc://{self.dir}/back"
-        self.hwm = hwm
+        self.hwm = max(2, capacity // msg_size)
         self.ctx = None
         self.socks = []
 
@@ -277,11 +460,8 @@ class ZmqTransport:
         def send(typ, body):
             send_multipart((typ, body), copy=len(body) < 4096)
 
-        def recv():
-            return recv_multipart()
-
         self.send = self.send_stream = send
-        self.recv = recv
+        self.recv = recv_multipart
 
     def poll(self, timeout_ms):
         return self.pull.poll(timeout_ms)
@@ -295,15 +475,12 @@ class ZmqTransport:
         sub.connect(self.pub_addr)
         push = self._socket(zmq.PUSH)
         push.connect(self.back_addr)
-        send_multipart, recv_multipart = push.send_multipart, sub.recv_multipart
+        send_multipart = push.send_multipart
 
         def send(typ, body):
-            send_multipart((typ, body))
+            send_multipart((typ, body), copy=len(body) < 4096)
 
-        def recv():
-            return recv_multipart()
-
-        self.send, self.recv = send, recv
+        self.send, self.recv = send, sub.recv_multipart
 
     def send_kill(self):
         import zmq
@@ -318,216 +495,203 @@ class ZmqTransport:
             self.ctx.term()
             self.ctx = None
 
-    def child_close(self):
-        self._close()
-
-    def parent_close(self):
-        self._close()
+    child_close = parent_close = _close
 
     def cleanup(self):
         shutil.rmtree(self.dir, ignore_errors=True)
         return []
 
 
-def make_transport(contender, nchildren, capacity, tag, msg_size):
-    """The transport for ``contender``; ``msg_size`` sizes the bounded queues."""
-    if contender in ("pysyncq", "pysyncq-0.0.1"):
-        return PySyncQTransport(nchildren, capacity, tag)
-    if contender == "mp.Queue":
-        return MPQueueTransport(nchildren, capacity, tag, maxsize=max(2, capacity // msg_size))
-    if contender == "faster-fifo":
-        return FasterFifoTransport(nchildren, capacity, tag)
-    if contender == "pyzmq":
-        return ZmqTransport(nchildren, capacity, tag, hwm=max(2, capacity // msg_size))
-    raise ValueError(f"unknown contender {contender!r}")
+#: Transport classes by contender name, in table order.
+TRANSPORTS = {
+    "pysyncq": PySyncQTransport,
+    "pysyncq-0.0.1": PySyncQTransport,
+    "Pipe": PipeTransport,
+    "mp.Queue": MPQueueTransport,
+    "faster-fifo": FasterFifoTransport,
+    "pyzmq": ZmqTransport,
+    "copy-ring": CopyRingTransport,
+}
 
 
-# -- The worker harness ------------------------------------------------------
+# -- Meshes: every peer sends to every other ---------------------------------------
 
 
-class Barrier:
-    """Parent side of the ping/gc barrier.
+class PySyncQMesh:
+    """One pysyncq queue; every peer appends and pops (its own messages are
+    screened by ``open``'s default ``filtself``).  ``send`` appends without
+    blocking and answers False when the queue is full."""
 
-    The parent sends ``PING`` or ``GC`` with a sequence number; every child
-    answers ``READY`` with ``b"seq child count"`` where ``count`` is how many
-    ``DATA`` messages it received since the previous barrier (then resets it).
-    Answers to older barriers are ignored.
-    """
+    def __init__(self, n, capacity, tag):
+        from pysyncq import PySyncQ
 
-    def __init__(self, transport, nchildren):
-        self.t = transport
-        self.k = nchildren
-        self.seq = 0
+        self.name = f"{SHM_PREFIX}{tag}"
+        self.q = PySyncQ(self.name, size=capacity, start="fork")
 
-    def __call__(self, kind=GC, repeat=False):
-        self.seq += 1
-        tag = b"%d" % self.seq
-        t = self.t
-        counts = {}
-        t.send(kind, tag)
-        if kind == GC:
-            gc.collect()
-        while len(counts) < self.k:
-            if repeat:  # pyzmq's slow joiners: resend until all have answered
-                while not t.poll(50):
-                    t.send(kind, tag)
-            typ, body = t.recv()
-            if typ != READY:
-                continue
-            seq, child, count = body.split()
-            if seq == tag:
-                counts[int(child)] = int(count)
-        return [counts[i] for i in range(self.k)]
+    def open(self, i):
+        q = self.q
+        q.open(f"p{i}")
+        append, pop = q.append, q.pop
 
+        def send(body):
+            try:
+                append(b"d", body, False)
+                return True
+            except MemoryError:
+                return False
 
-def answer_barrier(transport, typ, body, i, count):
-    if typ == GC:
-        gc.collect()
-    transport.send(READY, b"%s %d %d" % (body, i, count))
+        def recv_nowait():
+            m = pop(False, 0.0, False)
+            return None if m is None else m[2]
 
+        def recv(timeout):
+            m = pop(True, timeout, False)
+            if m is None:
+                raise TimeoutError("pysyncq mesh: nothing came")
+            return m[2]
 
-def child_setup(transport, i):
-    """First thing in a forked child: default SIGTERM, gc off, open the transport."""
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    gc.disable()
-    transport.child_open(i)
+        self.send, self.recv_nowait, self.recv = send, recv_nowait, recv
 
+    def close(self):
+        self.q.close()
 
-def start_children(target, transport, nchildren, extra=()):
-    ctx = mp.get_context("fork")
-    procs = [
-        ctx.Process(target=target, args=(transport, i, *extra), name=f"child-{i}", daemon=True)
-        for i in range(nchildren)
-    ]
-    for p in procs:
-        p.start()
-    return procs
+    def cleanup(self):
+        self.q.close()
+        path = os.path.join("/dev/shm", self.name)
+        if os.path.exists(path):
+            os.unlink(path)
+            return [self.name]
+        return []
 
 
-def stop_children(transport, procs, clean):
-    """Ask the children to leave, then join each with a timeout, terminating the stuck.
+class ZmqMesh:
+    """pyzmq: every peer binds a PUB (no high-water mark: nothing dropped, a
+    send never blocks) and connects one SUB to every other PUB.  ``open``
+    says hello until it has heard every other peer (slow joiners); the
+    receive side drops the hellos."""
 
-    Returns the names of children that had to be terminated or killed.
-    """
-    stuck = []
-    if clean:
-        try:
-            transport.send_kill()
-        except Exception as e:  # noqa: BLE001 - the joins below still run
-            print(f"could not send kill: {e!r}", file=sys.stderr)
-    for p in procs:
-        p.join(10 if clean else 0.5)
-    for p in procs:
-        if p.is_alive():
-            stuck.append(p.name)
-            p.terminate()
-            p.join(3)
-        if p.is_alive():
-            p.kill()
-            p.join(3)
-    return stuck
+    def __init__(self, n, capacity, tag):
+        self.n = n
+        self.dir = tempfile.mkdtemp(prefix=f"pqbench-zmq-{tag}-")
 
+    def open(self, i):
+        import zmq
 
-class Terminated(BaseException):
-    pass
+        self.ctx = zmq.Context()
+        pub = self.ctx.socket(zmq.PUB)
+        pub.setsockopt(zmq.SNDHWM, 0)
+        pub.setsockopt(zmq.LINGER, 0)
+        pub.bind(f"ipc://{self.dir}/p{i}")
+        sub = self.ctx.socket(zmq.SUB)
+        sub.setsockopt(zmq.RCVHWM, 0)
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        for j in range(self.n):
+            if j != i:
+                sub.connect(f"ipc://{self.dir}/p{j}")
+        self.socks = (pub, sub)
+        heard, deadline = set(), time.monotonic() + 30
+        while len(heard) < self.n - 1:
+            if time.monotonic() > deadline:
+                raise TimeoutError("pyzmq mesh: peers did not connect")
+            pub.send(b"h%d" % i)
+            while sub.poll(5):
+                m = sub.recv()
+                if m[:1] == b"h":
+                    heard.add(m)
+        # Keep saying hello for a moment: the others may not have heard us yet.
+        end = time.monotonic() + 0.2
+        while time.monotonic() < end:
+            pub.send(b"h%d" % i)
+            time.sleep(0.01)
+        again, send, recv, poll = zmq.Again, pub.send, sub.recv, sub.poll
+        noblock = zmq.NOBLOCK
 
+        def send_(body):
+            send(body, copy=True)
+            return True
 
-def _on_sigterm(signum, frame):
-    raise Terminated()
+        def recv_nowait():
+            while True:
+                try:
+                    m = recv(noblock)
+                except again:
+                    return None
+                if m[:1] != b"h":
+                    return m
 
+        def recv_(timeout):
+            while True:
+                if not poll(int(timeout * 1000)):
+                    raise TimeoutError("pyzmq mesh: nothing came")
+                m = recv()
+                if m[:1] != b"h":
+                    return m
 
-def worker_args(parser):
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--contender", help=argparse.SUPPRESS)
-    parser.add_argument("--tag", default=str(os.getpid()), help=argparse.SUPPRESS)
-    parser.add_argument("--out", help=argparse.SUPPRESS)
-    parser.add_argument("--timeout", type=float, default=600, help=argparse.SUPPRESS)
+        self.send, self.recv_nowait, self.recv = send_, recv_nowait, recv_
 
+    def close(self):
+        for s in self.socks:
+            s.close(0)
+        self.ctx.term()
 
-def benchmark_main(parser, name, argv, body):
-    """The ``main`` of a benchmark script: run it through ``run.py`` when
-    called by hand, or as a worker when ``run.py`` started it."""
-    args, _ = parser.parse_known_args(argv)
-    if not args.worker:
-        import run
-
-        return run.main(["--only", name, *(argv if argv is not None else sys.argv[1:])])
-    run_worker(args, lambda contender, tag: body(contender, tag, args))
-    return 0
-
-
-def run_worker(args, body):
-    """Run ``body(contender, tag) -> dict`` as a worker and write its JSON.
-
-    ``body`` owns its children and transport (and must clean them up in its
-    own ``finally``); this adds a SIGTERM handler that unwinds through those
-    ``finally`` blocks, a traceback dump shortly before the runner's
-    timeout, and the environment description.
-    """
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    faulthandler.dump_traceback_later(max(5.0, args.timeout - 15), exit=False)
-    mp.set_start_method("fork", force=True)
-    result = {"contender": args.contender, "env": describe()}
-    try:
-        result.update(body(args.contender, args.tag))
-        result["ok"] = True
-    finally:
-        faulthandler.cancel_dump_traceback_later()
-        if args.out and result.get("ok"):
-            with open(args.out, "w") as f:
-                json.dump(result, f)
-
-
-def describe():
-    import pysyncq
-
-    try:
-        from importlib.metadata import version
-
-        pqv = version("pysyncq")
-    except Exception:  # noqa: BLE001
-        pqv = getattr(pysyncq, "__version__", None)
-    d = {
-        "python": sys.version.split()[0],
-        "implementation": platform.python_implementation(),
-        "pysyncq_file": pysyncq.__file__,
-        "pysyncq_version": getattr(pysyncq, "__version__", None) or pqv,
-        "numba": None,
-        "numpy": None,
-    }
-    for mod in ("numba", "numpy"):
-        try:
-            d[mod] = __import__(mod).__version__
-        except ImportError:
-            pass
-    return d
+    def cleanup(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return []
 
 
-def probe():
-    import pysyncq
+class PipeMesh:
+    """``multiprocessing.Pipe`` between every pair of peers (duplex); a peer
+    sends one ``send_bytes`` to each other peer and reads whichever is ready
+    (one ``poll`` object).  Bodies must not start with b"h" (unused here)."""
 
-    optional = {}
-    for mod in ("faster_fifo", "zmq"):
-        try:
-            __import__(mod)
-            optional[mod] = None
-        except Exception as e:  # noqa: BLE001
-            optional[mod] = f"{type(e).__name__}: {e}"
-    return {"pysyncq_file": pysyncq.__file__, "optional": optional}
+    def __init__(self, n, capacity, tag):
+        self.n = n
+        self.pairs = {(i, j): mp.Pipe() for i in range(n) for j in range(i + 1, n)}
+
+    def open(self, i):
+        conns = []
+        for (a, b), (ca, cb) in self.pairs.items():
+            if a == i:
+                conns.append(ca)
+            elif b == i:
+                conns.append(cb)
+        by_fd = {c.fileno(): c for c in conns}
+        poller = select.poll()
+        for fd in by_fd:
+            poller.register(fd, select.POLLIN)
+        sends = [c.send_bytes for c in conns]
+        pending = deque()
+        poll = poller.poll
+
+        def fill(timeout_ms):
+            for fd, _ in poll(timeout_ms):
+                pending.append(by_fd[fd].recv_bytes())
+
+        def send(body):
+            for s in sends:
+                s(body)
+            return True
+
+        def recv_nowait():
+            if not pending:
+                fill(0)
+            return pending.popleft() if pending else None
+
+        def recv(timeout):
+            if not pending:
+                fill(int(timeout * 1000))
+                if not pending:
+                    raise TimeoutError("Pipe mesh: nothing came")
+            return pending.popleft()
+
+        self.send, self.recv_nowait, self.recv = send, recv_nowait, recv
+
+    def close(self):
+        pass
+
+    def cleanup(self):
+        return []
 
 
-def quantile(xs, q):
-    xs = sorted(xs)
-    if not xs:
-        return float("nan")
-    pos = (len(xs) - 1) * q
-    lo = int(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
-
-if __name__ == "__main__":
-    if sys.argv[1:] == ["--probe"]:
-        print(json.dumps(probe()))
-    else:
-        sys.exit("usage: contenders.py --probe")
+MESHES = {"pysyncq": PySyncQMesh, "Pipe": PipeMesh, "pyzmq": ZmqMesh}

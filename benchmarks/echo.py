@@ -1,6 +1,6 @@
 """Echo latency: the seed project's benchmark (pysyncq 0.0.1 ``tests/benchmark.py``).
 
-A parent and K children (default 3).  The parent sends a message to all
+A parent and K children (default 2, as in issue 9).  The parent sends a message to all
 children; child 0 echoes it back, the other children read and discard
 everything; the parent waits for the echo before sending the next one.
 One-way latency = round-trip time / 2.  For each message size, several
@@ -13,12 +13,11 @@ The worker mode (``--worker``) is what ``run.py`` starts in a child
 interpreter, once per contender.
 """
 
-import argparse
 import gc
 import sys
 import time
 
-from contenders import (
+from harness import (
     DATA,
     ECHO,
     GC,
@@ -26,23 +25,26 @@ from contenders import (
     PING,
     Barrier,
     answer_barrier,
-    benchmark_main,
     child_setup,
-    make_transport,
-    quantile,
+    median,
     start_children,
     stop_children,
-    worker_args,
+    worker_main,
+    worker_parser,
 )
 
 NAME = "echo"
-SIZES = [16, 256, 4096, 65536]
+SIZES = [16, 1024, 65536]
+CHILDREN = 2
+#: Contenders that can run this scenario (the copy reference is one-way only).
+CONTENDERS = ["pysyncq", "pysyncq-0.0.1", "Pipe", "mp.Queue", "faster-fifo", "pyzmq"]
 CAPACITY = 1 << 22  # every contender gets 4 MiB of queue per queue
 #: Round trips per sample, by contender (scaled by --scale).
 #: Sizes above 4 KiB get a quarter of these.  The aim: about 0.3 s per sample.
 ROUND_TRIPS = {
     "pysyncq": 5000,
     "pysyncq-0.0.1": 1500,
+    "Pipe": 5000,
     "mp.Queue": 2500,
     "faster-fifo": 4000,
     "pyzmq": 2000,
@@ -90,13 +92,15 @@ def round_trips(t, msg, n):
 
 
 def body(contender, tag, args):
+    from contenders import TRANSPORTS
+
     k = args.children
     sizes = args.sizes
-    t = make_transport(contender, k, CAPACITY, tag, msg_size=max(sizes))
+    t = TRANSPORTS[contender](k, CAPACITY, tag, max(sizes))
     procs, clean = [], False
     out = {"children": k, "sizes": sizes, "warmup": args.warmup, "results": {}}
     try:
-        procs = start_children(child, t, k)
+        procs = start_children(child, lambda i: (t, i), k)
         t.parent_open()
         barrier = Barrier(t, k)
         barrier(PING, repeat=getattr(t, "needs_repeated_ping", False))
@@ -115,10 +119,10 @@ def body(contender, tag, args):
                 "n": n,
                 "one_way_us": samples,
                 "longest_round_trip_us": longest,
-                "median_us": quantile(samples, 0.5),
+                "median_us": median(samples),
             }
             print(
-                f"  {contender:>14} {size:>6} B: {quantile(samples, 0.5):8.1f} us one-way",
+                f"  {contender:>14} {size:>6} B: {median(samples):8.1f} us one-way",
                 file=sys.stderr,
             )
         clean = True
@@ -138,13 +142,16 @@ def check(counts, expected, k, size):
         )
 
 
+def variants(opts):
+    """``[(label, worker arguments)]``: one variant, every size in one worker."""
+    return [(f"{opts.children} children", ["--children", opts.children])]
+
+
 def worker_argv(opts, contender):
     n = max(1, int(ROUND_TRIPS.get(contender, 500) * opts.scale))
     return [
-        "--children",
-        opts.children,
         "--sizes",
-        ",".join(map(str, opts.sizes)),
+        ",".join(map(str, opts.echo_sizes)),
         "--n",
         n,
         "--samples",
@@ -154,15 +161,33 @@ def worker_argv(opts, contender):
     ]
 
 
+def table_rows(res, contenders, opts):
+    """``(size, variant, samples by contender)`` for run.py's tables: one-way µs,
+    lower is better."""
+    for label, _ in variants(opts):
+        for size in opts.echo_sizes:
+            yield (
+                size,
+                label,
+                {
+                    c: r["results"][str(size)]["one_way_us"]
+                    for c, r in res.get(label, {}).items()
+                    if "error" not in r
+                },
+            )
+
+
+UNIT, HIGHER_IS_BETTER = "µs one-way", False
+
+
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    worker_args(p)
-    p.add_argument("--children", type=int, default=3)
+    p = worker_parser(__doc__)
+    p.add_argument("--children", type=int, default=CHILDREN)
     p.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=SIZES)
     p.add_argument("--n", type=int, default=500)
     p.add_argument("--samples", type=int, default=SAMPLES)
     p.add_argument("--warmup", type=int, default=WARMUP)
-    return benchmark_main(p, NAME, argv, body)
+    return worker_main(p, NAME, body, argv)
 
 
 if __name__ == "__main__":
