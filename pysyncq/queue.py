@@ -372,7 +372,10 @@ class PySyncQ:
             raise
 
     def _setup(self, name, seg, start, creator):
+        global _op_append, _op_pop
         warm_up()
+        _op_append = _lifecycle.FAST.get("op_append", kernels.op_append)
+        _op_pop = _lifecycle.FAST.get("op_pop", kernels.op_pop)
         self.name = name
         self.start = start
         self._seg = seg
