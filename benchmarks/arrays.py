@@ -358,6 +358,7 @@ def s_zmq(size, k, count, tag):
     try:
         pub.setsockopt(zmq.LINGER, 0)
         pub.setsockopt(zmq.XPUB_NODROP, 1)
+        pub.setsockopt(zmq.XPUB_VERBOSE, 1)  # every reader's subscription, not only the first
         pub.setsockopt(zmq.SNDHWM, hwm)
         pub.bind(addr)
 
