@@ -1,7 +1,7 @@
 """numpy arrays between processes: pysyncq against the ways they travel today.
 
     python benchmarks/arrays.py --install-optional   # pyzmq into benchmarks/.peers/optional
-    python benchmarks/arrays.py [--repeats 3] [--quick] [--only pysyncq,mp.Queue]
+    python benchmarks/arrays.py [--repeats 5] [--quick] [--only pysyncq,mp.Queue]
 
 **Array transfer.**  One writer (this process) sends ``count`` float64 arrays
 of S bytes to R reader processes (R = 1 and 3; S = 1 KiB, 64 KiB, 1 MiB,
@@ -87,7 +87,7 @@ SIZES = [1 << 10, 64 << 10, 1 << 20, 8 << 20]
 READERS = [1, 3]
 #: Arrays per sample by size, before --scale: about 0.1-0.5 s for the fast ones.
 COUNTS = {1 << 10: 20000, 64 << 10: 2000, 1 << 20: 200, 8 << 20: 24}
-REPEATS = 3
+REPEATS = 5
 TIMER = 60.0  # seconds any single wait may take before the sample fails
 BATCH_M = {"extend+pop_many": 1_000_000, "append+pop": 200_000}
 BATCH_SIZE = 64
