@@ -149,7 +149,7 @@ def _own_screens(q, name):
 def _serve(q, name, handle, timer):
     """The worker loop: open, screen the other workers' results, answer each
     task with ``handle(body)`` until ``STOP`` or ``timer`` seconds of silence."""
-    with q.open(name):
+    with q.open(name, follow=True):  # ends with the parent (a notebook interrupt)
         _own_screens(q, name)
         inbox = []
         while True:
@@ -175,7 +175,7 @@ def square_worker(q, name, timer=WORKER_TIMER):
     def handle(body):
         return f"{name} squared {body}: {int(body) ** 2}"
 
-    with q.open(name):
+    with q.open(name, follow=True):  # ends with the parent (a notebook interrupt)
         _own_screens(q, name)
         inbox = []
         send(q, "hello", f"{name} is ready", inbox, timer)
@@ -291,7 +291,7 @@ def oscillator_worker(q, name, rank, nworkers, timer=WORKER_TIMER):
 def _pq_reader(q, timer):
     """Pop ``count`` arrays per round (announced by a ``go`` message) and
     answer with the ``perf_counter`` time at which the last one arrived."""
-    with q.open("reader"):
+    with q.open("reader", follow=True):
         _own_screens(q, "reader")
         while True:
             m = q.pop(block=True, timer=timer)
