@@ -70,14 +70,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-import peers  # noqa: E402
+import harness as peers  # noqa: E402  (the harness keeps the peer paths)
 
 if peers.OPTIONAL.is_dir():
     sys.path.insert(0, str(peers.OPTIONAL))
 sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
-from contenders import quantile  # noqa: E402
+from harness import quantile  # noqa: E402
 
 from pysyncq import PySyncQ  # noqa: E402
 

@@ -1100,8 +1100,8 @@ def op_adopt(mem, lockval, slot, dead):
 @njit(**_JIT)
 def op_read_ahead(mem, lockval, slot, scr, out, lens, limit, start):
     """Copy up to ``limit`` records that ``slot`` does not screen, from
-    position ``start`` (at or after its cursor), into ``out``, without moving
-    the cursor: they stay pinned until ``op_commit_to``.
+    position ``start`` (its cursor if ``start`` is behind it), into ``out``,
+    without moving the cursor: they stay pinned until ``op_commit_to``.
 
     ``lens`` gets ``(sender_len, type_len, body_len, kind, position)`` per
     record (``kind`` with the writer's slot + 1 above its low byte).  Returns
@@ -1119,7 +1119,13 @@ def op_read_ahead(mem, lockval, slot, scr, out, lens, limit, start):
         return _corrupt(bad) | lock_release(w), 0, start
     cursor = _reader_start(w, slot, lockval & ~CONTENDED)
     end = w[H_WRITE_POS]
-    if cursor == -1 or start < cursor or start > end or start % 8 != 0:
+    if cursor < 0:
+        return (NOT_MEMBER if cursor == -1 else _corrupt(C_CURSOR)) | lock_release(w), 0, start
+    # Behind the cursor (or -1): from the cursor.  A writer that pads the end
+    # of the ring moves a cursor at the write position past the padding, so a
+    # position read ahead to earlier can fall behind it.
+    start = max(start, cursor)
+    if start > end or start % 8 != 0:
         return NOT_MEMBER | lock_release(w), 0, start
     seq = atomic_load(w, H_DATA_SEQ) & _SEQ32
     cap = w[H_CAPACITY]
@@ -1162,8 +1168,10 @@ def op_commit_to(mem, lockval, slot, pos, count):
     if bad:
         return _corrupt(bad) | lock_release(w)
     start = _reader_start(w, slot, lockval & ~CONTENDED)
-    if start < 0 or pos < start or pos > w[H_WRITE_POS] or pos % 8 != 0:
+    if start < 0 or pos > w[H_WRITE_POS] or pos % 8 != 0:
         return NOT_MEMBER | lock_release(w)
+    if pos <= start:  # passed already (a writer moved the cursor past padding)
+        return OK | lock_release(w)
     w[slot_word(slot, S_RECEIVED)] += count
     return _reader_move(w, slot, start, pos, OK) | lock_release(w)
 

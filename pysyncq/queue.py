@@ -97,7 +97,6 @@ from .layout import (
     OPEN_DURABLE,
     OPEN_READER,
     PENDING,
-    S_CURSOR,
     S_FLAGS,
     SEQ_SHIFT,
     SF_DURABLE,
@@ -635,7 +634,7 @@ class PySyncQ:
         timer = check_timer(timer)
         seg = self._seg
         if start is None:
-            start = int(seg.words[kernels.slot_word(m.slot, S_CURSOR)])
+            start = -1  # the kernel reads the cursor, under the lock
         deadline = time.monotonic() + timer
         lens = np.zeros(5 * max(n, 1), np.int64)
         while True:
