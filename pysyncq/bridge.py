@@ -325,6 +325,44 @@ class Bridge:
         if self._error is not None:
             raise self._error
 
+    def leave(self):
+        """Remove for good a bridge that is gone (killed, not to be started
+        again): free its durable slot, which pins the local queue ``name``
+        (what it had not sent is dropped), its position file, and its
+        position in Redis (if reachable).  Raises ``RuntimeError`` if Redis
+        heard of it within the last few seconds: it may still run."""
+        client = connect(self.url)
+        try:
+            last = client.hget(self._keys[2], self.origin)
+            now = client.time()
+            if last is not None and now[0] * 1000 + now[1] // 1000 - int(last) < 5000:
+                raise RuntimeError(f"bridge {self.origin} was heard of just now: stop it first")
+            pipe = client.pipeline(transaction=False)
+            for key in self._keys[1:4]:
+                pipe.hdel(key, self.origin)
+            pipe.execute()
+        except CONNECTION_ERRORS as e:
+            log.warning(
+                "bridge %s: Redis unreachable (%s); its position stays there", self.origin, e
+            )
+        finally:
+            client.close()
+        try:
+            q = PySyncQ(self.name, create=False)
+        except FileNotFoundError:
+            pass
+        else:
+            with q:
+                q.open(f"bridge:{self.origin}", filtself=False, durable=True)  # takes it over
+        _PosFile(self._posfile_path()).remove()
+        log.info(
+            "bridge %s: removed from queue %r and stream %r", self.origin, self.name, self.stream
+        )
+
+    def _posfile_path(self):
+        key = "\0".join((self.name, self.stream, self.origin, redact(self.url)))
+        return f"/dev/shm/pysyncq-bridge-{hashlib.sha1(key.encode()).hexdigest()[:20]}"
+
     def _attach(self):
         for _ in range(3):
             try:
@@ -397,9 +435,7 @@ class Bridge:
             return
         ack, _, beat, now = (x.decode() for x in got)
         self._pos = self._acked = ack
-        key = "\0".join((self.name, self.stream, self.origin, redact(self.url)))
-        digest = hashlib.sha1(key.encode()).hexdigest()[:20]
-        self._posfile = _PosFile(f"/dev/shm/pysyncq-bridge-{digest}")
+        self._posfile = _PosFile(self._posfile_path())
         local = self._resume_at() if beat else None
         if local is not None and id_tuple(local) > id_tuple(ack):
             self._pos = local
