@@ -63,7 +63,7 @@ class BridgeStats:
     relayed_out: int  #: local messages added to the stream
     relayed_in: int  #: stream entries appended to the local queue
     lag_s: float  #: how far (stream time) the inbound side is behind the stream's end
-    pending_out: int  #: messages popped locally, not yet in the stream (full stream)
+    pending_out: int  #: messages read ahead locally, not yet in the stream (full stream)
     stream_len: int  #: entries in the stream at the last beat
     trimmed: int  #: entries this bridge trimmed from the stream
     dropped_too_large: int  #: entries that can never fit in the local queue
