@@ -336,8 +336,8 @@ def test_bridges_killed_many_times_lose_and_repeat_nothing(server, qname, procs)
                 clis[host] = run_bridge_cli(q.name, server.url, qname, host)
             wait_until(lambda: len(beats(server.url, qname)) == 2, 30, "both bridges")
             writers = [
-                procs.start(paced_writer, qa, "wa", n, 20, 0.02),
-                procs.start(paced_writer, qb, "wb", n, 20, 0.02),
+                procs.start(paced_writer, qa, "wa", n, 10, 0.03),  # 9 s or more
+                procs.start(paced_writer, qb, "wb", n, 10, 0.03),
             ]
             killed_while_writing = 0
             for _ in range(kills):
@@ -351,6 +351,12 @@ def test_bridges_killed_many_times_lose_and_repeat_nothing(server, qname, procs)
                 clis[host] = run_bridge_cli(q.name, server.url, qname, host)
             assert killed_while_writing >= kills // 2, "the writers were done too soon"
             procs.join(timeout=90)
+            with client(server.url) as r:  # started again: relaying (and SIGTERM handled)
+                sec, us = r.time()
+            now = str(sec * 1000 + us // 1000).encode()
+            wait_until(
+                lambda: all(v > now for v in beats(server.url, qname).values()), 30, "a beat"
+            )
             for host in "AB":
                 err = stop_cli(clis.pop(host))
                 assert "failed" not in err, err[-3000:]
@@ -359,8 +365,11 @@ def test_bridges_killed_many_times_lose_and_repeat_nothing(server, qname, procs)
             if p.poll() is None:
                 p.kill()
             p.communicate()
-        for q in (qa, qb):  # a killed bridge's durable slot would keep it
+        for host, q in (("A", qa), ("B", qb)):  # what a killed bridge leaves
             remove(q.name, force=True)
+            path = Bridge(q.name, server.url, stream=qname, origin=host)._posfile_path()
+            if os.path.exists(path):
+                os.unlink(path)
 
 
 def test_a_bridge_gone_for_good_pins_its_queue_until_it_leaves(server, qname):
