@@ -485,16 +485,27 @@ def test_cli_logs_without_the_password(server, qname):
 
 
 def test_cli_waits_for_an_unreachable_redis_and_stops_on_sigterm(qname):
+    import threading
+
     from redis_server import free_port
 
     p = run_bridge_cli(qname, f"redis://127.0.0.1:{free_port()}/0", qname, "X")
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(p.stderr), daemon=True)
+    reader.start()
     try:
-        time.sleep(1.5)
-        assert p.poll() is None, p.communicate()[1]
-        err = stop_cli(p)
+        # Retrying (so its SIGTERM handler is set, however slow the start-up).
+        wait_until(lambda: "retrying with backoff" in "".join(lines), 30, "a retry")
+        assert p.poll() is None, "".join(lines)
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(20) == 0, "".join(lines)
     finally:
         if p.poll() is None:
             p.kill()
-            p.communicate()
+            p.wait()
+        reader.join(10)
+        p.stdout.close()
+        p.stderr.close()
+    err = "".join(lines)
     assert "lost" in err and "retrying with backoff" in err
     assert "stopped" in err
