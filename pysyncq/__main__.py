@@ -114,6 +114,12 @@ def _bridge_arguments(p):
         default=300.0,
         help="seconds after which a silent bridge stops holding the stream back (default 300)",
     )
+    p.add_argument(
+        "--leave",
+        action="store_true",
+        help="remove for good a bridge that is gone (killed, not to be started again): free "
+        "the slot that holds its local queue, and its position in Redis; then exit",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
 
 

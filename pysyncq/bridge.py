@@ -804,6 +804,14 @@ def main(args):
     except (TypeError, ValueError) as e:
         log.error("bridge: %s", scrub(str(e), args.url))
         return 2
+    if getattr(args, "leave", False):
+        try:
+            bridge.leave()
+        except RuntimeError as e:
+            log.error("bridge: %s", e)
+            return 1
+        log.info("bridge %s: removed", bridge.origin)
+        return 0
 
     def on_signal(signum, frame):
         bridge._stop.set()

@@ -387,7 +387,10 @@ def test_a_bridge_gone_for_good_pins_its_queue_until_it_leaves(server, qname):
             with pytest.raises(RuntimeError, match="just now"):
                 Bridge(qname, server.url, origin="G").leave()
             r.hset(f"{qname}:pysyncq:beats", "G", 0)  # as if gone for a while
-            Bridge(qname, server.url, origin="G").leave()
+            from pysyncq.__main__ import main as cli_main
+
+            args = ["bridge", qname, server.url, "--stream", qname, "--id", "G", "--leave"]
+            assert cli_main(args) == 0
             q.append("t", "x" * 40)  # room again: nobody pins it
         assert beats(server.url, qname) == {}
 
