@@ -907,10 +907,17 @@ def record_publish(mem, slot, pos, kind):
 def pin_set(mem, slot, pos):
     """Set ``slot``'s pin to ``pos`` (-1: none); only its owner calls this,
     holding its handle's thread lock, with a value no lower than the pin it
-    replaces.  The word holds the position + 1, so that 0 means none."""
+    replaces.  The word holds the position + 1, so that 0 means none.
+    Returns ``WAKE_SPACE`` if a writer waits for space."""
     w = mem.view(np.int64)
     if 0 <= slot < table_slots(w):
         atomic_store(w, slot_word(slot, S_PIN), pos + 1)
+        # A writer waiting for space may now find it: it refreshes the head
+        # itself (under the lock) when it looks again.
+        atomic_add(w, H_SPACE_SEQ, 1)
+        if any_waiting(w, W_SPACE):
+            return WAKE_SPACE
+    return 0
 
 
 @njit(**_JIT)

@@ -57,6 +57,7 @@ from .layout import (
     PENDING,
     REC_HEADER,
     W_DATA,
+    WAKE_SPACE,
 )
 
 #: Bodies at least this large are copied outside the queue lock.
@@ -64,9 +65,11 @@ COPY_OUTSIDE = 1 << 17
 
 
 def _unpin(q, m, pos):
-    """Forget one pin of ``pos``; store the new lowest pin.  With ``m.lock``."""
+    """Forget one pin of ``pos``; store the new lowest pin, and wake writers
+    waiting for space.  With ``m.lock``."""
     m.pins.remove(pos)
-    kernels.pin_set(q._seg.mem, m.slot, min(m.pins) if m.pins else -1)
+    if kernels.pin_set(q._seg.mem, m.slot, min(m.pins) if m.pins else -1):
+        wake(q._seg, WAKE_SPACE)
 
 
 def reserve(q, m, sender, mtype, head, nbytes, kind, block, timer):
@@ -240,13 +243,16 @@ def pop_view(q, block, timer):
     else:
         body = mv = memoryview(holder).toreadonly()
     del holder
+    view = View(_text(head[:slen]), _text(head[slen:]), body)
     try:
-        yield (_text(head[:slen]), _text(head[slen:]), body)
+        yield view
     except BaseException:
         m.viewing = False
+        view._release()
         if mv is not None:
             mv.release()
         raise  # the message stays unread: the cursor was left at it
+    view._release()
     del body
     if mv is not None:
         mv.release()
@@ -265,6 +271,47 @@ def drain_unpins(q, m):
             pos = m.unpins.pop()
             if pos in m.pins and q._seg.mem is not None and q._m is m:
                 _unpin(q, m, pos)
+
+
+class View:
+    """What ``pop_view`` yields: ``(sender, mtype, body)``, usable as that
+    tuple (unpacking, indexing, ``==``), and released when the block ends:
+    after it, using it raises ``ValueError``.  (So that the name bound by
+    ``with ... as m`` does not keep the body, and its record, alive.)"""
+
+    __slots__ = ("_fields",)
+
+    def __init__(self, sender, mtype, body):
+        self._fields = (sender, mtype, body)
+
+    def _release(self):
+        self._fields = None
+
+    def _get(self):
+        if self._fields is None:
+            raise ValueError("this pop_view has ended: its message is no longer in view")
+        return self._fields
+
+    def __getitem__(self, i):
+        return self._get()[i]
+
+    def __iter__(self):
+        return iter(self._get())
+
+    def __len__(self):
+        return 3
+
+    def __eq__(self, other):
+        if isinstance(other, View):
+            other = other._get()
+        return self._get() == other if isinstance(other, tuple) else NotImplemented
+
+    __hash__ = None
+
+    def __repr__(self):
+        if self._fields is None:
+            return "View(<released>)"
+        return f"View{self._fields!r}"
 
 
 def _text(b):

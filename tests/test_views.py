@@ -97,12 +97,15 @@ def test_a_view_reads_in_place_and_its_memoryview_dies_with_the_block(pair):
     with r.pop_view() as m:
         sender, mtype, body = m
         assert (sender, mtype) == ("w", "t") and bytes(body) == b"hello"
+        assert len(m) == 3 and m[0] == "w" and "View" in repr(m)
         assert body.readonly
         assert r.stats().members[1].lag > 0  # not read until the block ends
         with pytest.raises(RuntimeError, match="pop_view"):
             r.pop()
     with pytest.raises(ValueError):
         bytes(body)
+    with pytest.raises(ValueError, match="ended"):
+        m[2]  # the view itself is released too
     assert r.pop() is None and r.stats().used == 0
     with r.pop_view() as m:
         assert m is None
