@@ -273,6 +273,35 @@ def test_redis_queue_joins_the_two_hosts(server, qname):
                 rq.pop()
 
 
+def test_arrays_cross_the_bridge_with_dtype_shape_and_order(server, qname):
+    import numpy as np
+
+    qa, qb = PySyncQ(qname + "-a", size=1 << 16), PySyncQ(qname + "-b", size=1 << 16)
+    with qa, qb:
+        with (
+            Bridge(qa.name, server.url, stream=qname, origin="A").start(),
+            Bridge(qb.name, server.url, stream=qname, origin="B").start(),
+        ):
+            rq = RedisQueue(server.url, qname)
+            with rq.open("laptop"), qa.open("a"), qb.open("b"):
+                sent = [
+                    np.arange(12, dtype=">i4").reshape(3, 4),
+                    np.asfortranarray(np.ones((2, 3))),
+                    np.zeros(2, [("x", "f8"), ("y", "S3")]),
+                ]
+                for arr in sent:
+                    qa.append_array("arr", arr)
+                for got in (
+                    [qb.pop(block=True, timer=5) for _ in sent],
+                    [rq.pop(block=True, timer=5) for _ in sent],
+                ):
+                    for arr, m in zip(sent, got, strict=True):
+                        assert m[:2] == ("a", "arr")
+                        assert m[2].dtype == arr.dtype and m[2].shape == arr.shape
+                        assert m[2].tobytes() == arr.tobytes()
+                        assert m[2].flags.f_contiguous == arr.flags.f_contiguous
+
+
 def test_redis_queue_api_and_a_full_bounded_stream(server, qname):
     import pickle
 
