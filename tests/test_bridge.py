@@ -481,7 +481,9 @@ def test_slow_remote_reader_fills_bounded_stream(server, qname, procs):
 
 def test_stale_bridge_stops_pinning_and_says_so_when_back(server, qname, caplog):
     caplog.set_level(logging.INFO, logger="pysyncq.bridge")
-    n, stale = 100, 1.0
+    # stale must outlast B's start and stop plus A's first appends on a loaded
+    # machine, or B is stale before A's writer is ever held back.
+    n, stale = 100, 3.0
     qa, qb = PySyncQ(qname + "-a", size=1 << 9), PySyncQ(qname + "-b", size=1 << 12)
     with qa, qb:
         # B joins, then goes away: the stream holds its entries for it until
