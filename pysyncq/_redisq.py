@@ -25,8 +25,6 @@ Entries are trimmed only below the smallest ack of the members heard of within
 Needs Redis >= 6.2 (``XTRIM ... MINID``); redis-py >= 4.5.
 """
 
-import math
-import numbers
 import os
 import socket
 import threading
@@ -40,16 +38,13 @@ try:
 except ImportError as e:  # pragma: no cover - depends on the installation
     raise ImportError("pysyncq's Redis support needs redis-py: pip install 'pysyncq[redis]'") from e
 
-import numpy as np
 
+from ._wait import check_timer as _check_timer
+from .codec import decode_array, encode_array
 from .errors import MessageTooLarge, NotOpened, QueueClosed, QueueFull
-from .layout import KIND_ARRAY, KIND_BYTES, KIND_STR, MAX_NAME_BYTES
+from .layout import KIND_ARRAY, MAX_NAME_BYTES
+from .queue import _decode, _encode_body, msgtype_bytes
 from .screen import ScreenSet, as_bytes
-
-try:  # arrays, once the numerical issue has landed
-    from . import codec as _codec
-except ImportError:  # pragma: no cover - depends on the branch
-    _codec = None
 
 #: Redis refuses a bulk string over 512 MiB; keep room for the other fields.
 MAX_BODY = (512 << 20) - (2 * MAX_NAME_BYTES + 1024)
@@ -261,43 +256,14 @@ def default_origin(tag):
     return f"{socket.gethostname()}:{tag}"
 
 
-def encode_body(msg):
-    """``(body bytes, kind)`` for a message body, as ``PySyncQ.append`` stores it."""
-    if type(msg) is str:
-        return msg.encode(), KIND_STR
-    if isinstance(msg, (bytes, bytearray, memoryview)):
-        return bytes(msg), KIND_BYTES
-    if _codec is not None and isinstance(msg, np.ndarray):
-        return bytes(_codec.encode_array(msg)), KIND_ARRAY
-    return str(msg).encode(), KIND_STR
-
-
-def _decode(b):
-    try:
-        return b.decode()
-    except UnicodeDecodeError:
-        return b
-
-
 def decode_message(s, t, b, kind, decode):
     """The tuple ``pop`` returns, as ``PySyncQ.pop`` builds it."""
-    if kind == KIND_ARRAY and _codec is not None:
-        body = _codec.decode_array(b)
+    if kind == KIND_ARRAY:
+        body = decode_array(b)
         return (_decode(s), _decode(t), body) if decode else (s, t, body)
     if decode:
         return (_decode(s), _decode(t), _decode(b))
     return (s, t, b)
-
-
-def _check_timer(timer):
-    if timer is None:
-        return math.inf
-    if isinstance(timer, bool) or not isinstance(timer, numbers.Real):
-        raise TypeError(f"timer must be a number of seconds or None, not {type(timer).__name__}")
-    timer = float(timer)
-    if not timer >= 0:
-        raise ValueError(f"timer must be >= 0 seconds or None (wait for ever), not {timer!r}")
-    return timer
 
 
 _live = weakref.WeakSet()
@@ -474,10 +440,19 @@ class RedisQueue:
         """
         self._member()
         timer = _check_timer(timer)
-        t = as_bytes(msgtype)
-        if len(t) > MAX_NAME_BYTES:
-            raise ValueError(f"msgtype is {len(t)} bytes long; the limit is {MAX_NAME_BYTES}")
-        body, kind = encode_body(msg)
+        t = msgtype_bytes(msgtype)
+        body, kind = _encode_body(msg)
+        self._add(t, body, kind, block, timer)
+
+    def append_array(self, mtype, arr, block=False, timer=0.5):
+        """Append a numpy array as an array message, as ``PySyncQ.append_array``."""
+        self._member()
+        timer = _check_timer(timer)
+        t = msgtype_bytes(mtype)
+        desc, data = encode_array(arr, len(self._sender_bytes) + len(t))
+        self._add(t, desc + data.tobytes(), KIND_ARRAY, block, timer)
+
+    def _add(self, t, body, kind, block, timer):
         if len(body) > MAX_BODY:
             raise MessageTooLarge(
                 f"message body of {len(body)} bytes can never fit in a Redis stream entry "

@@ -300,6 +300,11 @@ def test_arrays_cross_the_bridge_with_dtype_shape_and_order(server, qname):
                         assert m[2].dtype == arr.dtype and m[2].shape == arr.shape
                         assert m[2].tobytes() == arr.tobytes()
                         assert m[2].flags.f_contiguous == arr.flags.f_contiguous
+                # And from the laptop, as from a local process.
+                rq.append_array("arr", sent[0])
+                m = qa.pop(block=True, timer=5)
+                assert m[:2] == ("laptop", "arr") and m[2].tobytes() == sent[0].tobytes()
+                assert m[2].dtype == sent[0].dtype
 
 
 def test_redis_queue_api_and_a_full_bounded_stream(server, qname):
