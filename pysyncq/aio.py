@@ -53,6 +53,7 @@ from .layout import (
     KIND_ARRAY,
     NEED_SPACE,
     OK,
+    PENDING,
     W_ASYNC,
     W_DATA,
     W_SPACE,
@@ -258,7 +259,8 @@ class _LockWait:
 
 def _try_pop(q, m):
     """One pop that never waits: ``(sender, type, body, kind)``, or the code
-    ``EMPTY`` or ``BUSY``.  Raises as ``pop`` does."""
+    ``EMPTY`` (also when stopped at an unpublished reservation) or ``BUSY``.
+    Raises as ``pop`` does."""
     seg = q._seg
     while True:
         with m.lock:
@@ -270,7 +272,10 @@ def _try_pop(q, m):
         if fields is not None:
             return fields
         code = status & CODE_MASK
-        if code == EMPTY or code == BUSY:
+        if code == EMPTY or code == PENDING:
+            q._idle(m, code, time.monotonic())  # follow, and reap a dead reservation
+            return EMPTY
+        if code == BUSY:
             return code
         if code == NEED_SPACE:
             with m.lock:

@@ -27,6 +27,7 @@ A wait never sleeps longer than a short tick, so any wake that could be missed
 (a process killed at the wrong moment) costs a tick of latency, never a hang.
 """
 
+import math
 import mmap
 import multiprocessing
 import multiprocessing.util
@@ -669,15 +670,28 @@ class PySyncQ:
                 self._corrupt(status)
             if code not in (EMPTY, PENDING):
                 self._revoked()
-            now = time.monotonic()
-            if code == PENDING and now >= self._next_reap:
-                self._next_reap = now + self.reap_interval
-                reap_dead(seg, m.token)
+            now = self._idle(m, code)
             if not block or now >= deadline:
                 return [], nxt
             start = nxt
             seq = (status >> SEQ_SHIFT) & 0xFFFFFFFF
             self._sleep(m, W_DATA, H_DATA_SEQ, seq, min(deadline - now, TICK))
+
+    def _idle(self, m, code, lock_deadline=math.inf):
+        """After a pop found nothing (``EMPTY``, or ``PENDING``: it stopped at
+        an unpublished reservation): check the creator a ``follow=True`` handle
+        follows, and reap the reservation's writer if it may have died (at
+        most every ``reap_interval``).  Returns ``time.monotonic()``."""
+        if m.follow:
+            self._follow_check(m)
+        now = time.monotonic()
+        if code == PENDING and now >= self._next_reap:
+            self._next_reap = now + self.reap_interval
+            try:
+                reap_dead(self._seg, m.token, lock_deadline)
+            except LockBusy:
+                pass  # best effort: the next look reaps
+        return now
 
     def _commit_to(self, pos, count=0):
         """Read everything before position ``pos`` (from :meth:`_read_ahead`)."""
@@ -1231,13 +1245,7 @@ class PySyncQ:
                 wake(seg, status)
             code = status & CODE_MASK
             if code == EMPTY or code == PENDING:
-                if m.follow:
-                    self._follow_check(m)
-                now = time.monotonic()
-                if code == PENDING and now >= self._next_reap:
-                    # Stopped at a reservation: its writer may have died.
-                    self._next_reap = now + self.reap_interval
-                    reap_dead(seg, m.token, lock_deadline)
+                now = self._idle(m, code, lock_deadline)
                 if not block or now >= deadline:
                     return None
                 timeout = min(deadline - now, TICK, self.reap_interval)

@@ -41,7 +41,7 @@ import weakref
 import numpy as np
 
 from . import _wait, kernels
-from ._wait import LockBusy, check_timer, locked, reap_dead, wake
+from ._wait import LockBusy, check_timer, locked, wake
 from .codec import decode_array, descriptor
 from .errors import QueueClosed
 from .layout import (
@@ -167,14 +167,9 @@ def loan(q, mtype, shape, dtype, block, timer):
     publish(q, m, pos, kind)
 
 
-class _View:
-    """The state of one open view: what ``pop_view``'s block releases."""
-
-    __slots__ = ("pos", "size", "base", "mv")
-
-
 def _peek(q, m, block, timer):
-    """Find the next record for a view: ``(fields, view)`` or None."""
+    """Find the next record for a view, waiting as ``pop`` does: ``(sender_len,
+    type_len, body_len, kind, offset, position, size)``, or None."""
     seg = q._seg
     start = time.monotonic()
     deadline = start + timer
@@ -202,10 +197,7 @@ def _peek(q, m, block, timer):
             q._corrupt(status, slen, blen)
         if code not in (EMPTY, PENDING):
             q._revoked()
-        now = time.monotonic()
-        if code == PENDING and now >= q._next_reap:
-            q._next_reap = now + q.reap_interval
-            reap_dead(seg, m.token, lock_deadline)
+        now = q._idle(m, code, lock_deadline)
         if not block or now >= deadline:
             return None
         q._sleep(m, W_DATA, H_DATA_SEQ, blen, min(deadline - now, _wait.TICK, q.reap_interval))

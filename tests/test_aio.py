@@ -498,3 +498,22 @@ def test_asyncio_run_in_a_fresh_interpreter(qname):
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "['0', '1', '2', '3', '4']"
     assert r.stderr == ""
+
+
+def test_apop_waits_at_an_unpublished_loan_without_losing_its_membership(qname):
+    """A reservation (a loan being filled) stops readers: apop reports nothing
+    yet, keeps its membership, and gets the array once it is published."""
+    import numpy as np
+
+    with PySyncQ(qname, size=4096) as w, PySyncQ(qname, create=False) as r:
+        w.open("w")
+        r.open("r")
+
+        async def main():
+            with w.loan("x", 3, np.int16) as arr:
+                arr[:] = [1, 2, 3]
+                assert await r.apop(timer=0.05) is None
+            got = await r.apop(timer=5)
+            assert got[:2] == ("w", "x") and got[2].tolist() == [1, 2, 3]
+
+        run(main())
