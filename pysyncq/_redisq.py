@@ -43,7 +43,7 @@ from ._wait import check_timer as _check_timer
 from .codec import decode_array, encode_array
 from .errors import MessageTooLarge, NotOpened, QueueClosed, QueueFull
 from .layout import KIND_ARRAY, MAX_NAME_BYTES
-from .queue import _decode, _encode_body, msgtype_bytes
+from .queue import _encode_body, _message, msgtype_bytes
 from .screen import ScreenSet, as_bytes
 
 #: Redis refuses a bulk string over 512 MiB; keep room for the other fields.
@@ -258,12 +258,7 @@ def default_origin(tag):
 
 def decode_message(s, t, b, kind, decode):
     """The tuple ``pop`` returns, as ``PySyncQ.pop`` builds it."""
-    if kind == KIND_ARRAY:
-        body = decode_array(b)
-        return (_decode(s), _decode(t), body) if decode else (s, t, body)
-    if decode:
-        return (_decode(s), _decode(t), _decode(b))
-    return (s, t, b)
+    return _message(s, t, decode_array(b) if kind == KIND_ARRAY else b, decode)
 
 
 _live = weakref.WeakSet()

@@ -287,17 +287,10 @@ def _try_pop(q, m):
 
 
 def _result(fields, decode):
-    from .queue import _decode
+    from .queue import _message
 
     s, t, b, _ = fields
-    if decode:
-        if type(b) is not bytes:
-            return (_decode(s), _decode(t), b)
-        try:
-            return (s.decode(), t.decode(), b.decode())
-        except UnicodeDecodeError:
-            return (_decode(s), _decode(t), _decode(b))
-    return (s, t, b)
+    return _message(s, t, b, decode)
 
 
 async def apop(q, timer=0.5, decode=True):

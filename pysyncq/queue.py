@@ -292,6 +292,19 @@ def _batch_fields(m, count, decode):
     return msgs
 
 
+def _message(s, t, b, decode):
+    """The tuple ``pop`` returns for fields ``s``, ``t`` (bytes) and body ``b``
+    (bytes, or an array): decoded from UTF-8 where they are valid UTF-8."""
+    if decode:
+        if type(b) is not bytes:
+            return (_decode(s), _decode(t), b)
+        try:
+            return (s.decode(), t.decode(), b.decode())
+        except UnicodeDecodeError:
+            return (_decode(s), _decode(t), _decode(b))
+    return (s, t, b)
+
+
 def _decode(b):
     try:
         return b.decode()
@@ -1133,6 +1146,7 @@ class PySyncQ:
             s, t, b, _ = got
         elif status:
             wake(self._seg, status)
+        # _message(s, t, b, decode), written out: this is the hot path.
         if decode:
             if type(b) is not bytes:
                 return (_decode(s), _decode(t), b)
