@@ -44,7 +44,7 @@ from .codec import decode_array, encode_array
 from .errors import MessageTooLarge, NotOpened, QueueClosed, QueueFull
 from .layout import KIND_ARRAY, MAX_NAME_BYTES
 from .queue import _encode_body, _message, msgtype_bytes
-from .screen import ScreenSet, as_bytes
+from .screen import Screened, ScreenSet, as_bytes
 
 #: Redis refuses a bulk string over 512 MiB; keep room for the other fields.
 MAX_BODY = (512 << 20) - (2 * MAX_NAME_BYTES + 1024)
@@ -276,7 +276,7 @@ def _forget_after_fork():
 os.register_at_fork(after_in_child=_forget_after_fork)
 
 
-class RedisQueue:
+class RedisQueue(Screened):
     """A handle on a queue carried by a Redis stream, with no shared memory.
 
     ``RedisQueue(url, name, *, stream=None, stale_after=300.0)``
@@ -405,24 +405,6 @@ class RedisQueue:
 
     def _beat_every(self):
         return max(0.05, min(5.0, self.stale_after / 4))
-
-    # -- Screening ---------------------------------------------------------------
-
-    @property
-    def scrnsend(self):
-        return self._scrnsend
-
-    @scrnsend.setter
-    def scrnsend(self, items):
-        self._scrnsend.replace(items)
-
-    @property
-    def scrntype(self):
-        return self._scrntype
-
-    @scrntype.setter
-    def scrntype(self, items):
-        self._scrntype.replace(items)
 
     # -- Messages --------------------------------------------------------------
 

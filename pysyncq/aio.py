@@ -385,11 +385,8 @@ async def _append(q, m, op, args, timer):
 
 
 def _skip(q, m, t, kind):
-    if q._skip_at != q._changes[0]:
-        q._skip_refresh(m)
-    if q._skip_own or (q._skip_types and t in q._skip_types):
-        kind |= APPEND_SKIP  # we would screen it: do not pin it either
-    return kind
+    """``kind`` with ``APPEND_SKIP`` if this handle screens its own message."""
+    return kind | APPEND_SKIP if q._skips(m, t) else kind
 
 
 async def aappend(q, msgtype="", msg="", timer=0.5):

@@ -107,7 +107,7 @@ from .layout import (
     max_payload,
     record_bytes,
 )
-from .screen import ScreenSet, as_bytes, screen_table
+from .screen import Screened, ScreenSet, as_bytes, screen_table
 from .stats import QueueStats, ReaderStats, slot_name_matches, snapshot  # noqa: F401
 
 #: Default usable capacity of the ring, in bytes.
@@ -333,7 +333,7 @@ def _attach(name, instance, start, scrnsend, scrntype):
     return q
 
 
-class PySyncQ:
+class PySyncQ(Screened):
     """A broadcast message queue in shared memory.
 
     ``PySyncQ(name, create=True, size=1 MiB, start=None, *, slots=128)``
@@ -780,25 +780,7 @@ class PySyncQ:
         """The largest ``len(sender) + len(type) + len(body)`` that can ever fit."""
         return max_payload(self._seg.capacity)
 
-    # -- Screening -----------------------------------------------------------
-
-    @property
-    def scrnsend(self):
-        """Senders whose messages this process does not read (str or bytes)."""
-        return self._scrnsend
-
-    @scrnsend.setter
-    def scrnsend(self, items):
-        self._scrnsend.replace(items)
-
-    @property
-    def scrntype(self):
-        """Message types this process does not read (str or bytes)."""
-        return self._scrntype
-
-    @scrntype.setter
-    def scrntype(self, items):
-        self._scrntype.replace(items)
+    # -- Screening (scrnsend and scrntype come from screen.Screened) ----------
 
     def _skips(self, m, t):
         """Whether this handle would screen its own message of type ``t``."""
@@ -852,6 +834,7 @@ class PySyncQ:
             body, kind = str(msg).encode(), KIND_STR
         if len(t) > MAX_NAME_BYTES:
             raise ValueError(f"msgtype is {len(t)} bytes long; the limit is {MAX_NAME_BYTES}")
+        # self._skips(m, t), written out: this is the hot path.
         if self._skip_at != self._changes[0]:
             self._skip_refresh(m)
         if self._skip_own or (self._skip_types and t in self._skip_types):
@@ -904,11 +887,7 @@ class PySyncQ:
         timer = check_timer(timer)
         t = msgtype_bytes(mtype)
         desc, data = encode_array(arr, len(m.sender_bytes) + len(t))
-        if self._skip_at != self._changes[0]:
-            self._skip_refresh(m)
-        kind = KIND_ARRAY
-        if self._skip_own or (self._skip_types and t in self._skip_types):
-            kind |= APPEND_SKIP
+        kind = KIND_ARRAY | (APPEND_SKIP if self._skips(m, t) else 0)
         args = (m.slot, m.sender_bytes, t, desc, data, kind)
         status = kernels.op_append_array(self._mem, m.token, *args)
         if status & CODE_MASK:
@@ -967,9 +946,7 @@ class PySyncQ:
         pieces, kinds = _encode_bodies(bodies)
         if not pieces:
             return 0
-        if self._skip_at != self._changes[0]:
-            self._skip_refresh(m)
-        if self._skip_own or (self._skip_types and t in self._skip_types):
+        if self._skips(m, t):
             kinds |= APPEND_SKIP
         blob = np.frombuffer(b"".join(pieces), np.uint8)
         ends = np.cumsum(np.fromiter(map(len, pieces), np.int64, len(pieces)))

@@ -264,6 +264,30 @@ class ScreenSet(set):
 _NONE = object()
 
 
+class Screened:
+    """The ``scrnsend`` and ``scrntype`` attributes of a queue handle (a
+    ``PySyncQ`` or a ``RedisQueue``), over its ``_scrnsend``/``_scrntype``
+    ``ScreenSet`` objects: assigning a set replaces the entries in place."""
+
+    @property
+    def scrnsend(self):
+        """Senders whose messages this process does not read (str or bytes)."""
+        return self._scrnsend
+
+    @scrnsend.setter
+    def scrnsend(self, items):
+        self._scrnsend.replace(items)
+
+    @property
+    def scrntype(self):
+        """Message types this process does not read (str or bytes)."""
+        return self._scrntype
+
+    @scrntype.setter
+    def scrntype(self, items):
+        self._scrntype.replace(items)
+
+
 def screen_table(senders, types):
     """Pack two lists of bytes into the uint8 table the pop kernel reads.
 
