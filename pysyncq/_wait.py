@@ -40,7 +40,10 @@ from .layout import (
     W_ASYNC,
     W_DATA,
     W_SPACE,
+    WAKE_ASYNC_DATA,
+    WAKE_ASYNC_SPACE,
     WAKE_DATA,
+    WAKE_DONE,
     WAKE_LOCK,
     WAKE_MEMBERS,
     WAKE_SPACE,
@@ -56,11 +59,20 @@ LOCK_PATIENCE = 1.0
 TICK = 0.5
 _LOCK_SLEEP = 0.01
 _SPINS = 3
-WAKE_BITS = WAKE_DATA | WAKE_SPACE | WAKE_LOCK | WAKE_MEMBERS
+WAKE_ASYNC = WAKE_ASYNC_DATA | WAKE_ASYNC_SPACE
+WAKE_BITS = WAKE_DATA | WAKE_SPACE | WAKE_LOCK | WAKE_MEMBERS | WAKE_ASYNC
 
 
 def wake(seg, status):
-    """Wake the sleepers that a kernel's status asks for."""
+    """Wake the sleepers that a kernel's status asks for.
+
+    The hot kernels make their futex calls themselves (``kernels.wake_now``,
+    which adds ``WAKE_DONE``); then only the asyncio waiters are left, which
+    those kernels name exactly (``WAKE_ASYNC_*``)."""
+    if status & WAKE_DONE:
+        if status & WAKE_ASYNC:
+            _aiowake.signal(seg, status)
+        return
     if status & WAKE_BITS:
         addr = seg.addr
         if status & WAKE_DATA:
@@ -187,6 +199,16 @@ def check_timer(timer):
     if not timer >= 0:
         raise ValueError(f"timer must be >= 0 seconds or None (wait for ever), not {timer!r}")
     return timer
+
+
+def wait_data(seg, mem, seq, timeout):
+    """Sleep on ``H_DATA_SEQ`` while it equals ``seq``, at most ``timeout``
+    seconds (a futex wait in a numba kernel that releases the GIL; a short
+    poll where there is no futex)."""
+    if not _futex.HAVE_FUTEX:
+        _futex.wait(seg.addr + 8 * H_DATA_SEQ, seq, timeout)
+    elif timeout > 0:
+        kernels.futex_wait(mem, H_DATA_SEQ, seq, int(timeout * 1e9))
 
 
 def wait_bits(waiting):
