@@ -26,6 +26,7 @@ from .layout import (
     CODE_MASK,
     CONTENDED,
     F_FOREIGN_NS,
+    H_CAPACITY,
     H_DATA_SEQ,
     H_FLAGS,
     H_LOCK_SEQ,
@@ -199,6 +200,39 @@ def check_timer(timer):
     if not timer >= 0:
         raise ValueError(f"timer must be >= 0 seconds or None (wait for ever), not {timer!r}")
     return timer
+
+
+#: CPUs this process may run on: spinning pays only with no more members.
+try:
+    CPUS = len(os.sched_getaffinity(0))
+except (AttributeError, OSError):  # pragma: no cover - not Linux
+    CPUS = os.cpu_count() or 1
+_rounds_per_s = 0.0
+
+
+def _spin_rounds(mem, seconds):
+    """Loads of ``spin_for`` that take about ``seconds`` (measured once)."""
+    global _rounds_per_s
+    if not _rounds_per_s:
+        # Watch a word that never changes (the capacity), on any member count.
+        cap = int(mem.view("<i8")[H_CAPACITY]) & 0xFFFFFFFF
+        n = 100_000
+        best = math.inf
+        for _ in range(3):
+            t = time.perf_counter()
+            kernels.spin_for(mem, H_CAPACITY, cap, 1 << 30, n)
+            best = min(best, time.perf_counter() - t)
+        _rounds_per_s = n / max(best, 1e-9)
+    return int(seconds * _rounds_per_s)
+
+
+def spin_data(mem, seq, seconds):
+    """Before sleeping for data: watch ``H_DATA_SEQ`` for up to ``seconds``
+    while it equals ``seq``, if the queue has no more members than this
+    process has CPUs.  True if it changed (look again instead of sleeping)."""
+    if seconds <= 0 or not _futex.HAVE_FUTEX:
+        return False
+    return kernels.spin_for(mem, H_DATA_SEQ, seq, CPUS, _spin_rounds(mem, seconds)) > 0
 
 
 def wait_data(seg, mem, seq, timeout):

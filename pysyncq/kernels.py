@@ -285,6 +285,28 @@ def wake_now(mem, status):
 
 
 @njit(nogil=True, **_JIT)
+def spin_for(mem, index, expected, cpus, rounds):
+    """Before a sleep: watch the low 32 bits of header word ``index`` for up
+    to ``rounds`` loads while they equal ``expected``, without the GIL, but
+    only if the queue has at most ``cpus`` active slots (more members than
+    CPUs: a spinner would hold a CPU that a writer needs).  Returns 1 if the
+    word changed, 0 if it did not, -1 if it did not spin."""
+    w = mem.view(np.int64)
+    if header_check(w):
+        return -1
+    n = 0
+    for i in range(slot_hwm(w)):
+        if atomic_load(w, slot_word(i, S_STATE)) == SLOT_ACTIVE:
+            n += 1
+    if n > cpus:
+        return -1
+    for _ in range(rounds):
+        if atomic_load(w, index) & _SEQ32 != expected:
+            return 1
+    return 0
+
+
+@njit(nogil=True, **_JIT)
 def futex_wait(mem, index, expected, timeout_ns):
     """Sleep while the low 32 bits of header word ``index`` equal
     ``expected``, at most ``timeout_ns``; without the GIL.  May return early

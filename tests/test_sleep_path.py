@@ -8,7 +8,7 @@ tick.  No timing is asserted: only the bits, which say who a writer wakes.
 import threading
 import time
 
-from pysyncq import PySyncQ, kernels
+from pysyncq import PySyncQ, _wait, kernels
 from pysyncq import layout as L
 
 
@@ -129,3 +129,34 @@ def test_a_sleeper_in_space_and_one_in_data_share_the_word(qname):
             dp.join(15)
         assert got == [("slow", "t", "wake")]
         assert wait_bits(q, "rw") == 0
+
+
+def test_spin_for_watches_only_with_few_members(qname):
+    with PySyncQ(qname, size=4096) as q:
+        q.open("r")
+        mem, w = q._seg.mem, q._seg.words
+        seq = int(w[L.H_DATA_SEQ]) & 0xFFFFFFFF
+        assert kernels.spin_for(mem, L.H_DATA_SEQ, seq, 1, 1000) == 0  # one member, one CPU
+        assert kernels.spin_for(mem, L.H_DATA_SEQ, seq + 1, 1, 1000) == 1  # it differs
+        assert kernels.spin_for(mem, L.H_DATA_SEQ, seq, 0, 1000) == -1  # more members than CPUs
+
+
+def test_a_spinning_pop_gets_what_comes_and_sleeps_after(qname):
+    # With spinning on (one member per CPU is plenty here), a blocking pop
+    # still gets a message appended by a thread, and a timeout still
+    # leaves no bit behind.
+    with PySyncQ(qname, size=4096) as q, PySyncQ(qname, create=False) as w:
+        q.open("r")
+        w.open("w", reader=False)
+        q.spin = 0.01
+        _wait._rounds_per_s = 0.0  # measure again, on this queue
+        t = threading.Timer(0.005, lambda: w.append("t", "soon"))
+        t.start()
+        try:
+            assert q.pop(block=True, timer=10) == ("w", "t", "soon")
+        finally:
+            t.join(10)
+        assert q.pop(block=True, timer=0.03) is None
+        assert wait_bits(q, "r") == 0
+        q.spin = 0
+        assert q.pop(block=True, timer=0.01) is None
