@@ -17,7 +17,9 @@ There are two layers:
     ring kernel, release the lock.  The lock word holds the caller's process
     token, so a process that died holding it can be identified and the lock
     taken over (``op_steal``).  When the lock is held by someone else an
-    ``op_*`` returns ``BUSY`` having done nothing.
+    ``op_*`` returns ``BUSY`` having done nothing.  The exception is
+    ``op_pop``, which takes no lock at all (``pop_free`` says why that is
+    safe): a reader's cursor has one writer, its owner.
 
 Nothing read from the segment is trusted.  Any process that maps it can
 scribble on it, so every word is checked before it is used as a size, an
@@ -331,7 +333,7 @@ def head_refresh(w):
         if w[slot_word(i, S_STATE)] != SLOT_ACTIVE:
             continue
         if w[slot_word(i, S_FLAGS)] & SF_READER:
-            c = w[slot_word(i, S_CURSOR)]
+            c = atomic_load(w, slot_word(i, S_CURSOR))  # moved by pops without the lock
             if c < old or c > end or c % 8 != 0:
                 return _corrupt(C_CURSOR)
             if c < low:
@@ -404,12 +406,16 @@ def ring_put(w, mem, slot, token, sender, mtype, body, data, kind, reserve):
     # Readers that have read everything skip the padding at once (below), so
     # in an empty ring a record only needs its own size.
     if not (head == pos or pos + pad + size - head <= cap):
+        # The space sequence is read before the cursors: a pop (without the
+        # lock) that moves a cursor after the refresh looked at it bumps the
+        # sequence after this read, so a writer that sleeps on it is woken.
+        sseq = atomic_load(w, H_SPACE_SEQ) & _SEQ32
         flags = head_refresh(w)
         if flags & CODE_MASK:
             return flags, 0
         head = w[H_HEAD]
         if not (head == pos or pos + pad + size - head <= cap):
-            return FULL | flags | ((atomic_load(w, H_SPACE_SEQ) & _SEQ32) << SEQ_SHIFT), 0
+            return FULL | flags | (sseq << SEQ_SHIFT), 0
     else:
         flags = 0
     base = w[H_RING_OFFSET]
@@ -422,8 +428,8 @@ def ring_put(w, mem, slot, token, sender, mtype, body, data, kind, reserve):
         # its start past it, so they never pin it.
         atomic_store(w, H_WRITE_POS, pos + pad)
         for i in range(slot_hwm(w)):
-            if w[slot_word(i, S_STATE)] == SLOT_ACTIVE and w[slot_word(i, S_CURSOR)] == pos:
-                w[slot_word(i, S_CURSOR)] = pos + pad
+            if w[slot_word(i, S_STATE)] == SLOT_ACTIVE:
+                atomic_cas(w, slot_word(i, S_CURSOR), pos, pos + pad)  # owners pop lock-free
         if head == pos:
             more = head_refresh(w)
             if more & CODE_MASK:
@@ -454,10 +460,8 @@ def ring_put(w, mem, slot, token, sender, mtype, body, data, kind, reserve):
     atomic_add(w, H_APPENDS, 1)
     atomic_add(w, slot_word(slot, S_SENT), 1)
     if skip and w[slot_word(slot, S_FLAGS)] & SF_READER:
-        cw = slot_word(slot, S_CURSOR)
-        if w[cw] == pos:
-            atomic_store(w, cw, pos + size)
-            w[slot_word(slot, S_SCREENED)] += 1
+        if atomic_cas(w, slot_word(slot, S_CURSOR), pos, pos + size) == pos:
+            atomic_add(w, slot_word(slot, S_SCREENED), 1)
     atomic_add(w, H_DATA_SEQ, 1)
     return OK | flags | wake_flags(w, W_DATA), pos
 
@@ -513,11 +517,23 @@ def record_check(w, cur, end):
 def _next_record(w, mem, slot, scr, cur, end):
     """Scan from position ``cur`` for the next record ``slot`` does not screen.
 
-    Passes padding, void records and screened records (counting the latter).
-    Returns ``(code, cur, size, meta)``: ``OK`` with the record at ``cur``;
-    ``EMPTY`` (``cur == end``) or ``PENDING`` (an unpublished reservation at
-    ``cur``); or ``CORRUPT`` with the bad word in ``meta``.  Header checked.
+    Passes padding, void records and screened records (counting the latter
+    in the slot's ``S_SCREENED``).  Returns ``(code, cur, size, meta)``:
+    ``OK`` with the record at ``cur``; ``EMPTY`` (``cur == end``) or
+    ``PENDING`` (an unpublished reservation at ``cur``); or ``CORRUPT`` with
+    the bad word in ``meta``.  Header checked.
     """
+    code, cur, size, meta, screened = _scan(w, mem, scr, cur, end)
+    if screened:
+        atomic_add(w, slot_word(slot, S_SCREENED), screened)
+    return code, cur, size, meta
+
+
+@njit(**_JIT)
+def _scan(w, mem, scr, cur, end):
+    """``_next_record`` that returns the count of screened records passed
+    as a fifth value instead of adding it to a slot."""
+    screened = 0
     cap = w[H_CAPACITY]
     ns = scr.view(np.int64)[0]
     nt = scr.view(np.int64)[1]
@@ -528,7 +544,7 @@ def _next_record(w, mem, slot, scr, cur, end):
             continue
         size, meta = record_check(w, cur, end)
         if size == 0:
-            return CORRUPT, cur, 0, meta
+            return CORRUPT, cur, 0, meta, screened
         kind = (meta >> 32) & 0xFF
         if kind == KIND_PAD or kind == KIND_VOID:
             cur += size
@@ -539,21 +555,21 @@ def _next_record(w, mem, slot, scr, cur, end):
             meta = atomic_load(w, at + 1)
             kind = (meta >> 32) & 0xFF
             if kind == KIND_RESERVED:
-                return PENDING, cur, size, meta
+                return PENDING, cur, size, meta, screened
             if kind == KIND_VOID:
                 cur += size
                 continue
             if not KIND_STR <= kind <= KIND_ARRAY:
-                return CORRUPT, cur, 0, meta
+                return CORRUPT, cur, 0, meta, screened
         slen = meta & 0xFFFF
         tlen = (meta >> 16) & 0xFFFF
         p = w[H_RING_OFFSET] + cur % cap + REC_HEADER
         if _screened(mem, p, slen, scr, 0, ns) or _screened(mem, p + slen, tlen, scr, ns, ns + nt):
             cur += size
-            w[slot_word(slot, S_SCREENED)] += 1
+            screened += 1
             continue
-        return OK, cur, size, meta
-    return EMPTY, cur, 0, 0
+        return OK, cur, size, meta, screened
+    return EMPTY, cur, 0, 0, screened
 
 
 @njit(**_JIT)
@@ -1038,29 +1054,115 @@ def op_extend(mem, lockval, slot, sender, mtype, blob, ends, kinds, first):
     return status | wakes | lock_release(w), n
 
 
+#: Tries of a pop without the lock whose cursor was moved meanwhile (by a
+#: writer passing this reader over its own message or the ring's padding)
+#: before it answers BUSY.
+_POP_TRIES = 8
+
+
+@njit(**_JIT)
+def pop_free(w, mem, slot, token, scr, out):
+    """``ring_pop`` without the lock: what it returns, the same way.
+
+    A reader's cursor has one writer, its owner, and the records from it to
+    the write position cannot be reused while it is a member (the head never
+    passes a member's cursor).  So: load the data sequence, then the write
+    position (acquire: the records before it are complete), scan and copy,
+    check that the slot is still this token's (a slot revoked meanwhile may
+    have had its records reused: answer ``NOT_MEMBER``), then move the cursor
+    with one compare-and-swap from where the scan began.  Writers move a
+    cursor only when it is at the write position (passing a reader over its
+    own screened message, or the ring's padding), also by compare-and-swap;
+    a pop that loses that race scans again.  The head is not refreshed here
+    (writers refresh it when the ring looks full); a pop that moves the
+    cursor bumps the space sequence and asks for a wake of the writers
+    waiting for space if it sees one (a writer raises its ``W_SPACE`` bit
+    before the look that decides it sleeps, so one of the two sees the
+    other).
+    """
+    bad = header_check(w)
+    if bad:
+        return _corrupt(bad), 0, 0, 0, 0
+    cw = slot_word(slot, S_CURSOR)
+    cap = w[H_CAPACITY]
+    for _ in range(_POP_TRIES):
+        if not is_member(w, slot, token) or not w[slot_word(slot, S_FLAGS)] & SF_READER:
+            return NOT_MEMBER, 0, 0, 0, 0
+        start = atomic_load(w, cw)
+        # The sequence before the write position: an append after the scan
+        # changes it, so a sleeper that saw nothing is never left behind.
+        seq = atomic_load(w, H_DATA_SEQ) & _SEQ32
+        end = atomic_load(w, H_WRITE_POS)
+        head = atomic_load(w, H_HEAD)
+        if start < head or start > end or start % 8 != 0:
+            if not is_member(w, slot, token):
+                return NOT_MEMBER, 0, 0, 0, 0
+            return _corrupt(C_CURSOR), start, 0, start, 0
+        code, cur, size, meta, screened = _scan(w, mem, scr, start, end)
+        slen = tlen = blen = kind = 0
+        status = code
+        received = 0
+        if code == OK:
+            slen = meta & 0xFFFF
+            tlen = (meta >> 16) & 0xFFFF
+            blen = size - REC_HEADER - slen - tlen - ((meta >> 40) & 0xFF)
+            n = slen + tlen + blen
+            if n > len(out):
+                status = NEED_SPACE
+                blen = n
+                kind = (meta >> 32) & 0xFF
+            else:
+                copy_bytes(out, 0, mem, w[H_RING_OFFSET] + cur % cap + REC_HEADER, n)
+                cur += size
+                received = 1
+                kind = ((meta >> 32) & 0xFF) | (((meta >> META_WRITER_SHIFT) & 0xFFFF) << 8)
+        elif code == EMPTY or code == PENDING:
+            blen = seq
+            if code == PENDING:
+                kind = (meta >> META_WRITER_SHIFT) & 0xFFFF
+        else:  # CORRUPT: the records before it are passed
+            status = _corrupt(C_RECORD)
+            slen, blen = meta, cur
+        if not is_member(w, slot, token):
+            return NOT_MEMBER, 0, 0, 0, 0  # what was read may have been reused
+        if cur != start:
+            if atomic_cas(w, cw, start, cur) != start:
+                continue  # a writer moved the cursor: scan again from there
+            if screened:
+                atomic_add(w, slot_word(slot, S_SCREENED), screened)
+            if received:
+                atomic_add(w, slot_word(slot, S_RECEIVED), 1)
+            space = wake_flags(w, W_SPACE)
+            if space:  # a writer waits: the head may move now
+                atomic_add(w, H_SPACE_SEQ, 1)
+                status |= space
+        return status, slen, tlen, blen, kind
+    return BUSY, 0, 0, 0, 0
+
+
 @njit(**_JIT)
 def op_pop(mem, lockval, slot, scr, out, waits):
-    """``ring_pop`` under the lock, or ``(BUSY, 0, 0, 0, 0)``; then the wakes.
+    """``pop_free``, then the slot's wait bits and the wakes; never takes the
+    lock (``lockval`` is the caller's token, as for the other ``op_*``).
 
     ``waits`` sets the slot's wait bits in the same step, so that a blocking
     pop that finds nothing needs no other call before it sleeps: its low
     byte is what ``S_WAIT`` must hold after a pop that got a record (the
     bits of the handle's other sleepers), the next byte what it must hold
     after ``EMPTY`` or ``PENDING`` (the same, with ``W_DATA`` for a caller
-    about to sleep).  The word is written only when it changes.
+    about to sleep).  The word is written only when it changes; only its
+    owner writes it, holding its handle's thread lock.
     """
     w = mem.view(np.int64)
-    if atomic_cas(w, H_LOCK, 0, lockval) != 0:
-        return BUSY, 0, 0, 0, 0
-    status, slen, tlen, blen, kind = ring_pop(w, mem, slot, lockval & ~CONTENDED, scr, out)
+    status, slen, tlen, blen, kind = pop_free(w, mem, slot, lockval & ~CONTENDED, scr, out)
     code = status & CODE_MASK
-    # ring_pop checked the header and the membership for these codes.
+    # pop_free checked the header and the membership for these codes.
     if code == OK or code == EMPTY or code == PENDING:
         want = waits & 0xFF if code == OK else (waits >> 8) & 0xFF
         sw = slot_word(slot, S_WAIT)
         if w[sw] != want:
             atomic_store(w, sw, want)
-    return wake_now(mem, status | lock_release(w)), slen, tlen, blen, kind
+    return wake_now(mem, status), slen, tlen, blen, kind
 
 
 @njit(**_JIT)

@@ -63,7 +63,7 @@ import numpy as np
 #: "PYSYNCQ" and a format byte, read as a little-endian int64.
 MAGIC = int.from_bytes(b"PYSYNCQ\x01", "little")
 #: Bumped whenever the meaning of any word below changes.
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3  # 3: pops move their cursor without the lock (kernels.pop_free)
 
 WORD = 8
 HEADER_BYTES = 256
@@ -89,7 +89,7 @@ H_PIDNS = 10  # inode of the creator's pid namespace (0: unknown)
 H_TIMENS = 11  # inode of the creator's time namespace (0: unknown)
 
 H_WRITE_POS = 16  # position after the last complete record; stored last by an append
-H_HEAD = 17  # cached minimum reader cursor
+H_HEAD = 17  # a lower bound of the reader cursors and pins, refreshed by writers
 H_DATA_SEQ = 18  # futex: bumped by every append
 H_SPACE_SEQ = 19  # futex: bumped whenever head moves forward
 H_SLOT_HWM = 20  # one past the highest slot ever claimed; scans stop here

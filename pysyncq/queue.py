@@ -8,18 +8,23 @@ the hot path is one call of an ``op_*`` kernel (:mod:`pysyncq.kernels`), which
 tries the lock once, does its work and releases the lock before returning.  So
 the lock is never held while Python runs: an exception, a Ctrl-C or a numba
 compilation can never leave it taken, and only a process killed inside a
-kernel can.
+kernel can.  ``pop`` takes no lock at all: it moves its own cursor with one
+compare-and-swap (``kernels.pop_free``), so readers never wait for writers or
+for each other.
 
 Everything that waits happens outside the lock (the lock itself, sleeping
 and reaping in :mod:`pysyncq._wait`; a segment's life in
 :mod:`pysyncq._lifecycle`):
 
-* No message (``pop(block=True)``): set this slot's ``W_DATA`` bit and sleep on
-  ``H_DATA_SEQ``.  An append bumps that word and wakes the sleepers only if some
-  slot has the bit, so nobody pays for a wake when nobody sleeps, and the
-  writer never waits for the sleepers (a killed sleeper costs nothing).
-* No space (``append(block=True)``): the same with ``W_SPACE``/``H_SPACE_SEQ``,
-  woken whenever the slowest reader moves.  While waiting, and whenever the
+* No message (``pop(block=True)``): the pop kernel that finds nothing sets
+  this slot's ``W_DATA`` bit; the reader watches ``H_DATA_SEQ`` for up to
+  ``spin`` seconds (only with no more members than CPUs), then sleeps on it.
+  An append bumps that word and wakes the sleepers only if some slot has the
+  bit, so nobody pays for a wake when nobody sleeps, and the writer never
+  waits for the sleepers (a killed sleeper costs nothing).
+* No space (``append(block=True)``): raise the slot's ``W_SPACE`` bit, look
+  again, then sleep on ``H_SPACE_SEQ``, which a pop that moves its cursor
+  bumps (with a wake) when it sees a ``W_SPACE`` bit.  While waiting, and whenever the
   queue is found full, the members are checked (at most every
   ``reap_interval`` seconds) and the slots of dead processes are freed.
 
@@ -1010,6 +1015,10 @@ class PySyncQ(Screened):
         start = time.monotonic()
         deadline = start + timer if block else start
         lock_deadline = max(deadline, start + _wait.LOCK_PATIENCE)
+        # Pops take no lock and wake the writers waiting for space only if
+        # they see a W_SPACE bit; so the bit goes up before the look that
+        # decides to sleep (the retry below), and stays up for the wait.
+        spacebit = False
         try:
             while True:
                 status = result[0] if type(result) is tuple else result
@@ -1042,11 +1051,32 @@ class PySyncQ(Screened):
                     self._follow_check(m)
                 if now >= deadline:
                     raise QueueFull(self._full_message(m, need, block, timer))
-                timeout = min(deadline - now, self.reap_interval, TICK)
-                self._sleep(m, W_SPACE, H_SPACE_SEQ, seq, timeout)
+                if not spacebit:
+                    self._space_bit(m, 1)
+                    spacebit = True
+                else:
+                    timeout = min(deadline - now, self.reap_interval, TICK)
+                    _futex.wait(seg.addr + 8 * H_SPACE_SEQ, seq, timeout)
+                    if self._m is not m:
+                        self._closed_meanwhile()
                 result = locked(seg, m.token, op, args, lock_deadline)
         except LockBusy as e:
             raise self._locked_error(e, lock_deadline - start) from None
+        finally:
+            if spacebit:
+                self._space_bit(m, -1)
+
+    def _space_bit(self, m, n):
+        """Count this thread in (``n`` = 1) or out (-1) of the handle's
+        waiters for space, and store the slot's wait bits."""
+        with m.lock:
+            mem = self._seg.mem
+            if self._m is not m or mem is None:
+                if n > 0:
+                    self._closed_meanwhile()
+                return
+            m.wait_add(W_SPACE, n)
+            kernels.set_waiting(mem, m.slot, m.idle)
 
     def _full_message(self, m, payload, block, timer):
         need = record_bytes(payload)

@@ -675,10 +675,9 @@ def test_wake_space_only_when_the_head_moves_and_some_slot_waits_for_space():
 
 
 def _ops(rig, lockval, slot, token):
-    """Every op_* kernel once, returning their statuses."""
+    """Every op_* kernel that takes the lock once, returning their statuses."""
     return [
         K.op_append(rig.mem, lockval, slot, b"s", b"t", b"b", L.KIND_BYTES),
-        K.op_pop(rig.mem, lockval, slot, NO_SCREEN, rig.out, 0),
         K.op_open(rig.mem, lockval, 1, b"n"),
         K.op_leave(rig.mem, lockval, slot, token, False),
     ]
@@ -693,8 +692,13 @@ def test_op_kernels_are_busy_and_change_nothing_while_the_lock_is_held(contended
     holder = rig.new_token() | (L.CONTENDED if contended else 0)
     rig.w[L.H_LOCK] = holder
     before = rig.mem.copy()
-    assert _ops(rig, token, r, token) == [L.BUSY, (L.BUSY, 0, 0, 0, 0), (L.BUSY, -1), L.BUSY]
+    assert _ops(rig, token, r, token) == [L.BUSY, (L.BUSY, -1), L.BUSY]
     assert (rig.mem == before).all()
+    # A pop does not take the lock: it reads while the holder holds it.
+    status, slen, tlen, blen, kind = K.op_pop(rig.mem, token, r, NO_SCREEN, rig.out, 0)
+    n = slen + tlen + blen
+    assert (status, n, bytes(rig.out[:n])) == (L.OK, 1, b"x")
+    assert rig.word(L.H_LOCK) == holder
     rig.w[L.H_LOCK] = token  # even its own token: the lock is not reentrant
     assert K.op_append(rig.mem, token, r, b"", b"", b"", 1) == L.BUSY
 
@@ -709,7 +713,7 @@ def test_op_kernels_take_and_release_the_lock(contended):
     seq = rig.word(L.H_LOCK_SEQ)
     assert woken(K.op_append(rig.mem, lockval, r, b"s", b"t", b"b", L.KIND_BYTES)) == L.OK | wake
     status, slen, tlen, blen, kind = woken(K.op_pop(rig.mem, lockval, r, NO_SCREEN, rig.out, 0))
-    assert (status, slen, tlen, blen, kind & 0xFF) == (L.OK | wake, 1, 1, 1, L.KIND_BYTES)
+    assert (status, slen, tlen, blen, kind & 0xFF) == (L.OK, 1, 1, 1, L.KIND_BYTES)  # no lock
     assert kind >> 8 == r + 1  # the writer's slot + 1
     assert K.op_open(rig.mem, lockval, 0, b"n") == (L.OK | L.WAKE_MEMBERS | wake, 1)
     assert rig.slot(1, L.S_TOKEN) == token  # the token, without the CONTENDED bit
@@ -721,7 +725,7 @@ def test_op_kernels_take_and_release_the_lock(contended):
     )
     assert rig.word(L.H_REAPED) == 1
     assert rig.word(L.H_LOCK) == 0
-    assert rig.word(L.H_LOCK_SEQ) == seq + (5 if contended else 0)
+    assert rig.word(L.H_LOCK_SEQ) == seq + (4 if contended else 0)
 
 
 def test_lock_prepare_wait_marks_a_held_lock_contended():
@@ -789,25 +793,38 @@ class Pair:
     def _lockval(self, token, contended):
         return token | (L.CONTENDED if contended else 0)
 
-    def _step(self, status, before, via_op, contended):
+    def _step(self, status, before, via_op, contended, freed=None):
         """Checks common to every step: the head, the space sequence, WAKE_SPACE,
-        the lock, then all the invariants."""
+        the lock, then all the invariants.
+
+        ``freed`` is given for a pop without the lock (op_pop): whether it
+        moved its cursor while a writer waited for space.  Such a pop leaves
+        the head alone (writers refresh it) but bumps the space sequence and
+        asks for the wake-ups as a head that moved would."""
         w = self.rig.w
         head0, seq0, lockseq0, space = before
         # A slot that left in this step no longer counts (its bits go with it).
         space = [bits for i, bits in space.items() if self.model.slots[i] is not None]
         head, seq = int(w[L.H_HEAD]), int(w[L.H_SPACE_SEQ])
         assert head >= head0
-        assert (seq != seq0) == (head > head0)
-        assert bool(status & L.WAKE_SPACE) == (head > head0 and bool(space))
+        if freed is None:
+            moved = head > head0
+        else:
+            assert head == head0
+            moved = freed
+        assert (seq != seq0) == moved
+        assert bool(status & L.WAKE_SPACE) == (moved and bool(space))
         # ... and an asyncio loop among them is named, for _wait.wake to signal.
         assert bool(status & L.WAKE_ASYNC_SPACE) == (
-            head > head0 and any(bits & L.W_ASYNC for bits in space)
+            moved and any(bits & L.W_ASYNC for bits in space)
         )
         if self.full is not None and self.model.min_cursor() > self.full[1]:
-            assert seq & SEQ32 != self.full[0], "space was freed after FULL without a wake-up"
+            # A pop without the lock bumps the sequence only for a writer that
+            # raised its W_SPACE bit (which writers do before they sleep).
+            if freed is None or space:
+                assert seq & SEQ32 != self.full[0], "space was freed after FULL without a wake-up"
             self.full = None
-        woke = via_op and contended
+        woke = via_op and contended and freed is None
         assert bool(status & L.WAKE_LOCK) == woke
         assert int(w[L.H_LOCK_SEQ]) == lockseq0 + woke
         self.check()
@@ -874,7 +891,9 @@ class Pair:
         assert not status & (L.WAKE_MEMBERS | L.UNLINK)
         if expected == L.FULL:
             seq = status >> L.SEQ_SHIFT
-            assert seq == int(rig.w[L.H_SPACE_SEQ]) & SEQ32
+            # Read before the head was refreshed: one behind if that moved it.
+            refreshed = rig.head > before[0]
+            assert seq == (int(rig.w[L.H_SPACE_SEQ]) - refreshed) & SEQ32
             assert rig.head == self.model.min_cursor()  # so the next move of it wakes us
             self.full = (seq, self.model.min_cursor())
         else:
@@ -899,6 +918,7 @@ class Pair:
         rig, before = self.rig, self._before()
         out = rig.out if room is None else np.zeros(room, np.uint8)
         scr = screen_table(list(senders), list(types))
+        cursor0 = rig.cursor(slot)
         if via_op:
             lockval = self._lockval(token, contended)
             result = woken(K.op_pop(rig.mem, lockval, slot, scr, out, waits))
@@ -922,7 +942,10 @@ class Pair:
         else:
             assert (slen, tlen, blen, kind) == (0, 0, 0, 0)
         assert status & ~(L.CODE_MASK | L.WAKE_SPACE | L.WAKE_ASYNC_SPACE | L.WAKE_LOCK) == 0
-        self._step(status, before, via_op, contended)
+        freed = None
+        if via_op:
+            freed = rig.cursor(slot) != cursor0 and bool(before[3])
+        self._step(status, before, via_op, contended, freed)
         return expected, value
 
     def set_waiting(self, slot, bits):
