@@ -174,7 +174,7 @@ class _Member:
         self.reader = reader
         self.lock = threading.Lock()  # guards out/out_mm and waiting between threads
         self.waiting = [0] * 5  # sleepers of this handle by wait bit (W_DATA..W_ASYNC)
-        self.lens = np.zeros(0, np.int64)  # pop_many's field lengths
+        self.lens = None  # pop_many's buffers (pysyncq.batch), made on first use
         self.pins = []  # positions this handle pins (views, reservations)
         self.unpins = []  # pins of views whose arrays were collected since
         self.viewing = False  # a pop_view is open
