@@ -293,7 +293,10 @@ def _pop_into(msgs, mem, lockval, q, m, want, decode):
                     bodies = list(map(_decode_bytes, bodies))
                 except UnicodeDecodeError:
                     bodies = list(map(_queue._decode, bodies))
-            msgs += zip(repeat(s, count), repeat(t, count), bodies, strict=True)
+            if count > 16:
+                msgs += zip(repeat(s, count), repeat(t, count), bodies, strict=False)
+            else:  # a comprehension costs less for a few
+                msgs += [(s, t, body) for body in bodies]
         else:
             _runs(msgs, m, items, b.segs[: SEG_WORDS * nsegs].tolist(), decode)
         return status, count
@@ -327,7 +330,7 @@ def _runs(msgs, m, items, segs, decode):
                 bodies = list(map(_decode_bytes, bodies))
             except UnicodeDecodeError:
                 bodies = list(map(_decode, bodies))
-        msgs += zip(repeat(s, c), repeat(t, c), bodies, strict=True)
+        msgs += zip(repeat(s, c), repeat(t, c), bodies, strict=False)
 
 
 _op_extend = _op_pop_many = None
