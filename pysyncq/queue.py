@@ -880,7 +880,9 @@ class PySyncQ(Screened):
         ``block=True``, up to ``timer`` seconds in all) or raise
         :class:`QueueFull` whose ``.written`` says how many went in; nothing is
         lost or doubled.  A body too large for the queue raises
-        :class:`MessageTooLarge`, also with ``.written``.
+        :class:`MessageTooLarge`, also with ``.written``, as does
+        :class:`QueueLocked` (a stopped process holds the lock).  Fastest with
+        a list of ``bytes``, or of ``str``, all of one type.
         """
         return batch.extend(self, mtype, bodies, block, timer)
 
@@ -1054,7 +1056,9 @@ class PySyncQ(Screened):
         times as possible: a list of what :meth:`pop` returns (empty when
         there is nothing).  With ``block=True`` wait up to ``timer`` seconds
         for the first message, then return what is there without waiting for
-        more.  Screening applies as in :meth:`pop`.
+        more.  Screening applies as in :meth:`pop`.  Consecutive messages with
+        one sender and one type share the sender and type objects.  Raises
+        ``RuntimeError`` while a :meth:`pop_view` of this handle is open.
         """
         return batch.pop_many(self, n, block, timer, decode)
 

@@ -18,6 +18,7 @@ import warnings
 
 import numpy as np
 import pytest
+import test_fuzz
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from test_kernels import CAPS, Pair, body_of, code, starts
@@ -581,3 +582,36 @@ def test_an_array_record_is_a_run_of_its_own():
     for _ in kinds:
         p.model.pop(r, rig.tokens[r])
     p.check()
+
+
+# -- A corrupt segment (test_fuzz.py's trials, with batches) -------------------------
+
+
+class BatchTrial(test_fuzz.Trial):
+    """test_fuzz's trial with batches in the history and among the calls on
+    the corrupt queue: no value in the segment may crash, hang or raise a
+    foreign exception from extend or pop_many either."""
+
+    def build(self):
+        super().build()
+        rng = self.rng
+        for i, q in enumerate(self.handles):  # more history, in batches
+            bodies = [self.message(self.cap)[1] for _ in range(rng.randrange(0, 12))]
+            self.call(f"h{i}.extend(build)", q.extend, "b", bodies)
+            if q._m.reader and rng.random() < 0.7:
+                q.pop_many(rng.randrange(1, 8))
+
+    def exercise(self):
+        for i, q in enumerate(self.handles):
+            if q._m is not None and q._m.reader:
+                self.call(f"h{i}.pop_many", q.pop_many, 50)
+                self.call(f"h{i}.pop_many(raw)", q.pop_many, 3, decode=False)
+                self.call(f"h{i}.pop_many(block)", q.pop_many, 50, block=True, timer=0.005)
+            bodies = [self.message(self.cap)[1] for _ in range(self.rng.randrange(1, 9))]
+            self.call(f"h{i}.extend", q.extend, "t", bodies)
+        super().exercise()
+
+
+def test_fuzz_segment_with_batches(qname, monkeypatch):
+    monkeypatch.setattr(test_fuzz, "Trial", BatchTrial)  # the forked children inherit it
+    test_fuzz._fuzz(qname, 150)
