@@ -668,7 +668,9 @@ def main(argv=None):
         if peers.OPTIONAL.is_dir() and str(peers.OPTIONAL) not in sys.path:
             sys.path.insert(0, str(peers.OPTIONAL))
     only = {x.strip() for x in o.only.split(",") if x.strip()}
-    contenders, skipped = available(only - {"batches"})
+    rest = only - {"batches"}
+    # "--only batches" alone: no array contender (available(set()) means all).
+    contenders, skipped = available(rest) if rest or not only else ([], {})
     do_batches = not o.no_batches and (not only or "batches" in only)
     for c, why in skipped.items():
         print(f"skipping {c}: {why}", file=sys.stderr)
@@ -756,11 +758,12 @@ def main(argv=None):
         f"{doc['load_average_after'][0]:.2f}; {elapsed:.0f} s; "
         f"commit {str(doc['git']['commit'])[:7]}{' (dirty)' if doc['git']['dirty'] else ''}\n"
     )
-    print(
-        "### Arrays: 1 writer → R readers, MB/s per reader "
-        f"(median of {o.repeats}, higher is better)\n"
-    )
-    print(tables["arrays"] + "\n")
+    if contenders:
+        print(
+            "### Arrays: 1 writer → R readers, MB/s per reader "
+            f"(median of {o.repeats}, higher is better)\n"
+        )
+        print(tables["arrays"] + "\n")
     if do_batches:
         print(f"### Batches (median of {o.repeats})\n\n" + tables["batches"] + "\n")
     if skipped:

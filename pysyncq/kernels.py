@@ -467,13 +467,14 @@ def ring_put(w, mem, slot, token, sender, mtype, body, data, kind, reserve):
 
 
 @njit(**_JIT)
-def _screened(mem, p, length, scr, first, stop):
-    """True if bytes ``mem[p:p+length]`` equal one of entries first..stop-1."""
-    sw = scr.view(np.int64)
+def _screened(mem, p, length, scr, sw, first, stop):
+    """True if bytes ``mem[p:p+length]`` equal one of entries first..stop-1 of
+    screen table ``scr``, whose int64 view ``sw`` the caller makes once (a
+    view per call costs a reference count, twice, per record)."""
     for k in range(first, stop):
-        off = sw[2 + 2 * k]
         if sw[3 + 2 * k] != length:
             continue
+        off = sw[2 + 2 * k]
         same = True
         for j in range(length):
             if mem[p + j] != scr[off + j]:
@@ -523,22 +524,31 @@ def _next_record(w, mem, slot, scr, cur, end):
     ``PENDING`` (an unpublished reservation at ``cur``); or ``CORRUPT`` with
     the bad word in ``meta``.  Header checked.
     """
-    code, cur, size, meta, screened = _scan(w, mem, scr, cur, end)
+    return _next_in_batch(w, mem, slot, scr, scr.view(np.int64), cur, end)
+
+
+@njit(**_JIT)
+def _next_in_batch(w, mem, slot, scr, sw, cur, end):
+    """``_next_record`` with the screen table's view ``sw`` made once by the
+    caller (a batch, or a pop that may scan again)."""
+    code, cur, size, meta, screened = _scan(w, mem, scr, sw, cur, end)
     if screened:
         atomic_add(w, slot_word(slot, S_SCREENED), screened)
     return code, cur, size, meta
 
 
 @njit(**_JIT)
-def _scan(w, mem, scr, cur, end):
-    """``_next_record`` that returns the count of screened records passed
+def _scan(w, mem, scr, sw, cur, end):
+    """``_next_in_batch`` that returns the count of screened records passed
     as a fifth value instead of adding it to a slot."""
     screened = 0
     cap = w[H_CAPACITY]
-    ns = scr.view(np.int64)[0]
-    nt = scr.view(np.int64)[1]
+    base = w[H_RING_OFFSET]
+    ns = sw[0]
+    nt = sw[1]
     while cur < end:
-        room = cap - cur % cap
+        off = cur % cap
+        room = cap - off
         if room < REC_HEADER:
             cur += room
             continue
@@ -551,8 +561,7 @@ def _scan(w, mem, scr, cur, end):
             continue
         if kind == KIND_RESERVED:
             # Published by a swap of this word: read it again, atomically.
-            at = (w[H_RING_OFFSET] + cur % cap) // 8
-            meta = atomic_load(w, at + 1)
+            meta = atomic_load(w, (base + off) // 8 + 1)
             kind = (meta >> 32) & 0xFF
             if kind == KIND_RESERVED:
                 return PENDING, cur, size, meta, screened
@@ -561,13 +570,16 @@ def _scan(w, mem, scr, cur, end):
                 continue
             if not KIND_STR <= kind <= KIND_ARRAY:
                 return CORRUPT, cur, 0, meta, screened
-        slen = meta & 0xFFFF
-        tlen = (meta >> 16) & 0xFFFF
-        p = w[H_RING_OFFSET] + cur % cap + REC_HEADER
-        if _screened(mem, p, slen, scr, 0, ns) or _screened(mem, p + slen, tlen, scr, ns, ns + nt):
-            cur += size
-            screened += 1
-            continue
+        if ns + nt:
+            slen = meta & 0xFFFF
+            tlen = (meta >> 16) & 0xFFFF
+            p = base + off + REC_HEADER
+            if _screened(mem, p, slen, scr, sw, 0, ns) or _screened(
+                mem, p + slen, tlen, scr, sw, ns, ns + nt
+            ):
+                cur += size
+                screened += 1
+                continue
         return OK, cur, size, meta, screened
     return EMPTY, cur, 0, 0, screened
 
@@ -1025,35 +1037,6 @@ def op_commit(mem, lockval, slot, pos, size, pin):
     return status | lock_release(w)
 
 
-@njit(**_JIT)
-def op_extend(mem, lockval, slot, sender, mtype, blob, ends, kinds, first):
-    """Append bodies ``first, first+1, ...`` under one lock, while they fit.
-
-    Body ``i`` is ``blob[ends[i-1]:ends[i]]`` (``ends[-1]`` taken as 0 for the
-    first), of kind ``kinds[i]``.  Returns ``(status, count)``: the status of
-    the first append that was not ``OK`` (``OK`` if all went in), with the
-    ``WAKE_*`` bits of all, and how many went in.  ``BUSY`` with 0 if the lock
-    is taken.
-    """
-    w = mem.view(np.int64)
-    if atomic_cas(w, H_LOCK, 0, lockval) != 0:
-        return BUSY, 0
-    token = lockval & ~CONTENDED
-    wakes = 0
-    status = OK
-    n = 0
-    for i in range(first, len(ends)):
-        body = blob[ends[i - 1] if i > 0 else 0 : ends[i]]
-        status = ring_put(w, mem, slot, token, sender, mtype, body, _NO_DATA, kinds[i], -1)[0]
-        wakes |= status & ~CODE_MASK & 0xFFFF
-        if status & CODE_MASK != OK:
-            break
-        n += 1
-    if status & CODE_MASK == OK:
-        status = OK
-    return status | wakes | lock_release(w), n
-
-
 #: Tries of a pop without the lock whose cursor was moved meanwhile (by a
 #: writer passing this reader over its own message or the ring's padding)
 #: before it answers BUSY.
@@ -1085,6 +1068,7 @@ def pop_free(w, mem, slot, token, scr, out):
         return _corrupt(bad), 0, 0, 0, 0
     cw = slot_word(slot, S_CURSOR)
     cap = w[H_CAPACITY]
+    sw = scr.view(np.int64)
     for _ in range(_POP_TRIES):
         if not is_member(w, slot, token) or not w[slot_word(slot, S_FLAGS)] & SF_READER:
             return NOT_MEMBER, 0, 0, 0, 0
@@ -1098,7 +1082,7 @@ def pop_free(w, mem, slot, token, scr, out):
             if not is_member(w, slot, token):
                 return NOT_MEMBER, 0, 0, 0, 0
             return _corrupt(C_CURSOR), start, 0, start, 0
-        code, cur, size, meta, screened = _scan(w, mem, scr, start, end)
+        code, cur, size, meta, screened = _scan(w, mem, scr, sw, start, end)
         slen = tlen = blen = kind = 0
         status = code
         received = 0
@@ -1205,65 +1189,266 @@ def op_leave(mem, lockval, slot, token, creator):
     return status | lock_release(w)
 
 
-#: In a kind from ``op_pop_many``: same sender and type as the message before.
-SAME_HEAD = 1 << 40
+# -- Batches (pysyncq.batch): many records per kernel call and per lock.
 
 
 @njit(**_JIT)
-def _same_head(out, prev, at, n, prev_n):
-    """Whether ``out[at:at+n]`` equals ``out[prev:prev+prev_n]``."""
-    if n != prev_n:
-        return False
+def ring_put_many(w, mem, slot, token, sender, mtype, blob, lens, kinds, kind, first, off, count):
+    """Append bodies ``first .. count-1`` from ``slot`` while they fit, as
+    ``ring_put`` would one by one, with the checks made once.  Lock held.
+
+    The bodies lie back to back in ``blob``, body ``first`` at byte ``off``.
+    Body ``i`` is ``lens[i]`` bytes long, or ``lens[0]`` for every body when
+    ``lens`` has one entry; its kind is ``kinds[i]``, or ``kind`` for every
+    body when ``kinds`` is empty (each a ``KIND_*``, with ``APPEND_SKIP`` as
+    for ``ring_put``).  Each record is published (``H_WRITE_POS``) as soon as
+    it is written, so a writer killed here leaves whole records only.
+
+    Returns ``(status, n, off)``: ``n`` records went in and ``off`` is the
+    byte of ``blob`` where the next body starts.  ``status`` is ``OK`` (with
+    the ``WAKE_*`` bits of all) when all went in, else that of the first that
+    did not, as ``ring_put`` gives it (``FULL`` with the space sequence above
+    ``SEQ_SHIFT``, ``TOO_LARGE``, ``NOT_MEMBER``, ``CORRUPT``), with the
+    ``WAKE_*`` bits of those before.  A body that lies outside ``blob`` (a bad
+    call, never a message) is ``TOO_LARGE``.
+    """
+    bad = header_check(w)
+    if bad:
+        return _corrupt(bad), 0, off
+    if not is_member(w, slot, token):
+        return NOT_MEMBER, 0, off
+    cap = w[H_CAPACITY]
+    base = w[H_RING_OFFSET]
+    heads = len(sender) + len(mtype)
+    meta0 = len(sender) | (len(mtype) << 16) | ((slot + 1) << META_WRITER_SHIFT)
+    reader = w[slot_word(slot, S_FLAGS)] & SF_READER
+    cw = slot_word(slot, S_CURSOR)
+    uniform = len(lens) == 1
+    pos = w[H_WRITE_POS]
+    head = w[H_HEAD]
+    flags = 0
+    status = OK
+    n = 0
+    screened = 0
+    for i in range(first, count):
+        if not uniform and i >= len(lens):
+            status = TOO_LARGE
+            break
+        blen = lens[0] if uniform else lens[i]
+        k = kinds[i] if len(kinds) > i else kind
+        if blen < 0 or off < 0 or off + blen > len(blob):
+            status = TOO_LARGE
+            break
+        payload = heads + blen
+        size = (REC_HEADER + payload + 7) & ~7
+        if size > cap:
+            status = TOO_LARGE
+            break
+        room = cap - pos % cap
+        pad = room if room < size else 0
+        if not (head == pos or pos + pad + size - head <= cap):
+            sseq = atomic_load(w, H_SPACE_SEQ) & _SEQ32  # before the cursors: see ring_put
+            more = head_refresh(w)
+            if more & CODE_MASK:
+                status = more
+                break
+            flags |= more
+            head = w[H_HEAD]
+            if not (head == pos or pos + pad + size - head <= cap):
+                status = FULL | (sseq << SEQ_SHIFT)
+                break
+        if pad:
+            if pad >= REC_HEADER:
+                at = (base + pos % cap) // 8
+                w[at] = pad
+                w[at + 1] = KIND_PAD << 32
+            # As ring_put: publish the padding, move the readers at its start.
+            atomic_store(w, H_WRITE_POS, pos + pad)
+            for j in range(slot_hwm(w)):
+                if w[slot_word(j, S_STATE)] == SLOT_ACTIVE:
+                    atomic_cas(w, slot_word(j, S_CURSOR), pos, pos + pad)  # owners pop lock-free
+            if head == pos:
+                more = head_refresh(w)
+                if more & CODE_MASK:
+                    status = more
+                    break
+                flags |= more
+                head = w[H_HEAD]
+            pos += pad
+        at = base + pos % cap
+        w[at // 8] = size
+        w[at // 8 + 1] = meta0 | ((size - REC_HEADER - payload) << 40) | ((k & 0xFF) << 32)
+        p = _copy_in(mem, at + REC_HEADER, sender)
+        p = _copy_in(mem, p, mtype)
+        copy_bytes(mem, p, blob, off, blen)
+        for q in range(p + blen, at + size):
+            mem[q] = 0
+        atomic_store(w, H_WRITE_POS, pos + size)  # this record becomes visible here
+        if k & APPEND_SKIP and reader and atomic_cas(w, cw, pos, pos + size) == pos:
+            screened += 1
+        pos += size
+        off += blen
+        n += 1
+    if n:
+        atomic_add(w, H_APPENDS, n)
+        atomic_add(w, slot_word(slot, S_SENT), n)
+        atomic_add(w, slot_word(slot, S_SCREENED), screened)
+        atomic_add(w, H_DATA_SEQ, n)  # one bump per record, as n appends make
+        flags |= wake_flags(w, W_DATA)
+    return status | flags, n, off
+
+
+@njit(**_JIT)
+def op_extend(mem, lockval, slot, sender, mtype, blob, lens, kinds, kind, first, off, count):
+    """``ring_put_many`` under the lock, then the wakes (``wake_now``):
+    ``(status, n, off)``, or ``(BUSY, 0, off)``."""
+    w = mem.view(np.int64)
+    if atomic_cas(w, H_LOCK, 0, lockval) != 0:
+        return BUSY, 0, off
+    token = lockval & ~CONTENDED
+    status, n, off = ring_put_many(
+        w, mem, slot, token, sender, mtype, blob, lens, kinds, kind, first, off, count
+    )
+    return wake_now(mem, status | lock_release(w)), n, off
+
+
+#: Bytes of ``fmt`` that ``ring_pop_many`` needs free for one more message:
+#: three struct codes of at most 15 digits and a letter.
+FMT_PER_MESSAGE = 48
+#: int64 words of ``segs`` per run of messages (see ``ring_pop_many``).
+SEG_WORDS = 4
+
+
+@njit(**_JIT)
+def _fmt_code(fmt, fp, value, letter):
+    """Write struct code ``<value><letter>`` (e.g. ``64s``) at ``fmt[fp]``;
+    return the position after it.  ``value`` >= 0."""
+    digits = 1
+    v = value
+    while v >= 10:
+        v //= 10
+        digits += 1
+    v = value
+    for d in range(digits - 1, -1, -1):
+        fmt[fp + d] = 48 + v % 10
+        v //= 10
+    fmt[fp + digits] = letter
+    return fp + digits + 1
+
+
+@njit(**_JIT)
+def _head_equal(mem, p, out, q, n):
     for i in range(n):
-        if out[at + i] != out[prev + i]:
+        if mem[p + i] != out[q + i]:
             return False
     return True
 
 
 @njit(**_JIT)
-def op_pop_many(mem, lockval, slot, scr, out, lens, limit):
-    """Up to ``limit`` pops under one lock, their fields back to back in ``out``.
+def ring_pop_many(w, mem, slot, token, scr, out, fmt, segs, limit):
+    """Pop up to ``limit`` records that ``slot`` does not screen, for
+    ``pysyncq.batch``, with one move of the cursor at the end.  Lock held.
 
-    ``lens`` (an int64 array of at least ``4 * limit``) gets
-    ``(sender_len, type_len, body_len, kind)`` per message, ``kind`` with
-    ``SAME_HEAD`` when sender and type equal the previous message's.  Returns
-    ``(status, count)``: the status that ended the batch (``EMPTY`` with its
-    data sequence above ``SEQ_SHIFT``, ``NEED_SPACE`` if ``out`` had no room
-    for the next record, ...; ``OK`` if ``limit`` were popped), with the
-    ``WAKE_*`` bits of all, and how many were popped.
+    Into ``out`` go, back to back, each body, preceded by the sender and type
+    when they differ from the previous message's (the usual batch has one
+    sender and one type: they are copied, compared and decoded once).  Into
+    ``fmt`` goes a ``struct`` format that unpacks ``out``: ``<n>s`` for each
+    sender, type and body, ``<n>x`` for the body of an array record (which
+    the caller decodes from ``out`` itself).  Into ``segs`` go runs of
+    messages, ``SEG_WORDS`` words each: ``(count, new_head, offset,
+    length)``, where ``new_head`` says the run starts with a sender and type,
+    and ``length`` is -1 for a run of ``count`` str or bytes bodies, or for
+    an array record (``count`` 1) the length of its body at ``offset`` in
+    ``out``.  A run holds one sender and type and no array.  It stops when
+    ``fmt`` or ``segs`` has no room for one more message (``OK``).
+
+    Returns ``(status, count, fmt_len, nsegs, arrays)``, ``arrays`` the number
+    of array records; ``status`` is ``OK`` (``limit`` popped, or no room
+    left), or what ended the batch: ``EMPTY``/``PENDING`` with the data
+    sequence above ``SEQ_SHIFT``, ``NEED_SPACE`` with the bytes ``out`` must
+    hold for the next record (alone) above it, ``NOT_MEMBER``, ``CORRUPT``;
+    with the ``WAKE_*`` bits of the cursor move.
     """
-    w = mem.view(np.int64)
-    if atomic_cas(w, H_LOCK, 0, lockval) != 0:
-        return BUSY, 0
-    token = lockval & ~CONTENDED
-    at = prev = 0
+    bad = header_check(w)
+    if bad:
+        return _corrupt(bad), 0, 0, 0, 0
+    start = _reader_start(w, slot, token)
+    if start == -1:
+        return NOT_MEMBER, 0, 0, 0, 0
+    if start == -2:
+        return _corrupt(C_CURSOR), 0, 0, 0, 0
+    seq = atomic_load(w, H_DATA_SEQ) & _SEQ32
+    end = w[H_WRITE_POS]
+    cap = w[H_CAPACITY]
+    base = w[H_RING_OFFSET]
+    cur = start
+    at = 0  # bytes used in out
+    fp = 0  # bytes used in fmt
+    ns = 0  # runs in segs
     n = 0
-    wakes = 0
+    prev = -1  # offset in out of the last sender and type copied
+    prev_s = prev_t = 0
+    last_array = False
+    arrays = 0
+    sw = scr.view(np.int64)
     status = OK
     while n < limit:
-        status, slen, tlen, blen, kind = ring_pop(w, mem, slot, token, scr, out[at:])
-        wakes |= status & ~CODE_MASK & 0xFFFF
-        code = status & CODE_MASK
-        if code != OK:
-            if code == EMPTY or code == PENDING:
-                status = code | (blen << SEQ_SHIFT)
-            elif code == NEED_SPACE:
-                status = NEED_SPACE | (blen << SEQ_SHIFT)
+        if fp + FMT_PER_MESSAGE > len(fmt) or SEG_WORDS * (ns + 1) > len(segs):
             break
-        lens[4 * n] = slen
-        lens[4 * n + 1] = tlen
-        lens[4 * n + 2] = blen
-        if n and _same_head(out, prev, at, slen + tlen, lens[4 * n - 4] + lens[4 * n - 3]):
-            kind |= SAME_HEAD  # the caller may reuse the previous sender and type
-        lens[4 * n + 3] = kind
-        prev = at
-        at += slen + tlen + blen
+        code, cur, size, meta = _next_in_batch(w, mem, slot, scr, sw, cur, end)
+        if code != OK:
+            status = code | (seq << SEQ_SHIFT) if code != CORRUPT else _corrupt(C_RECORD)
+            break
+        slen = meta & 0xFFFF
+        tlen = (meta >> 16) & 0xFFFF
+        blen = size - REC_HEADER - slen - tlen - ((meta >> 40) & 0xFF)
+        is_array = (meta >> 32) & 0xFF == KIND_ARRAY
+        p = base + cur % cap + REC_HEADER
+        hl = slen + tlen
+        same = (
+            prev >= 0 and slen == prev_s and tlen == prev_t and _head_equal(mem, p, out, prev, hl)
+        )
+        need = blen if same else hl + blen
+        if at + need > len(out):
+            status = NEED_SPACE | ((hl + blen) << SEQ_SHIFT)
+            break
+        if not same:
+            copy_bytes(out, at, mem, p, hl)
+            prev, prev_s, prev_t = at, slen, tlen
+            at += hl
+            fp = _fmt_code(fmt, fp, slen, 115)  # 's'
+            fp = _fmt_code(fmt, fp, tlen, 115)
+        if ns == 0 or not same or is_array or last_array:
+            segs[SEG_WORDS * ns] = 1
+            segs[SEG_WORDS * ns + 1] = 0 if same else 1
+            segs[SEG_WORDS * ns + 2] = at if is_array else 0
+            segs[SEG_WORDS * ns + 3] = blen if is_array else -1
+            ns += 1
+        else:
+            segs[SEG_WORDS * (ns - 1)] += 1
+        last_array = is_array
+        if is_array:
+            arrays += 1
+        copy_bytes(out, at, mem, p + hl, blen)
+        at += blen
+        fp = _fmt_code(fmt, fp, blen, 120 if is_array else 115)  # 'x' or 's'
+        cur += size
         n += 1
-    if status & CODE_MASK == OK:
-        status = OK
-    else:
-        status &= ~(WAKE_DATA | WAKE_SPACE | WAKE_LOCK | WAKE_MEMBERS)
-    return status | wakes | lock_release(w), n
+    if n:
+        w[slot_word(slot, S_RECEIVED)] += n
+    moved = _reader_move(w, slot, start, cur, status)
+    return moved, n, fp, ns, arrays
+
+
+@njit(**_JIT)
+def op_pop_many(mem, lockval, slot, scr, out, fmt, segs, limit):
+    """``ring_pop_many`` under the lock, then the wakes (``wake_now``), or
+    ``(BUSY, 0, 0, 0, 0)``."""
+    w = mem.view(np.int64)
+    if atomic_cas(w, H_LOCK, 0, lockval) != 0:
+        return BUSY, 0, 0, 0, 0
+    r = ring_pop_many(w, mem, slot, lockval & ~CONTENDED, scr, out, fmt, segs, limit)
+    return wake_now(mem, r[0] | lock_release(w)), r[1], r[2], r[3], r[4]
 
 
 @njit(**_JIT)

@@ -45,7 +45,7 @@ import weakref
 
 import numpy as np
 
-from . import _futex, _lifecycle, _proc, _segment, _wait, kernels, views
+from . import _futex, _lifecycle, _proc, _segment, _wait, batch, kernels, views
 from ._lifecycle import (  # noqa: F401 - public names
     State,
     check_int,
@@ -137,13 +137,9 @@ FOLLOW_INTERVAL = 0.05
 #: here, a message that comes within this while the reader watches far less.
 SPIN = 20e-6
 
-#: Bytes of the buffer a handle's pop_many copies into (at most the capacity).
-_BATCH_BUFFER = 1 << 18
-
 _live = weakref.WeakSet()
 _CLOSED_MEM = np.zeros(HEADER_BYTES, np.uint8)
 _op_pop = kernels.op_pop
-_SAME_HEAD = kernels.SAME_HEAD
 _op_append = kernels.op_append
 
 
@@ -190,7 +186,7 @@ class _Member:
         self.waiting = [0] * 5  # sleepers of this handle by wait bit (W_DATA..W_ASYNC)
         self.idle = 0  # wait_bits(waiting): what the slot's S_WAIT must hold
         self.waits = (0, W_DATA << 8)  # op_pop's waits for block False, True
-        self.lens = np.zeros(0, np.int64)  # pop_many's field lengths
+        self.lens = None  # pop_many's buffers (pysyncq.batch), made on first use
         self.pins = []  # positions this handle pins (views, reservations)
         self.unpins = []  # pins of views whose arrays were collected since
         self.viewing = False  # a pop_view is open
@@ -235,24 +231,6 @@ def msgtype_bytes(mtype):
     return t
 
 
-def _encode_bodies(bodies):
-    """``(list of bytes, int64 array of kinds)`` for :meth:`PySyncQ.extend`;
-    all-str and all-bytes batches (the common ones) without a call per body."""
-    if type(bodies) not in (list, tuple):
-        bodies = list(bodies)
-    n = len(bodies)
-    types = set(map(type, bodies))
-    if types <= {str}:
-        return [b.encode() for b in bodies], np.full(n, KIND_STR, np.int64)
-    if types <= {bytes}:
-        return list(bodies), np.full(n, KIND_BYTES, np.int64)
-    pieces, kinds = [], np.empty(n, np.int64)
-    for i, msg in enumerate(bodies):
-        body, kinds[i] = _encode_body(msg)
-        pieces.append(body)
-    return pieces, kinds
-
-
 def _encode_body(msg):
     """``(bytes, kind)`` of a message body, by :meth:`PySyncQ.append`'s rules."""
     if type(msg) is str:
@@ -276,40 +254,6 @@ def _fields(m, slen, tlen, blen, kind):
     else:
         body = out[a : a + blen]
     return out[:slen], out[slen:a], body, kind
-
-
-def _batch_fields(m, count, decode):
-    """The ``(sender, type, body)`` of ``count`` records that ``op_pop_many``
-    copied into ``m.out``.  With ``m.lock``.  One copy out of the buffer, then
-    slices of it; a sender and type equal to the previous message's
-    (``SAME_HEAD``) are the same objects, sliced and decoded once."""
-    lens = m.lens[: 4 * count].reshape(count, 4)
-    ends = np.cumsum(lens[:, :3]).tolist()
-    kinds = lens[:, 3].tolist()
-    data = m.out_mm[: ends[-1]]
-    msgs = []
-    append = msgs.append
-    at = 0
-    s = t = None
-    for k in range(count):
-        a, b, end = ends[3 * k], ends[3 * k + 1], ends[3 * k + 2]
-        kind = kinds[k]
-        if not kind & _SAME_HEAD or s is None:
-            s, t = data[at:a], data[a:b]
-            if decode:
-                s, t = _decode(s), _decode(t)
-        if kind & 0xFF == KIND_ARRAY:
-            body = decode_array(m.out[b:end])
-        else:
-            body = data[b:end]
-            if decode:
-                try:
-                    body = body.decode()
-                except UnicodeDecodeError:
-                    pass
-        append((s, t, body))
-        at = end
-    return msgs
 
 
 def _message(s, t, b, decode):
@@ -960,51 +904,11 @@ class PySyncQ(Screened):
         ``block=True``, up to ``timer`` seconds in all) or raise
         :class:`QueueFull` whose ``.written`` says how many went in; nothing is
         lost or doubled.  A body too large for the queue raises
-        :class:`MessageTooLarge`, also with ``.written``.
+        :class:`MessageTooLarge`, also with ``.written``, as does
+        :class:`QueueLocked` (a stopped process holds the lock).  Fastest with
+        a list of ``bytes``, or of ``str``, all of one type.
         """
-        m = self._m
-        if m is None:
-            self._member()
-        timer = check_timer(timer)
-        t = msgtype_bytes(mtype)
-        pieces, kinds = _encode_bodies(bodies)
-        if not pieces:
-            return 0
-        if self._skips(m, t):
-            kinds |= APPEND_SKIP
-        blob = np.frombuffer(b"".join(pieces), np.uint8)
-        ends = np.cumsum(np.fromiter(map(len, pieces), np.int64, len(pieces)))
-        total = len(pieces)
-        written = 0
-        seg = self._seg
-        start = time.monotonic()
-        deadline = start + timer if block else start
-        while True:
-            status, n = kernels.op_extend(
-                self._mem, m.token, m.slot, m.sender_bytes, t, blob, ends, kinds, written
-            )
-            written += n
-            if status & WAKE_BITS:
-                wake(seg, status)
-            if written == total:
-                return written
-            # The next body by the single-message path, from the batch's
-            # status: it waits for the lock or space, reaps and raises as
-            # append() does; then the batch goes on.
-            body = blob[ends[written - 1] if written else 0 : ends[written]]
-            args = (m.slot, m.sender_bytes, t, body, int(kinds[written]))
-            left = max(0.0, deadline - time.monotonic())
-            need = len(m.sender_bytes) + len(t) + len(body)
-            try:
-                status = self._append_slow(status, m, kernels.op_append, args, need, block, left)
-            except (QueueFull, MessageTooLarge) as e:
-                e.written = written
-                raise
-            if status & WAKE_BITS:
-                wake(seg, status)
-            written += 1
-            if written == total:
-                return written
+        return batch.extend(self, mtype, bodies, block, timer)
 
     def _append_slow(self, result, m, op, args, need, block, timer):
         """Everything but an immediate success of ``op(mem, lockval, *args)``
@@ -1208,50 +1112,11 @@ class PySyncQ(Screened):
         times as possible: a list of what :meth:`pop` returns (empty when
         there is nothing).  With ``block=True`` wait up to ``timer`` seconds
         for the first message, then return what is there without waiting for
-        more.  Screening applies as in :meth:`pop`.
+        more.  Screening applies as in :meth:`pop`.  Consecutive messages with
+        one sender and one type share the sender and type objects.  Raises
+        ``RuntimeError`` while a :meth:`pop_view` of this handle is open.
         """
-        m = self._m
-        if m is None or not m.reader:
-            self._not_reader(m)
-        n = check_int(n, "n", 0, 1 << 30)
-        timer = check_timer(timer)
-        got = self._pop_batch(m, n, decode)
-        if got or n == 0:
-            return got
-        first = self.pop(block, timer, decode)  # waits, grows, raises as pop does
-        if first is None:
-            return []
-        return [first] + self._pop_batch(m, n - 1, decode)
-
-    def _pop_batch(self, m, n, decode):
-        """At most ``n`` messages that are there now, one kernel call per
-        buffer-full; [] when the batch kernel could not start (empty, busy
-        lock, an error), leaving that to :meth:`pop`."""
-        msgs = []
-        if m.unpins:
-            views.drain_unpins(self, m)
-        if len(m.out) < _BATCH_BUFFER and n > 1:
-            with m.lock:
-                m.grow(min(_BATCH_BUFFER, self._seg.capacity))
-        while len(msgs) < n:
-            want = n - len(msgs)
-            if len(m.lens) < 4 * want:
-                m.lens = np.zeros(4 * want, np.int64)
-            with m.lock:
-                scr = self._scr if self._scr_at == self._changes[0] else self._screens()
-                status, count = kernels.op_pop_many(
-                    self._mem, m.token, m.slot, scr, m.out, m.lens, want
-                )
-                if count:
-                    msgs += _batch_fields(m, count, decode)
-            if status & WAKE_BITS:
-                wake(self._seg, status)
-            if status & CODE_MASK != NEED_SPACE:
-                break
-            if not count:  # the next record alone does not fit: grow for it
-                with m.lock:
-                    m.grow(status >> SEQ_SHIFT)
-        return msgs
+        return batch.pop_many(self, n, block, timer, decode)
 
     def _pop_once(self, m, result):
         """Finish one pop kernel call: ``(fields or None, status, a, b)``, where

@@ -1,0 +1,361 @@
+"""Batches: ``PySyncQ.extend`` and ``PySyncQ.pop_many``, many messages per
+kernel call (and so per queue lock).
+
+The methods of :class:`pysyncq.PySyncQ` keep the public API and docstrings and
+call the functions here with the handle as the first argument.
+
+Where the time goes, and why the code looks like this
+-----------------------------------------------------
+A batch is worth having only if its cost per message is far below a single
+``append`` + ``pop`` (about 1 + 1.3 µs, mostly per-call overhead).  So nothing
+here runs Python code per message that C can run instead:
+
+* ``extend`` joins the bodies into one ``bytes`` (a batch of ``str`` that is
+  all ASCII is joined first and encoded once), and passes their lengths as
+  one int64 array, or as a single length when they are all alike, and one
+  kind for the whole batch unless the bodies are of mixed types.  The kernel
+  (``kernels.ring_put_many``) writes the records one after the other, with
+  the checks that ``ring_put`` makes per record made once.
+* ``pop_many``'s kernel (``kernels.ring_pop_many``) copies the bodies back
+  to back into the handle's buffer, the sender and type only where they
+  change, and writes a ``struct`` format for them (``"6s1s64s64s..."``), so
+  that one ``struct.unpack_from`` makes every ``bytes`` object in C; the
+  tuples come from ``zip`` over ``itertools.repeat`` of the (shared) sender
+  and type; ``decode=True`` is one ``map(bytes.decode, ...)``.  Array bodies
+  break the runs and are decoded one by one, as ``pop`` does.
+"""
+
+import mmap
+import struct
+import time
+from itertools import repeat
+
+import numba
+import numpy as np
+
+from . import _lifecycle, _wait, kernels, views
+from . import queue as _queue
+from ._lifecycle import check_int
+from ._wait import WAKE_BITS, LockBusy, check_timer, locked, wake
+from .codec import decode_array
+from .errors import MessageTooLarge, QueueFull, QueueLocked
+from .kernels import FMT_PER_MESSAGE, SEG_WORDS
+from .layout import (
+    APPEND_SKIP,
+    BUSY,
+    CODE_MASK,
+    EMPTY,
+    KIND_BYTES,
+    KIND_STR,
+    MAX_NAME_BYTES,
+    NEED_SPACE,
+    OK,
+    PENDING,
+    SEQ_SHIFT,
+)
+from .screen import as_bytes
+
+#: Bytes of the buffer a handle's pop_many copies into (at most the capacity).
+_BATCH_BUFFER = 1 << 18
+#: Most messages one pop_many kernel call returns (bounds the format buffer).
+_PER_CALL = 8192
+_NONE = np.zeros(0, np.int64)
+_ONE_LENGTH = {}  # body length -> an int64 array holding it
+_BYTES, _STR = {bytes}, {str}
+_unpack_from = struct.unpack_from
+_decode_bytes = bytes.decode
+
+
+def _encode_bodies(bodies):
+    """``(blob, lens, kinds, kind, count)`` for ``op_extend``: the encoded
+    bodies back to back (bytes), their lengths (an int64 array; one entry
+    when all are alike), their kinds (an int64 array, or empty when all are
+    ``kind``).  Each body by :meth:`PySyncQ.append`'s rules."""
+    if type(bodies) not in (list, tuple):
+        bodies = list(bodies)
+    count = len(bodies)
+    if not count:
+        return b"", _NONE, _NONE, 0, 0
+    types = set(map(type, bodies))
+    kinds = _NONE
+    if types == _BYTES:
+        blob = b"".join(bodies)
+        lens = list(map(len, bodies))
+        kind = KIND_BYTES
+    elif types == _STR:
+        text = "".join(bodies)
+        if text.isascii():  # a byte per character: the lengths are the str's
+            blob = text.encode()
+            lens = list(map(len, bodies))
+        else:
+            pieces = [b.encode() for b in bodies]
+            blob = b"".join(pieces)
+            lens = list(map(len, pieces))
+        kind = KIND_STR
+    else:
+        pieces, ks = [], []
+        for msg in bodies:
+            body, k = _queue._encode_body(msg)
+            pieces.append(body)
+            ks.append(k)
+        blob = b"".join(pieces)
+        lens = list(map(len, pieces))
+        kind = ks[0]
+        if ks.count(kind) != count:
+            kinds = np.array(ks, np.int64)
+    n = lens[0]
+    if lens.count(n) == count:
+        one = _ONE_LENGTH.get(n)
+        if one is None:
+            if len(_ONE_LENGTH) >= 256:
+                _ONE_LENGTH.clear()
+            # Writable, as the warm-up's: a read-only array is another
+            # signature to compile.  The kernel only reads it.
+            one = _ONE_LENGTH[n] = np.full(1, n, np.int64)
+        return blob, one, kinds, kind, count
+    return blob, np.array(lens, np.int64), kinds, kind, count
+
+
+def extend(q, mtype, bodies, block=False, timer=0.5):
+    """:meth:`PySyncQ.extend` of handle ``q``."""
+    m = q._m
+    if m is None:
+        q._member()
+    if type(timer) is not float or not timer >= 0:
+        timer = check_timer(timer)
+    t = mtype.encode() if type(mtype) is str else as_bytes(mtype)
+    if len(t) > MAX_NAME_BYTES:
+        raise ValueError(f"msgtype is {len(t)} bytes long; the limit is {MAX_NAME_BYTES}")
+    blob, lens, kinds, kind, count = _encode_bodies(bodies)
+    if not count:
+        return 0
+    # q._skips(m, t), written out as in append().
+    if q._skip_at != q._changes[0]:
+        q._skip_refresh(m)
+    if q._skip_own or (q._skip_types and t in q._skip_types):
+        kind |= APPEND_SKIP  # we would screen them: do not pin them either
+        if len(kinds):
+            kinds = kinds | APPEND_SKIP
+    op = _op_extend or _entry_points()[0]
+    args = (m.slot, m.sender_bytes, t, blob, lens, kinds, kind, 0, 0, count)
+    status, written, off = op(q._mem, m.token, *args)
+    if written == count:
+        if status & WAKE_BITS:
+            wake(q._seg, status)
+        return count
+    return _extend_rest(q, m, t, blob, lens, kinds, kind, count, status, written, off, block, timer)
+
+
+def _extend_rest(q, m, t, blob, lens, kinds, kind, count, status, written, off, block, timer):
+    """The rest of an :func:`extend` whose first kernel call did not write
+    every body: wait for the lock, for space, raise."""
+    start = time.monotonic()
+    deadline = start + timer if block else start
+    op = _op_extend
+    while True:
+        if status & CODE_MASK == BUSY:
+            # Wait for the lock as append() does, with the batch kernel.
+            args = (m.slot, m.sender_bytes, t, blob, lens, kinds, kind, written, off, count)
+            lock_deadline = max(deadline, start + _wait.LOCK_PATIENCE)
+            try:
+                status, n, off = locked(q._seg, m.token, op, args, lock_deadline)
+            except LockBusy as e:
+                err = q._locked_error(e, lock_deadline - start)
+                err.written = written
+                raise err from None
+            written += n
+        if status & WAKE_BITS:
+            wake(q._seg, status)
+        if written == count:
+            return count
+        # No room, or an error: the next body by the single-message path,
+        # from the batch's status.  It waits for space, reaps and raises as
+        # append() does; then the batch goes on.
+        blen = int(lens[0] if len(lens) == 1 else lens[written])
+        body = blob[off : off + blen]
+        k = int(kinds[written]) if len(kinds) else kind
+        args = (m.slot, m.sender_bytes, t, body, k)
+        left = max(0.0, deadline - time.monotonic())
+        need = len(m.sender_bytes) + len(t) + blen
+        try:
+            status = q._append_slow(
+                status & ~WAKE_BITS, m, kernels.op_append, args, need, block, left
+            )
+        except (QueueFull, MessageTooLarge, QueueLocked) as e:
+            e.written = written
+            raise
+        if status & WAKE_BITS:
+            wake(q._seg, status)
+        written += 1
+        off += blen
+        if written == count:
+            return count
+        args = (m.slot, m.sender_bytes, t, blob, lens, kinds, kind, written, off, count)
+        status, n, off = op(q._mem, m.token, *args)
+        written += n
+
+
+def pop_many(q, n, block=False, timer=0.5, decode=True):
+    """:meth:`PySyncQ.pop_many` of handle ``q``."""
+    m = q._m
+    if m is None or not m.reader or m.viewing:
+        q._not_reader(m)
+    if type(n) is not int or not 0 <= n <= 1 << 30:
+        n = check_int(n, "n", 0, 1 << 30)
+    if type(timer) is not float or not timer >= 0:
+        timer = check_timer(timer)
+    got, code = _pop_batch(q, m, n, decode)
+    if got or n == 0:
+        return got
+    if not block and (code == EMPTY or code == PENDING):
+        q._idle(m, code)  # as pop() does when it finds nothing
+        return []
+    first = q.pop(block, timer, decode)  # waits, grows, raises as pop does
+    if first is None:
+        return []
+    return [first] + _pop_batch(q, m, n - 1, decode)[0]
+
+
+class _Buffers:
+    """A handle's struct format and run table for ``op_pop_many``."""
+
+    __slots__ = ("fmt_mm", "fmt", "segs", "room")
+
+    def __init__(self, room):
+        self.room = room
+        self.fmt_mm = mmap.mmap(-1, FMT_PER_MESSAGE * room + 64)
+        self.fmt = np.frombuffer(self.fmt_mm, np.uint8)
+        self.segs = np.zeros(SEG_WORDS * room, np.int64)
+
+
+def _pop_batch(q, m, n, decode):
+    """At most ``n`` messages that are there now, one kernel call per
+    buffer-full (waiting for the queue lock if it is busy), and the status
+    code that ended the batch.  ``([], code)`` when the first call found
+    nothing or failed, leaving what to do to the caller."""
+    if m.unpins:
+        views.drain_unpins(q, m)
+    if len(m.out) < _BATCH_BUFFER and n > 1:
+        with m.lock:
+            m.grow(min(_BATCH_BUFFER, q._seg.capacity))
+    msgs = []
+    while True:
+        want = min(n - len(msgs), _PER_CALL)
+        status, count = _pop_into(msgs, q._mem, m.token, q, m, want, decode)
+        if status & CODE_MASK == BUSY:
+            start = time.monotonic()
+            args = (q, m, want, decode)
+            try:
+                status, count = locked(
+                    q._seg, m.token, _pop_into_, (msgs, *args), start + _wait.LOCK_PATIENCE
+                )
+            except LockBusy as e:
+                if msgs:
+                    break
+                raise q._locked_error(e, _wait.LOCK_PATIENCE) from None
+        if status & WAKE_BITS:
+            wake(q._seg, status)
+        code = status & CODE_MASK
+        if len(msgs) >= n:
+            return msgs, code
+        if code == NEED_SPACE:
+            if not count:  # the next record alone does not fit: grow for it
+                with m.lock:
+                    m.grow(status >> SEQ_SHIFT)
+        elif code != OK or not count:
+            return msgs, code
+
+
+def _pop_into(msgs, mem, lockval, q, m, want, decode):
+    """One ``op_pop_many`` call for up to ``want`` messages, added to
+    ``msgs``: ``(status, count)``.  The handle's thread lock is held around
+    the kernel call and the reading of its buffers, never while waiting for
+    the queue lock (``locked`` calls this again after a wait)."""
+    with m.lock:
+        b = m.lens
+        if b is None or b.room < want:
+            b = m.lens = _Buffers(max(want, 64))
+        scr = q._scr if q._scr_at == q._changes[0] else q._screens()
+        op = _op_pop_many or _entry_points()[1]
+        status, count, flen, nsegs, arrays = op(
+            mem, lockval, m.slot, scr, m.out, b.fmt, b.segs, want
+        )
+        if not count:
+            return status, 0
+        items = _unpack_from(b.fmt_mm[:flen], m.out_mm)
+        if nsegs == 1 and not arrays:
+            # One sender and type, no array: the usual batch.
+            s, t = items[0], items[1]
+            bodies = items[2:]
+            if decode:
+                s, t = _queue._decode(s), _queue._decode(t)
+                try:
+                    bodies = list(map(_decode_bytes, bodies))
+                except UnicodeDecodeError:
+                    bodies = list(map(_queue._decode, bodies))
+            if count > 16:
+                msgs += zip(repeat(s, count), repeat(t, count), bodies, strict=False)
+            else:  # a comprehension costs less for a few
+                msgs += [(s, t, body) for body in bodies]
+        else:
+            _runs(msgs, m, items, b.segs[: SEG_WORDS * nsegs].tolist(), decode)
+        return status, count
+
+
+def _pop_into_(mem, lockval, msgs, q, m, want, decode):
+    return _pop_into(msgs, mem, lockval, q, m, want, decode)
+
+
+def _runs(msgs, m, items, segs, decode):
+    """Add to ``msgs`` the ``(sender, type, body)`` tuples of the runs
+    ``segs`` (see ``kernels.ring_pop_many``) whose str and bytes fields are
+    ``items``, as :meth:`PySyncQ.pop` gives them.  With ``m.lock``."""
+    _decode = _queue._decode
+    s = t = None
+    i = 0
+    for r in range(0, len(segs), SEG_WORDS):
+        c, new, at, length = segs[r : r + SEG_WORDS]
+        if new:
+            s, t = items[i], items[i + 1]
+            i += 2
+            if decode:
+                s, t = _decode(s), _decode(t)
+        if length >= 0:  # an array record
+            msgs.append((s, t, decode_array(m.out[at : at + length])))
+            continue
+        bodies = items[i : i + c]
+        i += c
+        if decode:
+            try:
+                bodies = list(map(_decode_bytes, bodies))
+            except UnicodeDecodeError:
+                bodies = list(map(_decode, bodies))
+        msgs += zip(repeat(s, c), repeat(t, c), bodies, strict=False)
+
+
+_op_extend = _op_pop_many = None
+
+
+def _entry_points():
+    """``(op_extend, op_pop_many)`` called past numba's dispatcher (its type
+    checks and lookup cost about 0.3 µs a call), as ``_lifecycle.FAST`` does
+    for append and pop: the compiled wrapper of the one signature every call
+    here has (the segment, the handle's buffers and the bodies' blob as the
+    warm-up typed them).  The dispatchers themselves on another numba."""
+    global _op_extend, _op_pop_many
+    _lifecycle.warm_up()
+    u8, i64 = np.zeros(8, np.uint8), np.zeros(1, np.int64)
+    samples = {
+        "op_extend": (u8, 1, 0, b"", b"", b"", i64, i64[:0], 0, 0, 0, 1),
+        "op_pop_many": (u8, 1, 0, u8, u8, u8, i64, 1),
+    }
+    found = []
+    for name, args in samples.items():
+        disp = getattr(kernels, name)
+        try:
+            sig = tuple(numba.typeof(a) for a in args)
+            found.append(disp.overloads[sig].entry_point)
+        except (AttributeError, KeyError, TypeError):
+            found.append(disp)
+    _op_extend, _op_pop_many = found
+    return found
