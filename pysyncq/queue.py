@@ -409,7 +409,10 @@ class PySyncQ(Screened):
         self._next_reap = 0.0
         self._hlock = threading.Lock()  # open() and close() one thread at a time
         self.reap_interval = REAP_INTERVAL
-        #: Bodies this large or larger are copied outside the queue lock.
+        #: Bodies this large or larger are copied outside the queue lock: by
+        #: append, and by pop (for a pop: sender, type and body together, when
+        #: they do not fit the handle's copy buffer, which pop itself grows
+        #: only for smaller records).
         self.copy_outside = views.COPY_OUTSIDE
         if (int(seg.words[H_PIDNS]), int(seg.words[H_TIMENS])) != _proc.namespaces():
             # Pids from another namespace mean nothing here: say so before this
@@ -1117,7 +1120,7 @@ class PySyncQ(Screened):
         finally:
             lock.release()
         if status & CODE_MASK:
-            got = self._pop_slow(m, status, slen, blen, block, timer)
+            got = self._pop_slow(m, status, slen, blen, block, timer, decode)
             if got is None:
                 return None
             s, t, b, _ = got
@@ -1210,10 +1213,13 @@ class PySyncQ(Screened):
             return None, status, slen, blen
         return _fields(m, slen, tlen, blen, kind), status, slen, blen
 
-    def _pop_slow(self, m, status, slen, blen, block, timer):
-        """Everything but an immediate hit: wait, retry, grow the buffer.
+    def _pop_slow(self, m, status, slen, blen, block, timer, decode=False):
+        """Everything but an immediate hit: wait, retry, grow the buffer, or
+        pop a record too large for the buffer outside the lock.
 
-        Returns ``(sender, type, body, kind)`` or None.
+        Returns ``(sender, type, body, kind)`` or None.  ``body`` is bytes or
+        an array, or, for a record popped outside the lock with ``decode``,
+        already a str where it is valid UTF-8.
         """
         seg = self._seg
         start = time.monotonic()
@@ -1241,6 +1247,15 @@ class PySyncQ(Screened):
                     return None
                 timeout = min(deadline - now, TICK, self.reap_interval)
                 self._sleep(m, W_DATA, H_DATA_SEQ, blen, timeout)
+            elif code == NEED_SPACE and blen >= self.copy_outside:
+                # A large record: copied outside the queue lock, once (views.py).
+                got[:] = views.pop_outside(self, m, decode, lock_deadline)
+                fields, status, slen, blen = got
+                if fields is not None:
+                    if status:
+                        wake(seg, status)
+                    return fields
+                continue
             elif code == NEED_SPACE:
                 with m.lock:
                     m.grow(blen)

@@ -1,0 +1,284 @@
+"""Large records popped outside the queue lock (views.pop_outside), and
+bytes-like bodies appended straight from their buffer.
+
+A pop whose record does not fit the handle's copy buffer and is at least
+``copy_outside`` bytes finds the record under the lock with the cursor left at
+it (the cursor pins it), copies it once outside the lock straight into what
+``pop`` returns, and commits under the lock.  Every pop guarantee must hold:
+order, screening, blocking, decoding, one handle shared by threads, and a
+reader killed mid-copy pins the record only until it is reaped.
+"""
+
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from pysyncq import PySyncQ, QueueCorrupt, QueueFull, views
+from pysyncq.layout import KIND_ARRAY
+
+BIG = 1 << 17  # views.COPY_OUTSIDE: large enough to go outside the lock
+WAIT = 60
+
+
+def big_bytes(i, n=BIG + 24):
+    return bytes([i % 251]) * (n - 8) + i.to_bytes(8, "little")
+
+
+@pytest.fixture
+def pair(qname):
+    with PySyncQ(qname, size=2 << 20) as w, PySyncQ(qname, create=False) as r:
+        w.open("w")
+        r.open("r")
+        yield w, r
+
+
+@pytest.fixture
+def copies(monkeypatch):
+    """Count the copies made outside the lock."""
+    made = []
+    real = views.copy_body
+
+    def counted(buf, kind, decode):
+        made.append(len(buf))
+        return real(buf, kind, decode)
+
+    monkeypatch.setattr(views, "copy_body", counted)
+    return made
+
+
+def test_large_and_small_messages_mixed_arrive_in_order_and_equal(pair, copies):
+    w, r = pair
+    arrays = [
+        np.arange(BIG // 8 + 5, dtype=np.float64),
+        np.asfortranarray(np.arange(400 * 100, dtype=">i4").reshape(400, 100)),
+        np.zeros(20000, np.dtype([("a", "<i2"), ("b", ">f8"), ("c", "S3")], align=True)),
+    ]
+    sent = []
+    for i in range(3):
+        w.append("small", f"s{i}")
+        sent.append(("w", "small", f"s{i}"))
+        w.append_array("arr", arrays[i])
+        sent.append(("w", "arr", arrays[i]))
+        w.append("text", "é" * (BIG // 2 + i))  # str, 2 bytes a character
+        sent.append(("w", "text", "é" * (BIG // 2 + i)))
+        w.append("raw", big_bytes(i))
+        sent.append(("w", "raw", big_bytes(i)))
+    for want in sent:
+        got = r.pop()
+        assert got[:2] == want[:2]
+        if isinstance(want[2], np.ndarray):
+            a, b = want[2], got[2]
+            assert type(b) is np.ndarray and b.dtype == a.dtype and b.shape == a.shape
+            assert b.flags.writeable and b.flags.owndata
+            assert b.flags.f_contiguous == a.flags.f_contiguous
+            assert a.tobytes("A") == b.tobytes("A")
+        else:
+            # a bytes body that is valid UTF-8 decodes, as for small messages
+            assert got[2] == (want[2].decode() if want[1] == "raw" else want[2])
+    assert r.pop() is None
+    assert len(copies) == 9  # every large one copied outside, the small ones not
+    assert len(r._m.out) < BIG  # the copy buffer never grew for them
+    assert r.stats().used == 0
+
+
+def test_decode_false_and_invalid_utf8(pair, copies):
+    w, r = pair
+    body = b"\xff\xfe" * (BIG // 2)
+    w.append("t", body)
+    w.append("t", "x" * BIG)
+    assert r.pop() == ("w", "t", body)  # not UTF-8: bytes rather than lost
+    assert r.pop(decode=False) == (b"w", b"t", b"x" * BIG)
+    assert len(copies) == 2
+
+
+def test_screened_large_records_are_skipped_without_a_copy(pair, qname, copies):
+    w, r = pair
+    r.scrntype.add("skip")
+    with PySyncQ(qname, create=False) as other:
+        other.open("o")
+        r.scrnsend.add("o")
+        w.append("skip", big_bytes(1))
+        other.append("any", big_bytes(2))
+        w.append_array("skip", np.zeros(BIG))
+        w.append("keep", big_bytes(3))
+        assert r.pop(decode=False) == (b"w", b"keep", big_bytes(3))
+        assert r.pop() is None
+    assert copies == [len(big_bytes(3))]
+    assert r.stats().members[1].screened == 3
+
+
+def test_a_blocking_pop_waits_for_a_large_message(pair):
+    w, r = pair
+    body = big_bytes(7, 3 * BIG)
+    t = threading.Timer(0.05, w.append, ("late", body))
+    t.start()
+    try:
+        assert r.pop(block=True, timer=WAIT, decode=False) == (b"w", b"late", body)
+    finally:
+        t.join(WAIT)
+    assert r.pop(block=True, timer=0.01) is None
+
+
+def test_iteration_and_pop_many_see_large_messages(pair):
+    w, r = pair
+    for i in range(3):
+        w.append("t", big_bytes(i))
+    assert [m[2] for m in r(decode=False)] == [big_bytes(i) for i in range(3)]
+    w.append("t", big_bytes(5))
+    w.append("t", "small")
+    assert [m[2] for m in r.pop_many(5, decode=False)] == [big_bytes(5), b"small"]
+
+
+def test_the_record_is_pinned_while_it_is_copied(pair, monkeypatch):
+    """Writers that fill the ring while a reader copies a record outside the
+    lock find it full: the record's bytes are not reused under the copy."""
+    w, r = pair
+    real = views.copy_body
+    filled = []
+
+    def copy_after_filling(buf, kind, decode):
+        with pytest.raises(QueueFull):
+            for i in range(100):
+                w.append("fill", big_bytes(i + 100, 100_000))  # under copy_outside
+                filled.append(i)
+        return real(buf, kind, decode)
+
+    monkeypatch.setattr(views, "copy_body", copy_after_filling)
+    body = big_bytes(42, 3 * BIG)
+    w.append("big", body)
+    assert r.pop(decode=False) == (b"w", b"big", body)
+    assert 10 < len(filled) < 100
+    monkeypatch.setattr(views, "copy_body", real)
+    for i in filled:
+        assert r.pop(decode=False)[2] == big_bytes(i + 100, 100_000)
+
+
+def test_a_corrupt_large_array_raises_and_is_passed(pair):
+    w, r = pair
+    w._append_raw(b"w", b"bad", b"\0" * (BIG + 8), KIND_ARRAY)
+    w.append("t", "next")
+    with pytest.raises(QueueCorrupt, match="descriptor"):
+        r.pop()
+    assert r.pop() == ("w", "t", "next")
+
+
+def test_an_interrupted_copy_leaves_the_message_unread(pair, monkeypatch):
+    w, r = pair
+
+    def interrupted(buf, kind, decode):
+        raise KeyboardInterrupt
+
+    body = big_bytes(3)
+    w.append("t", body)
+    real = views.copy_body
+    monkeypatch.setattr(views, "copy_body", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        r.pop()
+    monkeypatch.setattr(views, "copy_body", real)
+    assert r.pop(decode=False)[2] == body
+    assert r.stats().used == 0
+
+
+def test_threads_sharing_one_handle_get_each_message_once(pair):
+    w, r = pair
+    n = 60
+    got = [[], []]
+    errors = []
+
+    def reader(k):
+        try:
+            while len(got[0]) + len(got[1]) < n:
+                m = r.pop(block=True, timer=0.05, decode=False)
+                if m is not None:
+                    got[k].append(int.from_bytes(m[2][-8:], "little"))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=reader, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for i in range(n):
+        body = big_bytes(i) if i % 3 else i.to_bytes(8, "little")  # large and small
+        w.append("t", body, block=True, timer=WAIT)
+    for t in threads:
+        t.join(WAIT)
+    assert not any(t.is_alive() for t in threads) and not errors
+    assert sorted(got[0] + got[1]) == list(range(n))
+    assert got[0] == sorted(got[0]) and got[1] == sorted(got[1])
+
+
+# -- Several processes ----------------------------------------------------------
+
+
+def read_mixed(q, name, n, ready):
+    """Read ``n`` messages, large and small mixed, and check each in order."""
+    q.open(name)
+    ready.set()
+    for i in range(n):
+        m = q.pop(block=True, timer=WAIT, decode=False)
+        if m is None:
+            raise SystemExit(f"{name}: message {i} did not come")
+        want = big_bytes(i) if i % 2 else i.to_bytes(8, "little")
+        if m[2] != want:
+            raise SystemExit(f"{name}: message {i} is wrong ({len(m[2])} bytes)")
+    q.close()
+
+
+def test_several_reader_processes_get_every_message(qname, procs):
+    n = 40
+    ctx = mp.get_context("fork")
+    with PySyncQ(qname, size=1 << 20) as q:
+        q.open("w", reader=False)
+        ready = [ctx.Event() for _ in range(3)]
+        for k in range(3):
+            procs.start(read_mixed, q, f"r{k}", n, ready[k])
+        assert all(e.wait(WAIT) for e in ready)
+        for i in range(n):
+            q.append("t", big_bytes(i) if i % 2 else i.to_bytes(8, "little"), True, WAIT)
+        procs.join(timeout=WAIT)
+
+
+def stall_in_copy(q, opened, copying):
+    """Open, pop a large record, and stop in the middle of copying it."""
+    q.open("stuck")
+    opened.set()
+
+    def stall(buf, kind, decode):
+        copying.set()
+        time.sleep(WAIT)
+
+    views.copy_body = stall
+    q.pop(block=True, timer=WAIT)
+    raise SystemExit("the stalled copy returned")
+
+
+def test_a_reader_killed_mid_copy_pins_the_record_only_until_it_is_reaped(qname, procs):
+    ctx = mp.get_context("fork")
+    with PySyncQ(qname, size=1 << 20) as q:
+        q.open("w", reader=False)
+        q.reap_interval = 0.2
+        opened, copying = ctx.Event(), ctx.Event()
+        p = procs.start(stall_in_copy, q, opened, copying)
+        with PySyncQ(qname, create=False) as r:
+            r.open("r")
+            assert opened.wait(WAIT)
+            first = big_bytes(1, 3 * BIG)
+            q.append("t", first)
+            assert copying.wait(WAIT)
+            # The record being copied is pinned: the ring fills up behind it.
+            assert r.pop(decode=False)[2] == first
+            with pytest.raises(QueueFull):
+                for i in range(20):
+                    q.append("t", big_bytes(i, 100_000))
+            os.kill(p.pid, signal.SIGKILL)
+            p.join(WAIT)
+            # Reaped after reap_interval: the writer gets room again.
+            q.append("t", big_bytes(9, 3 * BIG), block=True, timer=WAIT)
+            assert q.stats().reaped == 1
+            got = [m[2] for m in r(decode=False)]
+            assert got[-1] == big_bytes(9, 3 * BIG) and len(got) >= 5
