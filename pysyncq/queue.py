@@ -809,7 +809,11 @@ class PySyncQ(Screened):
         """Append a message: ``(sender, msgtype, msg)`` for every other reader.
 
         ``msgtype`` and ``msg`` may be str or bytes (written as they are) or any
-        object (written as ``str(obj)``).  When the queue is full: raise
+        object (written as ``str(obj)``).  A ``bytearray`` or ``memoryview``
+        body is sent as bytes: its bytes are copied straight into the queue
+        when it is C-contiguous (a memoryview of any buffer: an array, an
+        ``mmap``...), or in C order, as ``bytes(msg)`` gives them, when not;
+        the reader gets ``bytes`` (or str, decoded, as for any body).  When the queue is full: raise
         :class:`QueueFull` (a ``MemoryError``) at once, or with ``block=True``
         wait up to ``timer`` seconds (None: for ever) for space, then raise.
         A message too large for even an empty queue raises
@@ -830,7 +834,9 @@ class PySyncQ(Screened):
         elif type(msg) is bytes:
             body, kind = msg, KIND_BYTES
         elif isinstance(msg, (bytes, bytearray, memoryview)):
-            body, kind = bytes(msg), KIND_BYTES
+            body, kind = views.buffer_body(msg), KIND_BYTES
+            if type(body) is not bytes:  # a large buffer: copied straight from it
+                return views.append_buffer(self, m, t, body, block, timer)
         else:
             if isinstance(msg, np.ndarray):
                 _warn_array_as_text()

@@ -56,7 +56,9 @@ from .layout import (
     EMPTY,
     H_DATA_SEQ,
     KIND_ARRAY,
+    KIND_BYTES,
     KIND_VOID,
+    MAX_NAME_BYTES,
     NOT_MEMBER,
     OK,
     PENDING,
@@ -133,11 +135,49 @@ def put_outside(q, m, t, body, kind, block, timer):
     seg = q._seg
     off = _data_offset(seg, pos, len(m.sender_bytes) + len(t))
     try:
-        seg.mem[off : off + len(body)] = np.frombuffer(body, np.uint8)
+        src = body if type(body) is np.ndarray else np.frombuffer(body, np.uint8)
+        seg.mem[off : off + len(body)] = src
     except BaseException:
         publish(q, m, pos, KIND_VOID)
         raise
     publish(q, m, pos, kind)
+
+
+#: Contiguous bytearray and memoryview bodies this large or larger are copied
+#: straight from their buffer; smaller ones through ``bytes()``, which costs
+#: less than wrapping the buffer in an array and the dispatched kernel call
+#: (measured in one process: about 1.5 us more per append, even at 16 KiB;
+#: 10 % less at 64 KiB).
+BUFFER_DIRECT = 1 << 15
+
+
+def buffer_body(msg):
+    """The body of a ``bytes``, ``bytearray`` or ``memoryview`` message for
+    ``append``: a read-only uint8 array over the caller's own buffer when it
+    is C-contiguous and at least ``BUFFER_DIRECT`` bytes, else ``bytes(msg)``
+    (a non-contiguous memoryview's bytes in C order, as ``tobytes()``)."""
+    mv = msg if type(msg) is memoryview else memoryview(msg)
+    if mv.nbytes < BUFFER_DIRECT or not mv.c_contiguous:
+        return bytes(mv)
+    return np.frombuffer(mv.toreadonly(), np.uint8)
+
+
+def append_buffer(q, m, t, body, block, timer):
+    """``append`` of a body that ``buffer_body`` left in the caller's buffer:
+    copied from it once, into the ring (outside the lock from
+    ``q.copy_outside`` bytes on, as every body)."""
+    if len(t) > MAX_NAME_BYTES:
+        raise ValueError(f"msgtype is {len(t)} bytes long; the limit is {MAX_NAME_BYTES}")
+    kind = KIND_BYTES | (APPEND_SKIP if q._skips(m, t) else 0)
+    if len(body) >= q.copy_outside:
+        return put_outside(q, m, t, body, kind, block, timer)
+    args = (m.slot, m.sender_bytes, t, body, kind)
+    status = kernels.op_append(q._mem, m.token, *args)
+    if status & CODE_MASK:
+        need = len(m.sender_bytes) + len(t) + len(body)
+        status = q._append_slow(status, m, kernels.op_append, args, need, block, timer)
+    if status & _wait.WAKE_BITS:
+        wake(q._seg, status)
 
 
 def _data_offset(seg, pos, lead):
@@ -421,4 +461,14 @@ def _finish(q, m, pos, size, gone):
         q._revoked()
 
 
-__all__ = ["COPY_OUTSIDE", "loan", "pop_outside", "pop_view", "put_outside", "reserve"]
+__all__ = [
+    "BUFFER_DIRECT",
+    "COPY_OUTSIDE",
+    "append_buffer",
+    "buffer_body",
+    "loan",
+    "pop_outside",
+    "pop_view",
+    "put_outside",
+    "reserve",
+]

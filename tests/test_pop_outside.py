@@ -18,7 +18,7 @@ import time
 import numpy as np
 import pytest
 
-from pysyncq import PySyncQ, QueueCorrupt, QueueFull, views
+from pysyncq import MessageTooLarge, PySyncQ, QueueCorrupt, QueueFull, views
 from pysyncq.layout import KIND_ARRAY
 
 BIG = 1 << 17  # views.COPY_OUTSIDE: large enough to go outside the lock
@@ -282,3 +282,74 @@ def test_a_reader_killed_mid_copy_pins_the_record_only_until_it_is_reaped(qname,
             assert q.stats().reaped == 1
             got = [m[2] for m in r(decode=False)]
             assert got[-1] == big_bytes(9, 3 * BIG) and len(got) >= 5
+
+
+# -- Bytes-like bodies ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [0, 100, views.BUFFER_DIRECT, BIG + 8, 3 * BIG])
+def test_bytes_like_bodies_arrive_as_bytes(pair, n):
+    w, r = pair
+    data = bytes(range(256)) * (n // 256) + bytes(n % 256)
+    arr = np.frombuffer(data, np.uint8).copy()
+    bodies = [
+        bytearray(data),
+        memoryview(data),
+        memoryview(bytearray(data)),
+        memoryview(arr),  # any C-contiguous buffer, through a memoryview
+        memoryview(arr.view(np.uint16)) if n % 2 == 0 else memoryview(arr),
+        memoryview(arr.reshape(-1, 4)) if n % 4 == 0 else memoryview(arr),
+    ]
+    for b in bodies:
+        w.append("b", b, block=True, timer=WAIT)
+        assert r.pop(decode=False) == (b"w", b"b", data)
+
+
+def test_bytes_like_bodies_are_copied_straight_from_the_buffer(pair, monkeypatch):
+    """Large contiguous buffers never go through bytes(): the ring is filled
+    from the caller's memory (the wrapper views it, it does not copy it)."""
+    w, r = pair
+    seen = []
+    real = views.buffer_body
+
+    def spy(msg):
+        body = real(msg)
+        seen.append(body)
+        return body
+
+    monkeypatch.setattr(views, "buffer_body", spy)
+    src = bytearray(b"x" * (3 * BIG))
+    w.append("b", memoryview(src))
+    w.append("b", src[: views.BUFFER_DIRECT])
+    assert all(type(b) is np.ndarray and not b.flags.writeable for b in seen)
+    assert np.shares_memory(seen[0], np.frombuffer(src, np.uint8))
+    assert r.pop(decode=False)[2] == bytes(src)
+    assert r.pop(decode=False)[2] == bytes(views.BUFFER_DIRECT * b"x")
+
+
+def test_a_non_contiguous_memoryview_is_sent_in_c_order(pair):
+    w, r = pair
+    a = np.arange(BIG, dtype=np.int32).reshape(-1, 64)
+    for v in (a[:, ::2], a.T, a[::-1]):
+        w.append("b", memoryview(v))
+        assert r.pop(decode=False)[2] == v.tobytes()  # as bytes(memoryview) gives
+
+
+def test_bytes_like_bodies_keep_appends_rules(pair, qname):
+    w, r = pair
+    with pytest.raises(MessageTooLarge):
+        w.append("b", bytearray(4 << 20))
+    with pytest.raises(ValueError, match="msgtype"):
+        w.append("t" * 70000, bytearray(BIG))
+    w.scrntype.add("mine")
+    w.append("mine", memoryview(bytearray(BIG)))  # screened by the writer itself
+    w.append("mine", memoryview(bytearray(1 << 15)))
+    assert w.pop() is None
+    assert len(r.pop(decode=False)[2]) == BIG and len(r.pop(decode=False)[2]) == 1 << 15
+    with pytest.raises(QueueFull):
+        for _ in range(100):
+            w.append("b", bytearray(1 << 15))
+    released = memoryview(bytearray(BIG))
+    released.release()
+    with pytest.raises(ValueError):
+        w.append("b", released)
