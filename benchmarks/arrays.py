@@ -80,7 +80,8 @@ import harness as peers  # noqa: E402  (the harness keeps the peer paths)
 
 if peers.OPTIONAL.is_dir():
     sys.path.insert(0, str(peers.OPTIONAL))
-sys.path.insert(0, str(REPO))
+# benchmarks/ab.py points PYSYNCQ_CHECKOUT at another checkout to A/B it.
+sys.path.insert(0, os.environ.get("PYSYNCQ_CHECKOUT") or str(REPO))
 
 import numpy as np  # noqa: E402
 from harness import quantile  # noqa: E402
