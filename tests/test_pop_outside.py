@@ -17,6 +17,8 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pysyncq import MessageTooLarge, PySyncQ, QueueCorrupt, QueueFull, views
 from pysyncq.layout import KIND_ARRAY
@@ -353,3 +355,83 @@ def test_bytes_like_bodies_keep_appends_rules(pair, qname):
     released.release()
     with pytest.raises(ValueError):
         w.append("b", released)
+
+
+# -- Mixed paths against a plain expectation -------------------------------------
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    ops=st.lists(
+        st.one_of(
+            st.tuples(
+                st.just("append"),
+                st.sampled_from(["a", "b", "c"]),
+                st.one_of(st.integers(0, 300), st.integers(4000, 12000)),
+            ),
+            st.tuples(st.just("pop"), st.integers(0, 1), st.sampled_from(["pop", "view", "many"])),
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+    arrays=st.booleans(),
+)
+def test_large_and_small_pops_keep_order_and_screens_as_the_stream_says(qname, ops, arrays):
+    """Records over the (lowered) threshold go outside the lock, the others
+    through the buffer; each reader's pops, of every kind, are exactly the
+    appended messages its screens keep, in order, across ring wraps."""
+    with PySyncQ(qname, size=40000) as w:
+        w.open("w", reader=False)
+        rs = [PySyncQ(qname, create=False) for _ in range(2)]
+        try:
+            for k, r in enumerate(rs):
+                r.open(f"r{k}")
+                r.copy_outside = 4097  # records over the 4 KiB buffer go outside
+            rs[0].scrntype.add("b")
+            rs[1].scrntype.add("c")
+            expect = [[], []]
+            seq = 0
+            for op in ops:
+                if op[0] == "append":
+                    _, t, n = op
+                    seq += 1
+                    body = (seq.to_bytes(4, "little") * (n // 4 + 1))[:n]
+                    try:
+                        if arrays and n % 2:
+                            w.append_array(t, np.frombuffer(body, np.uint8))
+                        else:
+                            w.append(t, body)
+                    except QueueFull:
+                        continue
+                    for k in range(2):
+                        if t not in rs[k].scrntype:
+                            expect[k].append((t, body))
+                    continue
+                _, k, how = op
+                r = rs[k]
+                if how == "view":
+                    with r.pop_view() as m:
+                        got = None if m is None else [(m[1], bytes(memoryview(m[2]).cast("B")))]
+                elif how == "many":
+                    got = [(m[1], bytes(m[2])) for m in r.pop_many(3, decode=False)] or None
+                    if got is not None:
+                        got = [(t.decode(), b) for t, b in got]
+                else:
+                    m = r.pop(decode=False)
+                    got = None if m is None else [(m[1].decode(), bytes(m[2]))]
+                if got is None:
+                    assert expect[k] == []  # nothing here stops a reader: None is empty
+                    continue
+                for item in got:
+                    assert expect[k], f"reader {k} got {item[0]!r} that was never sent"
+                    assert item == expect[k].pop(0)
+            for k, r in enumerate(rs):
+                rest = [(m[1].decode(), bytes(m[2])) for m in r(decode=False)]
+                assert rest == expect[k]
+        finally:
+            for r in rs:
+                r.close()
