@@ -45,7 +45,7 @@ def _kernel_loop(mem, token, wslot, rslot, sender, mtype, body, kind, scr, out, 
     acc = 0
     for _ in range(n):
         acc += kernels.op_append(mem, token, wslot, sender, mtype, body, kind)
-        acc += kernels.op_pop(mem, token, rslot, scr, out)[0]
+        acc += kernels.op_pop(mem, token, rslot, scr, out, 0)[0]
     return acc
 
 
@@ -124,7 +124,7 @@ def main():
         row(
             "kernel op_append + op_pop, from Python",
             "k.op_append(mem, tok, wslot, snd, t, "
-            "bbody, kind); k.op_pop(mem, rtok, rslot, scr, out)",
+            "bbody, kind); k.op_pop(mem, rtok, rslot, scr, out, 0)",
         )
         _kernel_loop(
             mem,

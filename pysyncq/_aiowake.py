@@ -31,6 +31,8 @@ from .layout import (
     W_ASYNC,
     W_DATA,
     W_SPACE,
+    WAKE_ASYNC_DATA,
+    WAKE_ASYNC_SPACE,
     WAKE_DATA,
     WAKE_SPACE,
 )
@@ -74,7 +76,9 @@ def signal(seg, status):
     w = seg.words
     if w is None:
         return
-    want = (W_DATA if status & WAKE_DATA else 0) | (W_SPACE if status & WAKE_SPACE else 0)
+    want = (W_DATA if status & (WAKE_DATA | WAKE_ASYNC_DATA) else 0) | (
+        W_SPACE if status & (WAKE_SPACE | WAKE_ASYNC_SPACE) else 0
+    )
     hwm = min(max(int(w[H_SLOT_HWM]), 0), seg.nslots)
     base = HEADER_WORDS + S_WAIT
     slots = range(hwm)

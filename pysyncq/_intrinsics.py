@@ -1,4 +1,4 @@
-"""LLVM instructions numba does not offer: atomics and memcpy.
+"""LLVM instructions numba does not offer: atomics, memcpy and the futex call.
 
 Numba has no CPU atomics of its own, so these are LLVM instructions emitted
 through ``numba.extending.intrinsic``.
@@ -13,9 +13,23 @@ Numba's on-disk cache does not track this module: after changing it, delete
 the ``*.nbi``/``*.nbc`` files under ``pysyncq/__pycache__``.
 """
 
+import platform
+import sys
+
+from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
+
+#: The futex system call's number on this machine, or -1 where there is none
+#: (then ``futex`` is never called: see ``HAVE_FUTEX``).
+_SYS_FUTEX = {"x86_64": 202, "aarch64": 98, "arm64": 98, "riscv64": 98, "ppc64le": 221}
+FUTEX_NR = (
+    _SYS_FUTEX.get(platform.machine(), -1)
+    if sys.platform.startswith("linux") and sys.byteorder == "little"
+    else -1
+)
+HAVE_FUTEX = FUTEX_NR >= 0
 
 
 def _element_pointer(context, builder, arrty, arr, idx):
@@ -104,5 +118,50 @@ def copy_bytes(typingctx, dst, dst_at, src, src_at, n):
         src_ptr = builder.gep(src_ary.data, [args[3]])
         cgutils.raw_memcpy(builder, dst_ptr, src_ptr, args[4], 1)
         return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def futex(typingctx, arr, idx, op, val, timeout_ns):
+    """The futex system call on the low 32 bits of ``arr[idx]`` (an int64
+    array over shared memory): ``op`` 0 waits while that word equals ``val``
+    for at most ``timeout_ns`` (< 0: no limit), ``op`` 1 wakes up to ``val``
+    sleepers.  Returns the call's result (-1 on any error, e.g. EINTR).
+
+    Called through libc's ``syscall`` with the number fixed at compile time;
+    only where ``HAVE_FUTEX``.  A waiting kernel must be ``nogil``.
+    """
+    sig = types.int64(arr, idx, types.int64, types.int64, types.int64)
+
+    def codegen(context, builder, sig, args):
+        i64 = ir.IntType(64)
+        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
+        ts = cgutils.alloca_once(builder, ir.ArrayType(i64, 2))
+        ns = args[4]
+        billion = ir.Constant(i64, 1_000_000_000)
+        builder.store(
+            builder.sdiv(ns, billion), builder.gep(ts, [ir.Constant(ir.IntType(32), 0)] * 2)
+        )
+        builder.store(
+            builder.srem(ns, billion),
+            builder.gep(ts, [ir.Constant(ir.IntType(32), 0), ir.Constant(ir.IntType(32), 1)]),
+        )
+        null = ir.Constant(i64, 0)
+        tsp = builder.select(builder.icmp_signed("<", ns, null), null, builder.ptrtoint(ts, i64))
+        fnty = ir.FunctionType(i64, [i64], var_arg=True)
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "syscall")
+        return builder.call(
+            fn,
+            [
+                ir.Constant(i64, FUTEX_NR),
+                builder.ptrtoint(ptr, i64),
+                args[2],
+                args[3],
+                tsp,
+                null,
+                null,
+            ],
+        )
 
     return sig, codegen

@@ -26,6 +26,7 @@ from .layout import (
     CODE_MASK,
     CONTENDED,
     F_FOREIGN_NS,
+    H_CAPACITY,
     H_DATA_SEQ,
     H_FLAGS,
     H_LOCK_SEQ,
@@ -40,7 +41,10 @@ from .layout import (
     W_ASYNC,
     W_DATA,
     W_SPACE,
+    WAKE_ASYNC_DATA,
+    WAKE_ASYNC_SPACE,
     WAKE_DATA,
+    WAKE_DONE,
     WAKE_LOCK,
     WAKE_MEMBERS,
     WAKE_SPACE,
@@ -56,11 +60,20 @@ LOCK_PATIENCE = 1.0
 TICK = 0.5
 _LOCK_SLEEP = 0.01
 _SPINS = 3
-WAKE_BITS = WAKE_DATA | WAKE_SPACE | WAKE_LOCK | WAKE_MEMBERS
+WAKE_ASYNC = WAKE_ASYNC_DATA | WAKE_ASYNC_SPACE
+WAKE_BITS = WAKE_DATA | WAKE_SPACE | WAKE_LOCK | WAKE_MEMBERS | WAKE_ASYNC
 
 
 def wake(seg, status):
-    """Wake the sleepers that a kernel's status asks for."""
+    """Wake the sleepers that a kernel's status asks for.
+
+    The hot kernels make their futex calls themselves (``kernels.wake_now``,
+    which adds ``WAKE_DONE``); then only the asyncio waiters are left, which
+    those kernels name exactly (``WAKE_ASYNC_*``)."""
+    if status & WAKE_DONE:
+        if status & WAKE_ASYNC:
+            _aiowake.signal(seg, status)
+        return
     if status & WAKE_BITS:
         addr = seg.addr
         if status & WAKE_DATA:
@@ -187,6 +200,49 @@ def check_timer(timer):
     if not timer >= 0:
         raise ValueError(f"timer must be >= 0 seconds or None (wait for ever), not {timer!r}")
     return timer
+
+
+#: CPUs this process may run on: spinning pays only with no more members.
+try:
+    CPUS = len(os.sched_getaffinity(0))
+except (AttributeError, OSError):  # pragma: no cover - not Linux
+    CPUS = os.cpu_count() or 1
+_rounds_per_s = 0.0
+
+
+def _spin_rounds(mem, seconds):
+    """Loads of ``spin_for`` that take about ``seconds`` (measured once)."""
+    global _rounds_per_s
+    if not _rounds_per_s:
+        # Watch a word that never changes (the capacity), on any member count.
+        cap = int(mem.view("<i8")[H_CAPACITY]) & 0xFFFFFFFF
+        n = 100_000
+        best = math.inf
+        for _ in range(3):
+            t = time.perf_counter()
+            kernels.spin_for(mem, H_CAPACITY, cap, 1 << 30, n)
+            best = min(best, time.perf_counter() - t)
+        _rounds_per_s = n / max(best, 1e-9)
+    return int(seconds * _rounds_per_s)
+
+
+def spin_data(mem, seq, seconds):
+    """Before sleeping for data: watch ``H_DATA_SEQ`` for up to ``seconds``
+    while it equals ``seq``, if the queue has no more members than this
+    process has CPUs.  True if it changed (look again instead of sleeping)."""
+    if seconds <= 0 or not _futex.HAVE_FUTEX:
+        return False
+    return kernels.spin_for(mem, H_DATA_SEQ, seq, CPUS, _spin_rounds(mem, seconds)) > 0
+
+
+def wait_data(seg, mem, seq, timeout):
+    """Sleep on ``H_DATA_SEQ`` while it equals ``seq``, at most ``timeout``
+    seconds (a futex wait in a numba kernel that releases the GIL; a short
+    poll where there is no futex)."""
+    if not _futex.HAVE_FUTEX:
+        _futex.wait(seg.addr + 8 * H_DATA_SEQ, seq, timeout)
+    elif timeout > 0:
+        kernels.futex_wait(mem, H_DATA_SEQ, seq, int(timeout * 1e9))
 
 
 def wait_bits(waiting):

@@ -36,7 +36,6 @@ from ._wait import (
     check_timer,
     may_judge,
     reap_dead,
-    wait_bits,
     wake,
 )
 from .codec import encode_array
@@ -178,9 +177,9 @@ class _Waiter:
                 if n > 0:
                     q._closed_meanwhile()
                 return
-            m.waiting[self.bit] += n
-            m.waiting[W_ASYNC] += n
-            kernels.set_waiting(mem, m.slot, wait_bits(m.waiting))
+            m.wait_add(self.bit, n)
+            m.wait_add(W_ASYNC, n)
+            kernels.set_waiting(mem, m.slot, m.idle)
 
     def arm(self):
         """Be woken by any signal from now on (call before looking again)."""
@@ -265,7 +264,7 @@ def _try_pop(q, m):
     while True:
         with m.lock:
             scr = q._scr if q._scr_at == q._changes[0] else q._screens()
-            result = kernels.op_pop(q._mem, m.token, m.slot, scr, m.out)
+            result = kernels.op_pop(q._mem, m.token, m.slot, scr, m.out, m.waits[0])
             fields, status, slen, blen = q._pop_once(m, result)
         if status & WAKE_BITS:
             wake(seg, status)

@@ -43,12 +43,14 @@ import numpy as np
 from numba import njit
 
 from ._intrinsics import (
+    HAVE_FUTEX,
     atomic_add,
     atomic_cas,
     atomic_load,
     atomic_store,
     atomic_xchg,
     copy_bytes,
+    futex,
 )
 from .layout import (
     APPEND_SKIP,
@@ -127,9 +129,13 @@ from .layout import (
     SLOT_WORDS,
     TOO_LARGE,
     UNLINK,
+    W_ASYNC,
     W_DATA,
     W_SPACE,
+    WAKE_ASYNC_DATA,
+    WAKE_ASYNC_SPACE,
     WAKE_DATA,
+    WAKE_DONE,
     WAKE_LOCK,
     WAKE_MEMBERS,
     WAKE_SPACE,
@@ -235,12 +241,78 @@ def ring_format(
 
 
 @njit(**_JIT)
-def any_waiting(w, bit):
-    """True if some slot's owner sleeps (or is about to) on ``bit``."""
+def wake_flags(w, bit):
+    """The wake bits for the sleepers on ``bit`` (``W_DATA`` or ``W_SPACE``):
+    ``WAKE_DATA`` / ``WAKE_SPACE`` if some slot's owner sleeps on it, with
+    ``WAKE_ASYNC_*`` too if one of them waits in an asyncio loop; else 0."""
+    found = 0
     for i in range(slot_hwm(w)):
-        if atomic_load(w, slot_word(i, S_WAIT)) & bit:
-            return True
-    return False
+        b = atomic_load(w, slot_word(i, S_WAIT))
+        if b & bit:
+            found |= 1
+            if b & W_ASYNC:
+                found |= 2
+    if found == 0:
+        return 0
+    if bit == W_DATA:
+        return WAKE_DATA | (WAKE_ASYNC_DATA if found & 2 else 0)
+    return WAKE_SPACE | (WAKE_ASYNC_SPACE if found & 2 else 0)
+
+
+_INT_MAX = 0x7FFFFFFF
+_FUTEX_WAIT = 0
+_FUTEX_WAKE = 1
+
+
+@njit(**_JIT)
+def wake_now(mem, status):
+    """Make the futex wakes that ``status`` asks for (after the lock is
+    released) and add ``WAKE_DONE`` to it, so that ``_wait.wake`` only
+    signals the asyncio waiters (``WAKE_ASYNC_*``).  Where there is no futex
+    ``status`` is returned as it is."""
+    if HAVE_FUTEX and status & (WAKE_DATA | WAKE_SPACE | WAKE_LOCK | WAKE_MEMBERS):
+        w = mem.view(np.int64)
+        if status & WAKE_DATA:
+            futex(w, H_DATA_SEQ, _FUTEX_WAKE, _INT_MAX, -1)
+        if status & WAKE_SPACE:
+            futex(w, H_SPACE_SEQ, _FUTEX_WAKE, _INT_MAX, -1)
+        if status & WAKE_LOCK:
+            futex(w, H_LOCK_SEQ, _FUTEX_WAKE, 1, -1)
+        if status & WAKE_MEMBERS:
+            futex(w, H_MEMBER_SEQ, _FUTEX_WAKE, _INT_MAX, -1)
+        status |= WAKE_DONE
+    return status
+
+
+@njit(nogil=True, **_JIT)
+def spin_for(mem, index, expected, cpus, rounds):
+    """Before a sleep: watch the low 32 bits of header word ``index`` for up
+    to ``rounds`` loads while they equal ``expected``, without the GIL, but
+    only if the queue has at most ``cpus`` active slots (more members than
+    CPUs: a spinner would hold a CPU that a writer needs).  Returns 1 if the
+    word changed, 0 if it did not, -1 if it did not spin."""
+    w = mem.view(np.int64)
+    if header_check(w):
+        return -1
+    n = 0
+    for i in range(slot_hwm(w)):
+        if atomic_load(w, slot_word(i, S_STATE)) == SLOT_ACTIVE:
+            n += 1
+    if n > cpus:
+        return -1
+    for _ in range(rounds):
+        if atomic_load(w, index) & _SEQ32 != expected:
+            return 1
+    return 0
+
+
+@njit(nogil=True, **_JIT)
+def futex_wait(mem, index, expected, timeout_ns):
+    """Sleep while the low 32 bits of header word ``index`` equal
+    ``expected``, at most ``timeout_ns``; without the GIL.  May return early
+    (a wake, a signal, a changed word): the caller looks again."""
+    if HAVE_FUTEX:
+        futex(mem.view(np.int64), index, _FUTEX_WAIT, expected, timeout_ns)
 
 
 @njit(**_JIT)
@@ -274,7 +346,7 @@ def head_refresh(w):
         return 0
     w[H_HEAD] = low
     atomic_add(w, H_SPACE_SEQ, 1)
-    return WAKE_SPACE if any_waiting(w, W_SPACE) else 0
+    return wake_flags(w, W_SPACE)
 
 
 @njit(**_JIT)
@@ -387,9 +459,7 @@ def ring_put(w, mem, slot, token, sender, mtype, body, data, kind, reserve):
             atomic_store(w, cw, pos + size)
             w[slot_word(slot, S_SCREENED)] += 1
     atomic_add(w, H_DATA_SEQ, 1)
-    if any_waiting(w, W_DATA):
-        flags |= WAKE_DATA
-    return OK | flags, pos
+    return OK | flags | wake_flags(w, W_DATA), pos
 
 
 @njit(**_JIT)
@@ -840,7 +910,7 @@ def op_append(mem, lockval, slot, sender, mtype, body, kind):
     if atomic_cas(w, H_LOCK, 0, lockval) != 0:
         return BUSY
     status = ring_append(w, mem, slot, lockval & ~CONTENDED, sender, mtype, body, kind)
-    return status | lock_release(w)
+    return wake_now(mem, status | lock_release(w))
 
 
 @njit(**_JIT)
@@ -851,7 +921,7 @@ def op_append_array(mem, lockval, slot, sender, mtype, desc, data, kind):
         return BUSY
     token = lockval & ~CONTENDED
     status = ring_put(w, mem, slot, token, sender, mtype, desc, data, kind, -1)[0]
-    return status | lock_release(w)
+    return wake_now(mem, status | lock_release(w))
 
 
 @njit(**_JIT)
@@ -900,7 +970,7 @@ def record_publish(mem, slot, pos, kind):
         if atomic_cas(w, slot_word(slot, S_CURSOR), pos, pos + size) == pos and not void:
             atomic_add(w, slot_word(slot, S_SCREENED), 1)
     atomic_add(w, H_DATA_SEQ, 1)
-    return OK | WAKE_DATA if any_waiting(w, W_DATA) else OK
+    return wake_now(mem, OK | wake_flags(w, W_DATA))
 
 
 @njit(**_JIT)
@@ -915,8 +985,7 @@ def pin_set(mem, slot, pos):
         # A writer waiting for space may now find it: it refreshes the head
         # itself (under the lock) when it looks again.
         atomic_add(w, H_SPACE_SEQ, 1)
-        if any_waiting(w, W_SPACE):
-            return WAKE_SPACE
+        return wake_now(mem, wake_flags(w, W_SPACE))
     return 0
 
 
@@ -970,13 +1039,28 @@ def op_extend(mem, lockval, slot, sender, mtype, blob, ends, kinds, first):
 
 
 @njit(**_JIT)
-def op_pop(mem, lockval, slot, scr, out):
-    """``ring_pop`` under the lock, or ``(BUSY, 0, 0, 0, 0)``."""
+def op_pop(mem, lockval, slot, scr, out, waits):
+    """``ring_pop`` under the lock, or ``(BUSY, 0, 0, 0, 0)``; then the wakes.
+
+    ``waits`` sets the slot's wait bits in the same step, so that a blocking
+    pop that finds nothing needs no other call before it sleeps: its low
+    byte is what ``S_WAIT`` must hold after a pop that got a record (the
+    bits of the handle's other sleepers), the next byte what it must hold
+    after ``EMPTY`` or ``PENDING`` (the same, with ``W_DATA`` for a caller
+    about to sleep).  The word is written only when it changes.
+    """
     w = mem.view(np.int64)
     if atomic_cas(w, H_LOCK, 0, lockval) != 0:
         return BUSY, 0, 0, 0, 0
     status, slen, tlen, blen, kind = ring_pop(w, mem, slot, lockval & ~CONTENDED, scr, out)
-    return status | lock_release(w), slen, tlen, blen, kind
+    code = status & CODE_MASK
+    # ring_pop checked the header and the membership for these codes.
+    if code == OK or code == EMPTY or code == PENDING:
+        want = waits & 0xFF if code == OK else (waits >> 8) & 0xFF
+        sw = slot_word(slot, S_WAIT)
+        if w[sw] != want:
+            atomic_store(w, sw, want)
+    return wake_now(mem, status | lock_release(w)), slen, tlen, blen, kind
 
 
 @njit(**_JIT)

@@ -180,6 +180,12 @@ WAKE_SPACE = 1 << 9
 WAKE_LOCK = 1 << 10
 WAKE_MEMBERS = 1 << 11
 UNLINK = 1 << 12  # leave(): the caller was the last member and must unlink the name
+#: With WAKE_* bits: the kernel made those futex calls itself (kernels.wake_now).
+WAKE_DONE = 1 << 13
+#: With WAKE_DATA / WAKE_SPACE, from kernels that look at the sleepers: one of
+#: them waits in an asyncio loop, which ``_wait.wake`` must signal.
+WAKE_ASYNC_DATA = 1 << 14
+WAKE_ASYNC_SPACE = 1 << 15
 SEQ_SHIFT = 16  # FULL: the space sequence the caller must wait on, above this bit
 
 

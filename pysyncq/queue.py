@@ -128,6 +128,9 @@ OPEN_GRACE = 0.5
 OPEN_PATIENCE = 5.0
 #: Seconds between looks at the creator by a handle opened with follow=True.
 FOLLOW_INTERVAL = 0.05
+#: Default of ``PySyncQ.spin``: a wake-up through the futex costs about 10 us
+#: here, a message that comes within this while the reader watches far less.
+SPIN = 20e-6
 
 #: Bytes of the buffer a handle's pop_many copies into (at most the capacity).
 _BATCH_BUFFER = 1 << 18
@@ -162,6 +165,8 @@ class _Member:
         "out_mm",
         "lock",
         "waiting",
+        "idle",
+        "waits",
         "lens",
         "pins",
         "unpins",
@@ -178,6 +183,8 @@ class _Member:
         self.reader = reader
         self.lock = threading.Lock()  # guards out/out_mm and waiting between threads
         self.waiting = [0] * 5  # sleepers of this handle by wait bit (W_DATA..W_ASYNC)
+        self.idle = 0  # wait_bits(waiting): what the slot's S_WAIT must hold
+        self.waits = (0, W_DATA << 8)  # op_pop's waits for block False, True
         self.lens = np.zeros(0, np.int64)  # pop_many's field lengths
         self.pins = []  # positions this handle pins (views, reservations)
         self.unpins = []  # pins of views whose arrays were collected since
@@ -185,6 +192,14 @@ class _Member:
         self.follow = follow  # open(follow=True): the creator's token, else 0
         self.follow_next = 0.0  # when to look at the creator next
         self.grow(4096)
+
+    def wait_add(self, bit, n):
+        """Count ``n`` more (or fewer) sleepers of this handle on ``bit``.
+        With ``self.lock``; the caller stores the new bits (``self.idle``),
+        or a kernel does."""
+        self.waiting[bit] += n
+        idle = self.idle = wait_bits(self.waiting)
+        self.waits = (idle * 257, idle | ((idle | W_DATA) << 8))
 
     def grow(self, n):
         size = 1 << max(12, (n - 1).bit_length())
@@ -414,6 +429,10 @@ class PySyncQ(Screened):
         #: they do not fit the handle's copy buffer, which pop itself grows
         #: only for smaller records).
         self.copy_outside = views.COPY_OUTSIDE
+        #: Seconds a blocking pop that finds nothing watches for a message
+        #: before it sleeps, when the queue has no more members than this
+        #: process has CPUs (0: never; it always sleeps at once).
+        self.spin = SPIN
         if (int(seg.words[H_PIDNS]), int(seg.words[H_TIMENS])) != _proc.namespaces():
             # Pids from another namespace mean nothing here: say so before this
             # process ever takes the lock, so that nobody judges it by its pid.
@@ -1114,8 +1133,11 @@ class PySyncQ(Screened):
         lock.acquire()
         try:
             scr = self._scr if self._scr_at == self._changes[0] else self._screens()
-            status, slen, tlen, blen, kind = _op_pop(self._mem, m.token, m.slot, scr, m.out)
-            if not status & CODE_MASK:
+            status, slen, tlen, blen, kind = _op_pop(
+                self._mem, m.token, m.slot, scr, m.out, m.waits[1 if block else 0]
+            )
+            code = status & CODE_MASK
+            if not code:
                 out = m.out_mm
                 a = slen + tlen
                 s, t = out[:slen], out[slen:a]
@@ -1123,15 +1145,19 @@ class PySyncQ(Screened):
                     b = decode_array(m.out[a : a + blen])
                 else:
                     b = out[a : a + blen]
+            elif block and (code == EMPTY or code == PENDING):
+                m.wait_add(W_DATA, 1)  # the kernel set W_DATA: this thread sleeps
         finally:
             lock.release()
-        if status & CODE_MASK:
-            got = self._pop_slow(m, status, slen, blen, block, timer, decode)
+        if status & WAKE_BITS:
+            wake(self._seg, status)
+        if code:
+            if code == EMPTY and not block and not m.follow:
+                return None
+            got = self._pop_slow(m, status & ~WAKE_BITS, slen, blen, block, timer, decode)
             if got is None:
                 return None
             s, t, b, _ = got
-        elif status:
-            wake(self._seg, status)
         # _message(s, t, b, decode), written out: this is the hot path.
         if decode:
             if type(b) is not bytes:
@@ -1226,58 +1252,103 @@ class PySyncQ(Screened):
         Returns ``(sender, type, body, kind)`` or None.  ``body`` is bytes or
         an array, or, for a record popped outside the lock with ``decode``,
         already a str where it is valid UTF-8.
+
+        Sleeping for data takes no call of its own: with ``block``, a pop
+        kernel that finds nothing also sets this slot's ``W_DATA`` bit (see
+        ``op_pop``), and the pop counts the sleeper in ``m.waiting`` under
+        ``m.lock`` (so another thread of this handle keeps the bit), as
+        ``pop`` did before calling this; the next pop kernel clears it.  Only
+        a wait that ends without a message clears it here.
         """
         seg = self._seg
         start = time.monotonic()
         deadline = start + timer
         lock_deadline = start + max(timer if block else 0.0, _wait.LOCK_PATIENCE)
         got = []
+        # Whether this thread is counted in m.waiting[W_DATA] (the kernel set
+        # the bit for it): on entry, as pop() left it.
+        armed = [bool(block) and status & CODE_MASK in (EMPTY, PENDING)]
+        spin = self.spin
 
         def attempt(mem, lockval, slot, scr):
             # The handle's thread lock only around the kernel call (and the
             # read of m.out), never while waiting for the queue lock.
             with m.lock:
-                result = _op_pop(mem, lockval, slot, scr, m.out)
+                result = _op_pop(mem, lockval, slot, scr, m.out, m.waits[1 if block else 0])
                 got[:] = self._pop_once(m, result)
+                if block and result[0] & CODE_MASK in (EMPTY, PENDING):
+                    m.wait_add(W_DATA, 1)
+                    armed[0] = True
             return result
 
         if m.unpins:
             views.drain_unpins(self, m)
-        while True:
-            if status & WAKE_BITS:
-                wake(seg, status)
-            code = status & CODE_MASK
-            if code == EMPTY or code == PENDING:
-                now = self._idle(m, code, lock_deadline)
-                if not block or now >= deadline:
-                    return None
-                timeout = min(deadline - now, TICK, self.reap_interval)
-                self._sleep(m, W_DATA, H_DATA_SEQ, blen, timeout)
-            elif code == NEED_SPACE and blen >= self.copy_outside:
-                # A large record: copied outside the queue lock, once (views.py).
-                got[:] = views.pop_outside(self, m, decode, lock_deadline)
+        try:
+            while True:
+                if status & WAKE_BITS:
+                    wake(seg, status)
+                code = status & CODE_MASK
+                if code == EMPTY or code == PENDING:
+                    now = self._idle(m, code, lock_deadline)
+                    if not block or now >= deadline:
+                        return None
+                    timeout = min(deadline - now, TICK, self.reap_interval)
+                    mem = seg.mem
+                    if mem is None or self._m is not m:
+                        self._closed_meanwhile()
+                    if spin:  # once per pop, then sleep
+                        spin = 0.0
+                        if not _wait.spin_data(mem, blen, min(self.spin, timeout)):
+                            _wait.wait_data(seg, mem, blen, timeout)
+                    else:
+                        _wait.wait_data(seg, mem, blen, timeout)
+                    mem = None
+                    if self._m is not m:
+                        self._closed_meanwhile()
+                    with m.lock:
+                        m.wait_add(W_DATA, -1)
+                        armed[0] = False
+                elif code == NEED_SPACE and blen >= self.copy_outside:
+                    # A large record: copied outside the queue lock, once (views.py).
+                    fields, status, slen, blen = views.pop_outside(self, m, decode, lock_deadline)
+                    if fields is not None:
+                        if status & WAKE_BITS:
+                            wake(seg, status)
+                        return fields
+                    if status & CODE_MASK == CORRUPT:
+                        self._corrupt(status, slen, blen)
+                    # Gone meanwhile (another thread of this handle popped it,
+                    # or the slot was freed): pop again below, which also sets
+                    # the wait bit as a blocking pop must.
+                elif code == NEED_SPACE:
+                    with m.lock:
+                        m.grow(blen)
+                elif code == CORRUPT:
+                    self._corrupt(status, slen, blen)
+                elif code != BUSY:
+                    self._revoked()
+                try:
+                    locked(seg, m.token, attempt, self._pop_args(m)[2:4], lock_deadline)
+                except LockBusy as e:
+                    raise self._locked_error(e, lock_deadline - start) from None
                 fields, status, slen, blen = got
                 if fields is not None:
-                    if status:
+                    if status & WAKE_BITS:
                         wake(seg, status)
                     return fields
-                continue
-            elif code == NEED_SPACE:
-                with m.lock:
-                    m.grow(blen)
-            elif code == CORRUPT:
-                self._corrupt(status, slen, blen)
-            elif code != BUSY:
-                self._revoked()
-            try:
-                locked(seg, m.token, attempt, self._pop_args(m)[2:4], lock_deadline)
-            except LockBusy as e:
-                raise self._locked_error(e, lock_deadline - start) from None
-            fields, status, slen, blen = got
-            if fields is not None:
-                if status:
-                    wake(seg, status)
-                return fields
+        finally:
+            if armed[0]:
+                self._disarm(m)
+
+    def _disarm(self, m):
+        """A blocking pop ends without a message: uncount it and clear the
+        ``W_DATA`` bit its kernel left, unless another thread of this handle
+        still sleeps on it."""
+        with m.lock:
+            m.wait_add(W_DATA, -1)
+            mem = self._seg.mem
+            if self._m is m and mem is not None:
+                kernels.set_waiting(mem, m.slot, m.idle)
 
     def _pop_args(self, m):
         scr = self._scr if self._scr_at == self._changes[0] else self._screens()
@@ -1309,17 +1380,17 @@ class PySyncQ(Screened):
             mem = seg.mem
             if self._m is not m or mem is None:
                 self._closed_meanwhile()
-            m.waiting[bit] += 1
-            kernels.set_waiting(mem, m.slot, wait_bits(m.waiting))
+            m.wait_add(bit, 1)
+            kernels.set_waiting(mem, m.slot, m.idle)
             addr = seg.addr
         try:
             _futex.wait(addr + 8 * word, seq, timeout)
         finally:
             with m.lock:
-                m.waiting[bit] -= 1
+                m.wait_add(bit, -1)
                 mem = seg.mem
                 if self._m is m and mem is not None:
-                    kernels.set_waiting(mem, m.slot, wait_bits(m.waiting))
+                    kernels.set_waiting(mem, m.slot, m.idle)
         if self._m is not m:
             self._closed_meanwhile()
 

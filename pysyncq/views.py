@@ -64,7 +64,6 @@ from .layout import (
     PENDING,
     REC_HEADER,
     W_DATA,
-    WAKE_SPACE,
 )
 
 #: Bodies at least this large are copied outside the queue lock.
@@ -75,8 +74,9 @@ def _unpin(q, m, pos):
     """Forget one pin of ``pos``; store the new lowest pin, and wake writers
     waiting for space.  With ``m.lock``."""
     m.pins.remove(pos)
-    if kernels.pin_set(q._seg.mem, m.slot, min(m.pins) if m.pins else -1):
-        wake(q._seg, WAKE_SPACE)
+    status = kernels.pin_set(q._seg.mem, m.slot, min(m.pins) if m.pins else -1)
+    if status:
+        wake(q._seg, status)
 
 
 def reserve(q, m, sender, mtype, head, nbytes, kind, block, timer):

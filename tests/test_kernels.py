@@ -23,6 +23,16 @@ NO_SCREEN = screen_table([], [])
 #: Header words that may change on an operation that otherwise changes nothing:
 #: the cached head (and its sequence) and the lock sequence.
 DERIVED = (L.H_HEAD, L.H_SPACE_SEQ, L.H_LOCK_SEQ)
+_FUTEX_BITS = L.WAKE_DATA | L.WAKE_SPACE | L.WAKE_LOCK | L.WAKE_MEMBERS
+
+
+def woken(status):
+    """The status of a kernel that makes its own futex wakes (``wake_now``),
+    less ``WAKE_DONE``, which it must carry exactly when it asked for one."""
+    if isinstance(status, tuple):
+        return (woken(status[0]),) + status[1:]
+    assert bool(status & L.WAKE_DONE) == (K.HAVE_FUTEX and bool(status & _FUTEX_BITS)), status
+    return status & ~L.WAKE_DONE
 
 
 def starts(cap):
@@ -668,7 +678,7 @@ def _ops(rig, lockval, slot, token):
     """Every op_* kernel once, returning their statuses."""
     return [
         K.op_append(rig.mem, lockval, slot, b"s", b"t", b"b", L.KIND_BYTES),
-        K.op_pop(rig.mem, lockval, slot, NO_SCREEN, rig.out),
+        K.op_pop(rig.mem, lockval, slot, NO_SCREEN, rig.out, 0),
         K.op_open(rig.mem, lockval, 1, b"n"),
         K.op_leave(rig.mem, lockval, slot, token, False),
     ]
@@ -697,8 +707,8 @@ def test_op_kernels_take_and_release_the_lock(contended):
     lockval = token | (L.CONTENDED if contended else 0)
     wake = L.WAKE_LOCK if contended else 0
     seq = rig.word(L.H_LOCK_SEQ)
-    assert K.op_append(rig.mem, lockval, r, b"s", b"t", b"b", L.KIND_BYTES) == L.OK | wake
-    status, slen, tlen, blen, kind = K.op_pop(rig.mem, lockval, r, NO_SCREEN, rig.out)
+    assert woken(K.op_append(rig.mem, lockval, r, b"s", b"t", b"b", L.KIND_BYTES)) == L.OK | wake
+    status, slen, tlen, blen, kind = woken(K.op_pop(rig.mem, lockval, r, NO_SCREEN, rig.out, 0))
     assert (status, slen, tlen, blen, kind & 0xFF) == (L.OK | wake, 1, 1, 1, L.KIND_BYTES)
     assert kind >> 8 == r + 1  # the writer's slot + 1
     assert K.op_open(rig.mem, lockval, 0, b"n") == (L.OK | L.WAKE_MEMBERS | wake, 1)
@@ -783,11 +793,17 @@ class Pair:
         """Checks common to every step: the head, the space sequence, WAKE_SPACE,
         the lock, then all the invariants."""
         w = self.rig.w
-        head0, seq0, lockseq0 = before
+        head0, seq0, lockseq0, space = before
+        # A slot that left in this step no longer counts (its bits go with it).
+        space = [bits for i, bits in space.items() if self.model.slots[i] is not None]
         head, seq = int(w[L.H_HEAD]), int(w[L.H_SPACE_SEQ])
         assert head >= head0
         assert (seq != seq0) == (head > head0)
-        assert bool(status & L.WAKE_SPACE) == (head > head0 and self.model.any_waiting(L.W_SPACE))
+        assert bool(status & L.WAKE_SPACE) == (head > head0 and bool(space))
+        # ... and an asyncio loop among them is named, for _wait.wake to signal.
+        assert bool(status & L.WAKE_ASYNC_SPACE) == (
+            head > head0 and any(bits & L.W_ASYNC for bits in space)
+        )
         if self.full is not None and self.model.min_cursor() > self.full[1]:
             assert seq & SEQ32 != self.full[0], "space was freed after FULL without a wake-up"
             self.full = None
@@ -798,7 +814,11 @@ class Pair:
 
     def _before(self):
         w = self.rig.w
-        return int(w[L.H_HEAD]), int(w[L.H_SPACE_SEQ]), int(w[L.H_LOCK_SEQ])
+        # The sleepers the kernel will see: a pop through op_pop sets its own
+        # wait bits only after the ring kernel's wake-ups were decided.
+        slots = enumerate(self.model.slots)
+        space = {i: s.wait for i, s in slots if s is not None and s.wait & L.W_SPACE}
+        return int(w[L.H_HEAD]), int(w[L.H_SPACE_SEQ]), int(w[L.H_LOCK_SEQ]), space
 
     def open(self, reader, via_op=False, contended=False):
         rig, before = self.rig, self._before()
@@ -846,7 +866,7 @@ class Pair:
         flagged = kind | (L.APPEND_SKIP if skip else 0)
         if via_op:
             lockval = self._lockval(token, contended)
-            status = K.op_append(rig.mem, lockval, slot, sender, mtype, body, flagged)
+            status = woken(K.op_append(rig.mem, lockval, slot, sender, mtype, body, flagged))
         else:
             status = K.ring_append(rig.w, rig.mem, slot, token, sender, mtype, body, flagged)
         expected = self.model.append(slot, token, sender, mtype, body, kind, skip)
@@ -861,22 +881,33 @@ class Pair:
             assert status >> L.SEQ_SHIFT == 0
         want_data = expected == L.OK and self.model.any_waiting(L.W_DATA)
         assert bool(status & L.WAKE_DATA) == want_data
+        want_async = want_data and any(
+            s is not None and s.wait & L.W_DATA and s.wait & L.W_ASYNC for s in self.model.slots
+        )
+        assert bool(status & L.WAKE_ASYNC_DATA) == want_async
         if expected != L.OK:  # nothing changed but the derived words
             changed = np.flatnonzero(mem0.view(np.int64) != rig.w)
             assert set(changed.tolist()) <= set(DERIVED), changed
         self._step(status, before, via_op, contended)
         return status
 
-    def pop(self, slot, token, senders=(), types=(), room=None, via_op=False, contended=False):
+    def pop(
+        self, slot, token, senders=(), types=(), room=None, via_op=False, contended=False, waits=0
+    ):
+        """``waits``: op_pop's wait bits (low byte after a record, next byte
+        after EMPTY or PENDING)."""
         rig, before = self.rig, self._before()
         out = rig.out if room is None else np.zeros(room, np.uint8)
         scr = screen_table(list(senders), list(types))
         if via_op:
-            result = K.op_pop(rig.mem, self._lockval(token, contended), slot, scr, out)
+            lockval = self._lockval(token, contended)
+            result = woken(K.op_pop(rig.mem, lockval, slot, scr, out, waits))
         else:
             result = K.ring_pop(rig.w, rig.mem, slot, token, scr, out)
         status, slen, tlen, blen, kind = result
         expected, value = self.model.pop(slot, token, senders, types, room)
+        if via_op and expected in (L.OK, L.EMPTY, L.PENDING):
+            self.model.set_waiting(slot, waits & 0xFF if expected == L.OK else waits >> 8)
         assert code(status) == expected
         if expected == L.OK:
             raw = bytes(out[: slen + tlen + blen])
@@ -890,7 +921,7 @@ class Pair:
             assert blen == value > room  # n in place of the body length
         else:
             assert (slen, tlen, blen, kind) == (0, 0, 0, 0)
-        assert status & ~(L.CODE_MASK | L.WAKE_SPACE | L.WAKE_LOCK) == 0
+        assert status & ~(L.CODE_MASK | L.WAKE_SPACE | L.WAKE_ASYNC_SPACE | L.WAKE_LOCK) == 0
         self._step(status, before, via_op, contended)
         return expected, value
 
@@ -1006,14 +1037,18 @@ class RingMachine(RuleBasedStateMachine):
         drain=st.booleans(),
         via_op=st.booleans(),
         contended=st.booleans(),
+        idle=st.integers(0, 7),
+        block=st.booleans(),
     )
-    def pop(self, data, senders, types, small, drain, via_op, contended):
+    def pop(self, data, senders, types, small, drain, via_op, contended, idle, block):
         """One pop by a reader (into an ``out`` of 0..40 bytes if ``small``), or
-        pops until it is not OK if ``drain``."""
+        pops until it is not OK if ``drain``; through op_pop, with wait bits
+        ``idle`` (and W_DATA for a ``block``ing pop that finds nothing)."""
         picked = self.pick(data, reader=True)
         room = data.draw(st.integers(0, 40)) if small else None
+        waits = idle | ((idle | (L.W_DATA if block else 0)) << 8)
         while picked:
-            code_, _ = self.p.pop(*picked, senders, types, room, via_op, contended)
+            code_, _ = self.p.pop(*picked, senders, types, room, via_op, contended, waits)
             if code_ != L.OK or not drain:
                 break
 
