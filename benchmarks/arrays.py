@@ -42,7 +42,9 @@ pass over the data that a copy makes anyway).  Contenders:
   holds arrays.
 * ``memcpy`` -- the reference: one ``np.copyto`` of the same bytes in this
   process, into memory that is not in cache, timed in the same run (MB/s of
-  a single copy).
+  a single copy).  ``memcpy shm`` is the same copy into a ``/dev/shm``
+  mapping: the kind of memory (4 KiB pages here, where ``np.empty`` gets
+  2 MiB ones) that a shared-memory transport must write.
 
 **Batches.**  64 B messages, one writer to one reader: ``extend`` (batches of
 1000) + ``pop_many(4096)`` against ``append`` + ``pop`` one message at a time;
@@ -110,9 +112,10 @@ ARRAY_CONTENDERS = [
     "pyzmq",
     "shared_memory",
     "memcpy",
+    "memcpy shm",
 ]
 OURS = ("pysyncq", "pysyncq bytes", "pysyncq pop_view", "pysyncq loan")
-PEERS = ("mp.Queue", "mp.Pipe", "pyzmq", "shared_memory", "memcpy")
+PEERS = ("mp.Queue", "mp.Pipe", "pyzmq", "shared_memory", "memcpy", "memcpy shm")
 HEADER = struct.Struct("<16sq")  # dtype.str, element count (1-d arrays here)
 
 
@@ -483,15 +486,34 @@ def s_shm(size, k, count, tag):
                 b.close()
 
 
-def s_memcpy(size, k, count, tag):
+def s_memcpy(size, k, count, tag, shm=False):
     """Seconds for ``count`` single copies of ``size`` bytes (so that MB/s
     comes out as one copy's rate; ``k`` plays no part): ``np.copyto`` of the
     same source into successive places of a 64 MiB buffer, twice the 2-core
     machine's L3 cache, so that the destination is not in cache (as a
-    transport's is not); the median of 5 timings."""
+    transport's is not); the median of 5 timings.
+
+    ``memcpy`` copies into ``np.empty`` memory, which numpy asks to be backed
+    by 2 MiB pages (MADV_HUGEPAGE) where the kernel allows it; ``memcpy shm``
+    (``shm=True``) into a ``/dev/shm`` mapping, the memory every shared-memory
+    transport here writes, which has 4 KiB pages unless the tmpfs is mounted
+    with ``huge=``.  On the 2-core VM the same copy ran at about 20 GB/s into
+    the first and 12-14 GB/s into the second (and into anonymous memory
+    without huge pages)."""
     src = source(size)
+    nbytes = max(64 << 20, 4 * size)
+    if not shm:
+        return _copies(src, count, np.empty(nbytes // 8))
+    block = shared_memory.SharedMemory(f"{peers.SHM_PREFIX}{tag}_memcpy", True, nbytes)
+    try:
+        return _copies(src, count, np.ndarray(nbytes // 8, np.float64, block.buf))
+    finally:
+        block.close()
+        block.unlink()
+
+
+def _copies(src, count, dst):
     n = src.size
-    dst = np.empty(max(64 << 20, 4 * size) // 8)
     slots = dst.size // n
     views = [dst[j * n : (j + 1) * n] for j in range(slots)]
     reps = max(16, min(count, 2000))
@@ -501,6 +523,7 @@ def s_memcpy(size, k, count, tag):
         for j in range(reps):
             np.copyto(views[j % slots], src)
         times.append((time.perf_counter() - t0) / reps)
+    views = dst = None
     return sorted(times)[2] * count
 
 
@@ -514,6 +537,7 @@ SAMPLERS = {
     "pyzmq": s_zmq,
     "shared_memory": s_shm,
     "memcpy": s_memcpy,
+    "memcpy shm": lambda s, k, c, t: s_memcpy(s, k, c, t, shm=True),
 }
 
 
