@@ -3,12 +3,18 @@
     python benchmarks/arrays.py --install-optional   # pyzmq into benchmarks/.peers/optional
     python benchmarks/arrays.py [--repeats 5] [--quick] [--only pysyncq,mp.Queue]
 
-**Array transfer.**  One writer (this process) sends ``count`` float64 arrays
-of S bytes to R reader processes (R = 1 and 3; S = 1 KiB, 64 KiB, 1 MiB,
-8 MiB), each reader receives every array.  A sample's time runs from just
-before the first send to the moment the last reader has its last array
-(``time.perf_counter``, CLOCK_MONOTONIC, shared by the processes);
-MB/s per reader = count * S / time / 1e6.  Each reader checks every array's
+**Array transfer.**  One writer (this process) sends ``warm + count``
+float64 arrays of S bytes to R reader processes (R = 1 and 3; S = 1 KiB,
+64 KiB, 1 MiB, 8 MiB), each reader receives every array.  The first ``warm``
+arrays (enough to go once around the ring, ``warm_for``) are not timed, so
+that every contender is measured in its steady state, as the ``memcpy``
+reference is: each reader notes the time it has its ``warm``-th array and its
+last one (``time.perf_counter``, CLOCK_MONOTONIC), and a sample's time is the
+longest of those intervals over the readers; MB/s per reader = count * S /
+time / 1e6.  (Until 2026-11-30 a sample ran from the first send on a freshly
+made transport: pysyncq's first pass over a new ring then paid a page fault
+per 4 KiB of shared memory, about half of the time at 8 MiB on the 2-core VM,
+while ``memcpy`` copied into memory it had already touched.)  Each reader checks every array's
 size and its first and last elements, and does not otherwise read the data
 (the same for every contender, so that a zero-copy read is not charged for a
 pass over the data that a copy makes anyway).  Contenders:
@@ -36,7 +42,9 @@ pass over the data that a copy makes anyway).  Contenders:
   holds arrays.
 * ``memcpy`` -- the reference: one ``np.copyto`` of the same bytes in this
   process, into memory that is not in cache, timed in the same run (MB/s of
-  a single copy).
+  a single copy).  ``memcpy shm`` is the same copy into a ``/dev/shm``
+  mapping: the kind of memory (4 KiB pages here, where ``np.empty`` gets
+  2 MiB ones) that a shared-memory transport must write.
 
 **Batches.**  64 B messages, one writer to one reader: ``extend`` (batches of
 1000) + ``pop_many(4096)`` against ``append`` + ``pop`` one message at a time;
@@ -74,7 +82,8 @@ import harness as peers  # noqa: E402  (the harness keeps the peer paths)
 
 if peers.OPTIONAL.is_dir():
     sys.path.insert(0, str(peers.OPTIONAL))
-sys.path.insert(0, str(REPO))
+# benchmarks/ab.py points PYSYNCQ_CHECKOUT at another checkout to A/B it.
+sys.path.insert(0, os.environ.get("PYSYNCQ_CHECKOUT") or str(REPO))
 
 import numpy as np  # noqa: E402
 from harness import quantile  # noqa: E402
@@ -103,9 +112,10 @@ ARRAY_CONTENDERS = [
     "pyzmq",
     "shared_memory",
     "memcpy",
+    "memcpy shm",
 ]
 OURS = ("pysyncq", "pysyncq bytes", "pysyncq pop_view", "pysyncq loan")
-PEERS = ("mp.Queue", "mp.Pipe", "pyzmq", "shared_memory", "memcpy")
+PEERS = ("mp.Queue", "mp.Pipe", "pyzmq", "shared_memory", "memcpy", "memcpy shm")
 HEADER = struct.Struct("<16sq")  # dtype.str, element count (1-d arrays here)
 
 
@@ -118,6 +128,11 @@ def source(size):
     return np.arange(size // 8, dtype=np.float64)
 
 
+def warm_for(size):
+    """Untimed arrays before a sample: once around the ring, and one more."""
+    return ring_bytes(size) // size + 1
+
+
 def check(arr, n):
     return arr.size == n and arr[0] == 0.0 and arr[-1] == n - 1
 
@@ -125,22 +140,28 @@ def check(arr, n):
 # -- Readers: each receives `count` arrays and reports (end time, bad count) -------
 
 
-def _report(out, i, t_end, bad):
-    out.put((i, t_end, bad))
+def _report(out, i, t_end, bad, t_warm=None):
+    out.put((i, t_warm, t_end, bad))
 
 
 def r_pysyncq(q, i, count, n, ready, mode, out):
     bad = 0
+    warm = warm_for(8 * n)
+    t_warm = None
     with q.open(f"r{i}"):
         ready.wait(TIMER)
         if mode == "pop_view":
-            for _ in range(count):
+            for j in range(warm + count):
+                if j == warm:
+                    t_warm = time.perf_counter()
                 with q.pop_view(block=True, timer=TIMER) as m:
                     if m is None or not check(m[2], n):
                         bad += 1
         else:
             pop = q.pop
-            for _ in range(count):
+            for j in range(warm + count):
+                if j == warm:
+                    t_warm = time.perf_counter()
                 m = pop(True, TIMER, False)
                 if m is None:
                     bad += 1
@@ -150,30 +171,36 @@ def r_pysyncq(q, i, count, n, ready, mode, out):
                     body = np.frombuffer(body, np.float64)
                 if not check(body, n):
                     bad += 1
-        _report(out, i, time.perf_counter(), bad)
+        _report(out, i, time.perf_counter(), bad, t_warm)
 
 
 def r_mpqueue(inq, i, count, n, ready, out):
     ready.wait(TIMER)
     bad = 0
     get = inq.get
-    for _ in range(count):
+    warm = warm_for(8 * n)
+    for j in range(warm + count):
+        if j == warm:
+            t_warm = time.perf_counter()
         if not check(get(timeout=TIMER), n):
             bad += 1
-    _report(out, i, time.perf_counter(), bad)
+    _report(out, i, time.perf_counter(), bad, t_warm)
 
 
 def r_pipe(conn, i, count, n, ready, out):
     ready.wait(TIMER)
     bad = 0
-    for _ in range(count):
+    warm = warm_for(8 * n)
+    for j in range(warm + count):
+        if j == warm:
+            t_warm = time.perf_counter()
         if not conn.poll(TIMER):
             raise TimeoutError("pipe reader waited too long")
         dt, length = HEADER.unpack(conn.recv_bytes())
         arr = np.frombuffer(conn.recv_bytes(), np.dtype(dt.rstrip(b"\0").decode()))
         if arr.size != length or not check(arr, n):
             bad += 1
-    _report(out, i, time.perf_counter(), bad)
+    _report(out, i, time.perf_counter(), bad, t_warm)
 
 
 def r_zmq(addr, hwm, i, count, n, ready, out):
@@ -186,9 +213,12 @@ def r_zmq(addr, hwm, i, count, n, ready, out):
     sub.setsockopt(zmq.SUBSCRIBE, b"")
     sub.connect(addr)
     bad = 0
+    warm = warm_for(8 * n)
     try:
         ready.wait(TIMER)
-        for _ in range(count):
+        for j in range(warm + count):
+            if j == warm:
+                t_warm = time.perf_counter()
             if not sub.poll(int(TIMER * 1000)):
                 raise TimeoutError("zmq reader waited too long")
             head, data = sub.recv_multipart(copy=False)
@@ -196,7 +226,7 @@ def r_zmq(addr, hwm, i, count, n, ready, out):
             arr = np.frombuffer(data.buffer, np.dtype(dt.rstrip(b"\0").decode()))
             if arr.size != length or not check(arr, n):
                 bad += 1
-        _report(out, i, time.perf_counter(), bad)
+        _report(out, i, time.perf_counter(), bad, t_warm)
     finally:
         sub.close(0)
         ctx.term()
@@ -216,7 +246,10 @@ def _attach(name):
 def r_shm(conn, i, count, n, ready, out):
     ready.wait(TIMER)
     bad = 0
-    for _ in range(count):
+    warm = warm_for(8 * n)
+    for j in range(warm + count):
+        if j == warm:
+            t_warm = time.perf_counter()
         if not conn.poll(TIMER):
             raise TimeoutError("shared_memory reader waited too long")
         name, dt, shape = conn.recv()
@@ -228,15 +261,17 @@ def r_shm(conn, i, count, n, ready, out):
         conn.send(name)
         if not check(arr, n):
             bad += 1
-    _report(out, i, time.perf_counter(), bad)
+    _report(out, i, time.perf_counter(), bad, t_warm)
 
 
 # -- Writers, one sample each ---------------------------------------------------
 
 
 def _run(targets, send, k):
-    """Start the readers, release them together, time ``send()`` until the
-    last reader had its last array.  Returns seconds."""
+    """Start the readers, release them together, run ``send()`` and return
+    seconds: the slowest reader's timed part (from its ``warm``-th array to
+    its last) where the readers report one, else from just before ``send()``
+    to the moment the last reader had its last message (batches)."""
     out = CTX.Queue()
     ready = CTX.Barrier(k + 1)
     procs = [CTX.Process(target=t, args=(*a, out), daemon=True) for t, a in targets(ready)]
@@ -250,17 +285,17 @@ def _run(targets, send, k):
         deadline = time.monotonic() + TIMER
         while len(ends) < k:
             try:
-                i, t_end, b = out.get(timeout=0.2)
+                i, t_warm, t_end, b = out.get(timeout=0.2)
             except queue.Empty:
                 dead = [p.exitcode for p in procs if p.exitcode]
                 if dead or time.monotonic() > deadline:
                     raise RuntimeError(f"readers failed (exit codes {dead}) or timed out") from None
                 continue
-            ends[i] = t_end
+            ends[i] = t_end - (t0 if t_warm is None else t_warm)
             bad += b
         if bad:
             raise AssertionError(f"readers found {bad} wrong arrays")
-        return max(ends.values()) - t0
+        return max(ends.values())
     finally:
         for p in procs:
             p.join(5)
@@ -284,18 +319,20 @@ def s_pysyncq(size, k, count, tag, mode):
 
         q.open("writer", filtself=False, reader=False)  # no screens for the children to inherit
 
+        total = warm_for(size) + count
+
         def send():
             if mode == "bytes":
                 append = q.append
-                for _ in range(count):
+                for _ in range(total):
                     append("data", raw, True, TIMER)
             elif mode == "loan":
-                for _ in range(count):
+                for _ in range(total):
                     with q.loan("data", src.shape, src.dtype, block=True, timer=TIMER) as a:
                         np.copyto(a, src)
             else:
                 append = q.append_array
-                for _ in range(count):
+                for _ in range(total):
                     append("data", src, True, TIMER)
 
         return _run(targets, send, k)
@@ -311,7 +348,7 @@ def s_mpqueue(size, k, count, tag):
 
         def send():
             puts = [q.put for q in qs]
-            for _ in range(count):
+            for _ in range(warm_for(size) + count):
                 for put in puts:
                     put(src, timeout=TIMER)
 
@@ -334,7 +371,7 @@ def s_pipe(size, k, count, tag):
             head = HEADER.pack(src.dtype.str.encode(), src.size)
             buf = memoryview(src).cast("B")
             ends = [w for _, w in pipes]
-            for _ in range(count):
+            for _ in range(warm_for(size) + count):
                 for w in ends:
                     w.send_bytes(head)
                     w.send_bytes(buf)
@@ -369,7 +406,7 @@ def s_zmq(size, k, count, tag):
 
         def send():
             head = HEADER.pack(src.dtype.str.encode(), src.size)
-            for _ in range(count):
+            for _ in range(warm_for(size) + count):
                 pub.send_multipart([head, src], copy=False)
 
         seen = []
@@ -421,7 +458,7 @@ def s_shm(size, k, count, tag):
                     live[name] = (shm, acks + 1)
 
     def send():
-        for j in range(count):
+        for j in range(warm_for(size) + count):
             while len(live) >= window:
                 collect(True)
             shm = shared_memory.SharedMemory(f"{peers.SHM_PREFIX}{tag}_{j}", True, size)
@@ -449,15 +486,34 @@ def s_shm(size, k, count, tag):
                 b.close()
 
 
-def s_memcpy(size, k, count, tag):
+def s_memcpy(size, k, count, tag, shm=False):
     """Seconds for ``count`` single copies of ``size`` bytes (so that MB/s
     comes out as one copy's rate; ``k`` plays no part): ``np.copyto`` of the
     same source into successive places of a 64 MiB buffer, twice the 2-core
     machine's L3 cache, so that the destination is not in cache (as a
-    transport's is not); the median of 5 timings."""
+    transport's is not); the median of 5 timings.
+
+    ``memcpy`` copies into ``np.empty`` memory, which numpy asks to be backed
+    by 2 MiB pages (MADV_HUGEPAGE) where the kernel allows it; ``memcpy shm``
+    (``shm=True``) into a ``/dev/shm`` mapping, the memory every shared-memory
+    transport here writes, which has 4 KiB pages unless the tmpfs is mounted
+    with ``huge=``.  On the 2-core VM the same copy ran at about 20 GB/s into
+    the first and 12-14 GB/s into the second (and into anonymous memory
+    without huge pages)."""
     src = source(size)
+    nbytes = max(64 << 20, 4 * size)
+    if not shm:
+        return _copies(src, count, np.empty(nbytes // 8))
+    block = shared_memory.SharedMemory(f"{peers.SHM_PREFIX}{tag}_memcpy", True, nbytes)
+    try:
+        return _copies(src, count, np.ndarray(nbytes // 8, np.float64, block.buf))
+    finally:
+        block.close()
+        block.unlink()
+
+
+def _copies(src, count, dst):
     n = src.size
-    dst = np.empty(max(64 << 20, 4 * size) // 8)
     slots = dst.size // n
     views = [dst[j * n : (j + 1) * n] for j in range(slots)]
     reps = max(16, min(count, 2000))
@@ -467,6 +523,7 @@ def s_memcpy(size, k, count, tag):
         for j in range(reps):
             np.copyto(views[j % slots], src)
         times.append((time.perf_counter() - t0) / reps)
+    views = dst = None
     return sorted(times)[2] * count
 
 
@@ -480,6 +537,7 @@ SAMPLERS = {
     "pyzmq": s_zmq,
     "shared_memory": s_shm,
     "memcpy": s_memcpy,
+    "memcpy shm": lambda s, k, c, t: s_memcpy(s, k, c, t, shm=True),
 }
 
 

@@ -373,7 +373,10 @@ class PySyncQ(Screened):
         self._next_reap = 0.0
         self._hlock = threading.Lock()  # open() and close() one thread at a time
         self.reap_interval = REAP_INTERVAL
-        #: Bodies this large or larger are copied outside the queue lock.
+        #: Bodies this large or larger are copied outside the queue lock: by
+        #: append, and by pop (for a pop: sender, type and body together, when
+        #: they do not fit the handle's copy buffer, which pop itself grows
+        #: only for smaller records).
         self.copy_outside = views.COPY_OUTSIDE
         #: Seconds a blocking pop that finds nothing watches for a message
         #: before it sleeps, when the queue has no more members than this
@@ -774,7 +777,11 @@ class PySyncQ(Screened):
         """Append a message: ``(sender, msgtype, msg)`` for every other reader.
 
         ``msgtype`` and ``msg`` may be str or bytes (written as they are) or any
-        object (written as ``str(obj)``).  When the queue is full: raise
+        object (written as ``str(obj)``).  A ``bytearray`` or ``memoryview``
+        body is sent as bytes: its bytes are copied straight into the queue
+        when it is C-contiguous (a memoryview of any buffer: an array, an
+        ``mmap``...), or in C order, as ``bytes(msg)`` gives them, when not;
+        the reader gets ``bytes`` (or str, decoded, as for any body).  When the queue is full: raise
         :class:`QueueFull` (a ``MemoryError``) at once, or with ``block=True``
         wait up to ``timer`` seconds (None: for ever) for space, then raise.
         A message too large for even an empty queue raises
@@ -795,7 +802,9 @@ class PySyncQ(Screened):
         elif type(msg) is bytes:
             body, kind = msg, KIND_BYTES
         elif isinstance(msg, (bytes, bytearray, memoryview)):
-            body, kind = bytes(msg), KIND_BYTES
+            body, kind = views.buffer_body(msg), KIND_BYTES
+            if type(body) is not bytes:  # a large buffer: copied straight from it
+                return views.append_buffer(self, m, t, body, block, timer)
         else:
             if isinstance(msg, np.ndarray):
                 _warn_array_as_text()
@@ -1079,7 +1088,7 @@ class PySyncQ(Screened):
         if code:
             if code == EMPTY and not block and not m.follow:
                 return None
-            got = self._pop_slow(m, status & ~WAKE_BITS, slen, blen, block, timer)
+            got = self._pop_slow(m, status & ~WAKE_BITS, slen, blen, block, timer, decode)
             if got is None:
                 return None
             s, t, b, _ = got
@@ -1131,10 +1140,13 @@ class PySyncQ(Screened):
             return None, status, slen, blen
         return _fields(m, slen, tlen, blen, kind), status, slen, blen
 
-    def _pop_slow(self, m, status, slen, blen, block, timer):
-        """Everything but an immediate hit: wait, retry, grow the buffer.
+    def _pop_slow(self, m, status, slen, blen, block, timer, decode=False):
+        """Everything but an immediate hit: wait, retry, grow the buffer, or
+        pop a record too large for the buffer outside the lock.
 
-        Returns ``(sender, type, body, kind)`` or None.
+        Returns ``(sender, type, body, kind)`` or None.  ``body`` is bytes or
+        an array, or, for a record popped outside the lock with ``decode``,
+        already a str where it is valid UTF-8.
 
         Sleeping for data takes no call of its own: with ``block``, a pop
         kernel that finds nothing also sets this slot's ``W_DATA`` bit (see
@@ -1191,6 +1203,18 @@ class PySyncQ(Screened):
                     with m.lock:
                         m.wait_add(W_DATA, -1)
                         armed[0] = False
+                elif code == NEED_SPACE and blen >= self.copy_outside:
+                    # A large record: copied outside the queue lock, once (views.py).
+                    fields, status, slen, blen = views.pop_outside(self, m, decode, lock_deadline)
+                    if fields is not None:
+                        if status & WAKE_BITS:
+                            wake(seg, status)
+                        return fields
+                    if status & CODE_MASK == CORRUPT:
+                        self._corrupt(status, slen, blen)
+                    # Gone meanwhile (another thread of this handle popped it,
+                    # or the slot was freed): pop again below, which also sets
+                    # the wait bit as a blocking pop must.
                 elif code == NEED_SPACE:
                     with m.lock:
                         m.grow(blen)
