@@ -14,7 +14,9 @@ run, interleaved, alternating which goes first).
 * ``spawn`` / ``forkserver`` / ``fork``: the driver creates a queue and starts
   one child handed the handle; the child opens, appends one message and
   returns.  ``first_message``: from ``Process.start()`` to the message at the
-  driver (the forkserver is started beforehand); its parts as the child
+  driver (the forkserver is started, and has served one child, beforehand; in
+  CPython 3.11-3.13 it does not in fact preload ``__main__``, so its children
+  import numba and pysyncq themselves, as spawned ones do); its parts as the child
   stamped them (interpreter up, ``import numba``, ``import pysyncq``, handle
   unpickled, opened); ``exit``: from the child's target returning to
   ``join()`` returning.  ``spawn-close``: the child closes the handle first.
@@ -145,7 +147,10 @@ def one_child(method, variant):
             m = q.pop(block=True, timer=300)
             t_first = time.perf_counter()
             st = json.loads(m[2])
-            spawned = method == "spawn"  # else forked: imports and stamps are the driver's
+            # A spawned child imports __main__ itself; so does a forkserver
+            # child (CPython 3.11-3.13's server never receives the main path
+            # it would preload); a forked one has the driver's stamps.
+            spawned = st["main"] > t_start
             row = {
                 "parent_create": t_created,
                 "first_message": t_first - t_start,
