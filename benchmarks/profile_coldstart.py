@@ -1,6 +1,6 @@
 """Cold start and exit of a process that uses pysyncq (PROFILE.md section 5).
 
-    python benchmarks/profile_coldstart.py [--repeat 5] [--cold] [--ab /work/main]
+    python benchmarks/profile_coldstart.py [--repeat 5] [--cold N] [--ab /work/main]
                                            [--json out.json]
 
 Every sample runs in a fresh *driver* interpreter that imports the pysyncq of
@@ -23,10 +23,12 @@ run, interleaved, alternating which goes first).
   ``parent_create``: the driver's ``PySyncQ()`` and ``open`` before the start
   (a process that forks loads every kernel at its first fork, inside
   ``start()``: counted in ``first_message``).
-* ``--cold``: a spawned child given its own empty ``NUMBA_CACHE_DIR`` (so it
-  compiles every kernel it needs), once per tree.
-* Reference rows, tree-independent: spawned children that import only numba,
-  or nothing, and one that ends with ``os._exit(0)``.
+* ``--cold N``: N spawned children per tree given their own empty
+  ``NUMBA_CACHE_DIR`` (so they compile every kernel); ``--repeat 0`` skips the
+  rest.
+* Reference rows (this tree): a spawned child with ``PYSYNCQ_FAST_EXIT=0``,
+  children that import only numba, or nothing, and one that ends with
+  ``os._exit(0)``.
 
 ``time.perf_counter`` is CLOCK_MONOTONIC: one clock for every process.
 Printed: median (min - max) over the repeats, and the ratio of the medians
@@ -159,6 +161,8 @@ def one_child(method, variant):
                 "import_pysyncq": st["pysyncq"] - st["numba"] if spawned else 0.0,
                 "attach": st["attached"] - (st["pysyncq"] if spawned else t_start),
                 "open": st["opened"] - st["attached"],
+                # the stamps' JSON, the append, and the driver waking up
+                "append_and_wake": t_first - st["opened"],
                 "kernels_loaded": st["kernels"],
                 "numba_setup_ran": st["setup"],
             }
@@ -188,8 +192,8 @@ def driver(scenario):
 # -- Orchestration ------------------------------------------------------------
 
 
-def run_driver(tree, scenario, mode="full", cache_dir=None, child_cache_dir=None):
-    env = dict(os.environ, PQ_TREE=str(tree), PQ_COLD_MODE=mode)
+def run_driver(tree, scenario, mode="full", cache_dir=None, child_cache_dir=None, **extra):
+    env = dict(os.environ, PQ_TREE=str(tree), PQ_COLD_MODE=mode, **extra)
     env.pop("PYTHONPATH", None)
     if cache_dir:
         env["NUMBA_CACHE_DIR"] = cache_dir
@@ -251,6 +255,7 @@ CHILD_KEYS = [
     "import_pysyncq",
     "attach",
     "open",
+    "append_and_wake",
     "exit",
     "start_to_joined",
     "kernels_loaded",
@@ -271,7 +276,9 @@ FRESH_KEYS = [
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--cold", action="store_true", help="also a child with an empty cache")
+    ap.add_argument(
+        "--cold", type=int, default=0, metavar="N", help="N children per tree with an empty cache"
+    )
     ap.add_argument("--ab", type=Path, help="another pysyncq checkout to measure alongside")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--driver", help=argparse.SUPPRESS)
@@ -290,15 +297,16 @@ def main():
     # One untimed pass per tree, so that both caches are warm.
     for tree in trees.values():
         run_driver(tree, "fresh")
-    scenarios = ["fresh", "spawn", "spawn-close", "forkserver", "fork"]
+    scenarios = ["fresh", "spawn", "spawn-close", "forkserver", "fork"] if a.repeat else []
     rows = {s: {lab: [] for lab in labels} for s in scenarios}
-    refs = {s: [] for s in ("spawn/numba only", "spawn/bare", "spawn/_exit")}
+    refs = {s: [] for s in ("spawn/no fast_exit", "spawn/numba only", "spawn/bare", "spawn/_exit")}
     t0 = time.perf_counter()
     for r in range(a.repeat):
         for s in scenarios:
             order = labels if r % 2 == 0 else labels[::-1]
             for lab in order:
                 rows[s][lab].append(run_driver(trees[lab], s))
+        refs["spawn/no fast_exit"].append(run_driver(ROOT, "spawn", PYSYNCQ_FAST_EXIT="0"))
         refs["spawn/numba only"].append(run_driver(ROOT, "spawn", mode="numba"))
         refs["spawn/bare"].append(run_driver(ROOT, "spawn", mode="bare"))
         refs["spawn/_exit"].append(run_driver(ROOT, "spawn-_exit"))
@@ -307,17 +315,20 @@ def main():
         keys = FRESH_KEYS if s == "fresh" else CHILD_KEYS
         what = "fresh interpreter, first handle" if s == "fresh" else f"{s} child"
         report(f"{what} (warm cache, {a.repeat} repeats)", rows[s], keys, labels)
-    report("reference children (this tree)", refs, ["exit", "start_to_joined"], list(refs))
+    if a.repeat:
+        report("reference children (this tree)", refs, ["exit", "start_to_joined"], list(refs))
     if a.cold:
         cold = {lab: [] for lab in labels}
-        for lab in labels:
-            tmp = tempfile.mkdtemp(prefix="pq-numba-cache-")
-            try:
-                cold[lab].append(run_driver(trees[lab], "spawn", child_cache_dir=tmp))
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+        for r in range(a.cold):
+            for lab in labels if r % 2 == 0 else labels[::-1]:
+                tmp = tempfile.mkdtemp(prefix="pq-numba-cache-")
+                try:
+                    cold[lab].append(run_driver(trees[lab], "spawn", child_cache_dir=tmp))
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
         doc["cold"] = cold
-        report("spawn child, cold cache (an empty NUMBA_CACHE_DIR, once)", cold, CHILD_KEYS, labels)
+        title = f"spawn child, cold cache (its own empty NUMBA_CACHE_DIR, {a.cold} repeats)"
+        report(title, cold, CHILD_KEYS, labels)
     doc["seconds"] = time.perf_counter() - t0
     doc["load_after"] = os.getloadavg()
     print(f"\nload average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
