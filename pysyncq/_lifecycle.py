@@ -156,11 +156,13 @@ def warm_up():
     numba's cache on its first call (:mod:`pysyncq._load`: a few ms each,
     without numba's compiler setup), so a process loads only the kernels it
     uses; here only the two of the hot path (``FAST``).  When the cache lacks
-    them (a cold or stale cache), every kernel is compiled here and now: never
-    later, in the middle of a reservation or a wait, where a compilation of
-    seconds would stall the other processes.  A process that forks loads every
-    kernel just before its first fork (``os.register_at_fork``), so forked
-    children load and compile nothing.
+    them (a cold cache; numba's entries for ``kernels.py`` also go stale all
+    together when it changes), every kernel is compiled here and now, not
+    later in the middle of a reservation or a wait, where seconds of
+    compilation would stall the other processes; any later miss, too, has
+    them all compiled at once.  A process that forks loads every kernel just
+    before its first fork (``os.register_at_fork``), so forked children load
+    and compile nothing.
     """
     global _warmed
     if _warmed:
