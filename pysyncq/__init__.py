@@ -5,6 +5,7 @@ others write, each at its own pace; a message's bytes are freed once every
 reader has passed it.  See ``README.md`` for a tour.
 """
 
+from ._exit import fast_exit
 from ._lifecycle import list_queues, remove
 from .errors import (
     ChildExited,
@@ -47,6 +48,7 @@ __all__ = [
     "ReaderStats",
     "ScreenSet",
     "TooManyProcesses",
+    "fast_exit",
     "list_queues",
     "remove",
 ]

@@ -1,0 +1,391 @@
+"""Starting and ending processes: what a process loads, and how it exits.
+
+* Kernels are loaded on their first call, from numba's cache, without numba's
+  compiler setup (:mod:`pysyncq._load`); a cold cache has everything compiled
+  by ``warm_up``; a process that forks loads everything first, so forked
+  children load and compile nothing.
+* A process started by multiprocessing skips the final garbage collection
+  (:mod:`pysyncq._exit`) and still does everything it must at exit.
+
+Whole programs run in fresh interpreters (``run``), with this checkout first
+on ``PYTHONPATH`` so that they and their spawned children import the pysyncq
+under test.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import shm_exists
+
+import pysyncq
+from pysyncq import PySyncQ, _exit, _lifecycle, _load, kernels
+
+TREE = Path(pysyncq.__file__).resolve().parent.parent
+WAIT = 120  # seconds a whole program may take (a cold cache compiles for 20-40 s)
+
+#: What a process that opens, appends, pops and closes may load: the hot pair,
+#: open, close, the creator's format and the member scan of close and reaping.
+BASIC = {"ring_format", "header_check", "op_open", "op_append", "op_pop", "op_leave", "members"}
+
+
+def run(tmp_path, body, *args, env=None, timeout=WAIT):
+    """Run ``body`` as a script in a fresh interpreter; return its stdout."""
+    script = tmp_path / "scenario.py"
+    script.write_text(textwrap.dedent(body))
+    environ = dict(os.environ, PYTHONPATH=str(TREE), **(env or {}))
+    r = subprocess.run(
+        [sys.executable, str(script), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=tmp_path,
+        env=environ,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stderr == ""
+    return r.stdout
+
+
+def loaded_now():
+    """``{kernel name: number of overloads}`` of this process."""
+    return {n: len(d.overloads) for n, d in vars(kernels).items() if _load.is_kernel(d)}
+
+
+# -- The table of kernel signatures -------------------------------------------
+
+
+def test_the_table_names_every_kernel_pysyncq_calls():
+    called = set()
+    for path in (TREE / "pysyncq").glob("*.py"):
+        if path.name != "kernels.py":
+            called |= set(re.findall(r"\bkernels\.([a-z_]\w*)\b", path.read_text()))
+    called = {n for n in called if _load.is_kernel(getattr(kernels, n, None))}
+    table = {name for name, _ in _lifecycle.kernel_calls()}
+    assert called <= table, f"add to _lifecycle.kernel_calls(): {sorted(called - table)}"
+    assert all(_load.is_kernel(getattr(kernels, n)) for n in table)
+
+
+@pytest.mark.parametrize(("name", "args"), _lifecycle.kernel_calls())
+def test_loading_gives_the_overload_numba_dispatches_to(name, args):
+    disp = getattr(kernels, name)
+    sig = tuple(disp.typeof_pyval(a) for a in args)  # what numba's dispatcher sees
+    assert _load.signature(args) == sig
+    entry = _load.ensure(disp, args)
+    assert entry is disp.overloads[sig].entry_point
+    assert _load.loaded(disp, args) is entry
+
+
+def test_signature_tells_readonly_and_layout_apart():
+    a = np.zeros((4, 8), np.uint8)
+    ro = np.frombuffer(b"12345678", np.uint8)
+    for arr in (a, a.T, a[:, 1], ro, a.view(np.int64), np.zeros(3, ">i4")):
+        assert _load.signature((arr,)) == (kernels.members.typeof_pyval(arr),)
+
+
+def test_a_kernel_called_with_a_wrong_type_raises_and_the_process_lives():
+    """Such a call is not in the cache: it goes on to numba's own path, which
+    refuses it (a typing error, or a lowering error for some intrinsics)."""
+    from numba.core.errors import TypingError
+
+    mem = np.zeros(4096, np.uint8)
+    with pytest.raises(TypingError):
+        kernels.members("not an array")
+    with pytest.raises(TypingError):
+        kernels.op_pop(mem, 1.5, 0, None, mem)
+    with pytest.raises(Exception):  # noqa: B017 - whichever numba raises
+        kernels.seq_load(mem, "not an index")
+    assert kernels.seq_load(np.zeros(4096, np.uint8), 0) == 0
+
+
+def test_the_hot_path_takes_every_kind_of_argument(qname):
+    """append and pop call their kernels' entry points directly (``FAST``):
+    whatever a caller passes, the kernel gets bytes and ints."""
+    q = PySyncQ(qname, size=4096)
+    assert _lifecycle.FAST["op_append"] is not kernels.op_append
+    q.open("me", filtself=False)
+    bodies = ["text", b"raw", bytearray(b"ba"), memoryview(b"mv"), 12, None, 1.5, ""]
+    for body in bodies:
+        q.append(b"type-bytes", body)
+        q.append("type-str", body)
+    with pytest.warns(UserWarning, match="append_array"):
+        q.append("arr", np.arange(3))
+    got = list(q)
+    assert len(got) == 2 * len(bodies) + 1
+    assert got[2] == ("me", "type-bytes", "raw")
+    assert got[6] == ("me", "type-bytes", "mv")
+    assert got[8] == ("me", "type-bytes", "12")
+    assert q.pop(decode=False) is None
+    q.close()
+
+
+# -- What a process loads -------------------------------------------------------
+
+WARM_THE_CACHE = """
+from pysyncq import _lifecycle
+_lifecycle.load_all()  # compiles into numba's cache whatever it lacks
+"""
+
+ONLY_WHAT_IT_USES = """
+import json, multiprocessing as mp, sys
+from pysyncq import PySyncQ, kernels
+
+def report():
+    return {
+        "loaded": sorted(n for n, d in vars(kernels).items() if getattr(d, "overloads", None)),
+        "numba_setup": "numba.np.arraymath" in sys.modules,
+        "scipy_linalg": "scipy.linalg" in sys.modules,
+        "misses": sum(sum(d.stats.cache_misses.values())
+                      for d in vars(kernels).values() if hasattr(d, "stats")),
+    }
+
+def child(q, out):
+    q.open("child")
+    q.append("t", "from child")
+    m = q.pop(block=True, timer=60)
+    q.close()
+    with open(out, "w") as f:
+        json.dump(dict(report(), popped=m), f)
+
+if __name__ == "__main__":
+    q = PySyncQ(sys.argv[1], size=4096)
+    q.open("parent")
+    p = mp.get_context(sys.argv[2]).Process(target=child, args=(q, "child.json"))
+    p.start()
+    assert q.pop(block=True, timer=60) == ("child", "t", "from child")
+    q.append("t", "from parent")
+    p.join(60)
+    assert p.exitcode == 0, p.exitcode
+    q.close()
+    print(json.dumps(report()))
+"""
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_a_process_loads_only_the_kernels_it_uses_without_numbas_setup(tmp_path, qname, method):
+    run(tmp_path, WARM_THE_CACHE)
+    parent = json.loads(run(tmp_path, ONLY_WHAT_IT_USES, qname, method))
+    child = json.loads((tmp_path / "child.json").read_text())
+    assert child["popped"] == ["parent", "t", "from parent"]
+    for who in (parent, child):
+        assert set(who["loaded"]) <= BASIC | {"set_waiting", "seq_load", "lock_prepare_wait"}
+        assert not who["numba_setup"], "numba's compiler setup ran"
+        assert not who["scipy_linalg"]
+        assert who["misses"] == 0
+    assert not shm_exists(qname)
+
+
+FORKED_CHILD = """
+import multiprocessing as mp, sys
+import numpy as np
+from pysyncq import PySyncQ, kernels
+
+def overloads():
+    return {(n, sig) for n, d in vars(kernels).items()
+            for sig in getattr(d, "overloads", {})}
+
+def child(q):
+    before = overloads()
+    q.open("child", filtself=False)
+    q.append("s", "text")
+    q.append(b"b", memoryview(b"bytes"))
+    q.append("big", b"x" * (q.copy_outside + 8))
+    q.append_array("a", np.arange(6.0).reshape(2, 3))
+    q.append_array("ro", np.frombuffer(b"12345678", np.uint8))
+    q.extend("e", ["one", b"two", 3])
+    with q.loan("loan", (4,), np.int32) as arr:
+        arr[:] = 7
+    assert q.pop()[2] == "text"
+    with q.pop_view() as m:
+        assert bytes(m[2]) == b"bytes"
+    assert len(q.pop_many(10)) == 7
+    assert q.pop(block=True, timer=0.01) is None
+    q.stats()
+    q.close()
+    new = overloads() - before
+    if new:
+        raise SystemExit(f"the forked child loaded {sorted(new)}")
+
+if __name__ == "__main__":
+    q = PySyncQ(sys.argv[1], size=1 << 20)
+    q.open("parent", reader=False)
+    lazy = {n for n, _ in overloads()}
+    if "op_extend" in lazy or "op_pop_many" in lazy:
+        raise SystemExit(f"the parent loaded {sorted(lazy)} before forking")
+    p = mp.get_context("fork").Process(target=child, args=(q,))
+    p.start()
+    p.join(60)
+    q.close()
+    raise SystemExit(p.exitcode)
+"""
+
+
+def test_a_forked_child_loads_and_compiles_nothing(tmp_path, qname):
+    run(tmp_path, WARM_THE_CACHE)
+    run(tmp_path, FORKED_CHILD, qname)
+    assert not shm_exists(qname)
+
+
+COLD_CACHE_BOOKKEEPING = """
+import json
+from numba.core.dispatcher import Dispatcher
+from pysyncq import _lifecycle, kernels
+
+asked = []
+def compile(self, sig):  # stands in for numba's compiler: records, compiles nothing
+    asked.append([self.py_func.__name__, str(sig)])
+    return lambda *args: 0
+Dispatcher.compile = compile
+_lifecycle.warm_up()
+print(json.dumps(asked))
+"""
+
+
+def test_with_a_cold_cache_warm_up_compiles_every_kernel_at_once(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    asked = json.loads(run(tmp_path, COLD_CACHE_BOOKKEEPING, env={"NUMBA_CACHE_DIR": str(cache)}))
+    expected = [[name, str(_load.signature(args))] for name, args in _lifecycle.kernel_calls()]
+    assert set(map(tuple, asked)) == set(map(tuple, expected))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["spawn"])
+def test_a_cold_cache_is_filled_once_and_then_only_loaded(tmp_path, qname, method):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    env = {"NUMBA_CACHE_DIR": str(cache)}
+    parent = json.loads(run(tmp_path, ONLY_WHAT_IT_USES, qname, method, env=env, timeout=300))
+    child = json.loads((tmp_path / "child.json").read_text())
+    assert parent["misses"] > 0  # the parent compiled (everything, in warm_up)
+    assert set(parent["loaded"]) >= {n for n, _ in _lifecycle.kernel_calls()}
+    assert child["misses"] == 0 and not child["numba_setup"]
+
+
+# -- Exit -------------------------------------------------------------------------
+
+EXIT_DUTIES = """
+import atexit, gc, os, sys
+
+def report(tag, _open=open, _pid=os.getpid, _frozen=gc.get_freeze_count):
+    # late in shutdown, module globals and builtins may be gone: bound now
+    with _open(f"{tag}-{_pid()}", "w") as f:
+        f.write(str(_frozen()))
+
+atexit.register(report, "last")  # registered before pysyncq's hook: runs after it
+
+import multiprocessing as mp, weakref
+from pysyncq import PySyncQ
+
+class Cycle:
+    def __init__(self):
+        self.me = self
+    def __del__(self, _report=report):
+        _report("del")
+
+class Kept:
+    pass
+
+def child(q):
+    q.open("child")  # never closed: its finalizer must give the slot back
+    q.append("t", "hi")
+    atexit.register(report, "user-atexit")
+    sys.modules[__name__].kept = kept = Kept()  # alive at exit
+    weakref.finalize(kept, report, "finalize")
+    sys.modules[__name__].cycle = Cycle()  # alive at exit, in a cycle
+
+if __name__ == "__main__":
+    q = PySyncQ(sys.argv[1], size=4096)
+    q.open("parent")
+    p = mp.get_context(sys.argv[2]).Process(target=child, args=(q,))
+    p.start()
+    assert q.pop(block=True, timer=60) == ("child", "t", "hi")
+    p.join(60)
+    assert p.exitcode == 0, p.exitcode
+    members = [r.name for r in q.stats().members]
+    assert members == ["parent"], members
+    print(p.pid, os.getpid())
+    q.close()
+"""
+
+
+def read_marks(tmp_path, pid):
+    marks = {}
+    for f in tmp_path.glob(f"*-{pid}"):
+        marks[f.name.rsplit("-", 1)[0]] = int(f.read_text())
+    return marks
+
+
+def test_a_spawned_child_skips_the_final_gc_and_still_does_its_exit_duties(tmp_path, qname):
+    # (forkserver children, like forked ones, end with os._exit: no atexit at all)
+    child, parent = map(int, run(tmp_path, EXIT_DUTIES, qname, "spawn").split())
+    marks = read_marks(tmp_path, child)
+    assert "user-atexit" in marks and "finalize" in marks
+    assert marks["last"] > 0, "the child did not freeze"
+    assert "del" not in marks  # the documented price: a live cycle is not finalized
+    # the main process keeps its final collection unless asked
+    assert read_marks(tmp_path, parent) == {"last": 0}
+    assert not shm_exists(qname)
+
+
+def test_fast_exit_can_be_turned_off_for_the_children(tmp_path, qname):
+    env = {_exit.ENV: "0"}
+    child, _ = map(int, run(tmp_path, EXIT_DUTIES, qname, "spawn", env=env).split())
+    marks = read_marks(tmp_path, child)
+    assert marks["last"] == 0 and "del" in marks and "user-atexit" in marks
+
+
+def test_fast_exit_can_be_turned_on_in_the_main_process(tmp_path, qname):
+    env = {_exit.ENV: "1"}
+    child, parent = map(int, run(tmp_path, EXIT_DUTIES, qname, "spawn", env=env).split())
+    assert read_marks(tmp_path, parent)["last"] > 0
+    assert read_marks(tmp_path, child)["last"] > 0
+
+
+FOLLOWERS = """
+import multiprocessing as mp, sys
+import pysyncq
+from pysyncq import PySyncQ, QueueClosed
+
+def follower(q, started):
+    q.open("f", follow=True)
+    started.set()
+    try:
+        q.pop(block=True, timer=None)
+    except QueueClosed:
+        return
+    raise SystemExit("pop returned")
+
+if __name__ == "__main__":
+    assert pysyncq.fast_exit(True) is False
+    q = PySyncQ(sys.argv[1])
+    q.open("parent")
+    started = mp.get_context("spawn").Event()
+    p = mp.get_context("spawn").Process(target=follower, args=(q, started))
+    p.start()
+    assert started.wait(60)
+    # no close, no join: at exit the creator lets go, and multiprocessing joins p
+"""
+
+
+def test_a_creator_exiting_quickly_still_stops_its_followers(tmp_path, qname):
+    run(tmp_path, FOLLOWERS, qname)
+    assert not shm_exists(qname)
+
+
+def test_fast_exit_takes_a_bool():
+    with pytest.raises(TypeError):
+        pysyncq.fast_exit("no")
+    before = pysyncq.fast_exit(False)
+    try:
+        assert pysyncq.fast_exit(True) is False
+        assert _exit.enabled_now()
+    finally:
+        _exit._choice = None
+    assert _exit.enabled_now() is before is False  # pytest is no multiprocessing child
