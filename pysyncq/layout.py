@@ -63,7 +63,7 @@ import numpy as np
 #: "PYSYNCQ" and a format byte, read as a little-endian int64.
 MAGIC = int.from_bytes(b"PYSYNCQ\x01", "little")
 #: Bumped whenever the meaning of any word below changes.
-LAYOUT_VERSION = 3  # 3: pops move their cursor without the lock (kernels.pop_free)
+LAYOUT_VERSION = 3  # 3: pops move their cursor without the lock (see pop_free)
 
 WORD = 8
 HEADER_BYTES = 256
