@@ -105,9 +105,12 @@ def test_a_kernel_called_with_a_wrong_type_raises_and_the_process_lives():
     assert kernels.seq_load(np.zeros(4096, np.uint8), 0) == 0
 
 
-def test_the_hot_path_takes_every_kind_of_argument(qname):
+def test_the_hot_path_takes_every_kind_of_argument(qname, monkeypatch):
     """append and pop call their kernels' entry points directly (``FAST``):
     whatever a caller passes, the kernel gets bytes and ints."""
+    from pysyncq import queue
+
+    monkeypatch.setattr(queue, "_warned_array", False)  # once per process
     q = PySyncQ(qname, size=4096)
     assert _lifecycle.FAST["op_append"] is not kernels.op_append
     q.open("me", filtself=False)
