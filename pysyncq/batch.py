@@ -37,7 +37,7 @@ from . import _lifecycle, _wait, kernels, views
 from . import queue as _queue
 from ._lifecycle import check_int
 from ._wait import WAKE_BITS, LockBusy, check_timer, locked, wake
-from .codec import decode_array
+from .codec import decode_at
 from .errors import MessageTooLarge, QueueFull, QueueLocked
 from .kernels import FMT_PER_MESSAGE, SEG_WORDS
 from .layout import (
@@ -321,7 +321,7 @@ def _runs(msgs, m, items, segs, decode):
             if decode:
                 s, t = _decode(s), _decode(t)
         if length >= 0:  # an array record
-            msgs.append((s, t, decode_array(m.out[at : at + length])))
+            msgs.append((s, t, decode_at(m.out_mm, at, length)))
             continue
         bodies = items[i : i + c]
         i += c

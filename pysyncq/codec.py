@@ -327,6 +327,25 @@ def decode_array(body, copy=True):
         raise _corrupt(f"numpy refuses shape {shape} of {dt}: {e}") from None
 
 
+def decode_at(buf, at, size):
+    """``decode_array(buf[at:at+size], copy=True)`` for a handle's copy buffer
+    (an ``mmap``): the same result and checks, without a memoryview of the
+    body; about half the time for a small array (a pop's hot path)."""
+    if size < 16:
+        raise _corrupt(f"body of {size} bytes is shorter than the descriptor header")
+    dlen = _u32_at(buf, at + 4)[0]
+    if dlen > size:
+        raise _corrupt(f"descriptor length {dlen} runs past the body's end")
+    key = buf[at : at + dlen]
+    ent = _dec_cache.get(key)
+    if ent is None or not ent[3]:  # not cached yet, or not a plain C-ordered array
+        return decode_array(memoryview(buf)[at : at + size])
+    dt, shape, nbytes = ent[0], ent[1], ent[2]
+    if size - dlen != nbytes:
+        raise _corrupt(f"{size - dlen} data bytes for shape {shape} of {dt.itemsize}-byte items")
+    return _ndarray(shape, dt, buf, at + dlen).copy()
+
+
 def descriptor(dtype, shape, lead=0):
     """The descriptor of a C-ordered array of ``dtype`` and ``shape`` that is
     not there yet (for a loan), padded for ``lead`` as ``encode_array`` pads.

@@ -63,7 +63,7 @@ from ._wait import (
     wait_bits,
     wake,
 )
-from .codec import decode_array, encode_array
+from .codec import decode_at, encode_array
 from .errors import (
     ChildExited,
     MessageTooLarge,
@@ -250,7 +250,7 @@ def _fields(m, slen, tlen, blen, kind):
     out = m.out_mm
     a = slen + tlen
     if kind & 0xFF == KIND_ARRAY:
-        body = decode_array(m.out[a : a + blen])
+        body = decode_at(out, a, blen)
     else:
         body = out[a : a + blen]
     return out[:slen], out[slen:a], body, kind
@@ -1076,7 +1076,7 @@ class PySyncQ(Screened):
                 a = slen + tlen
                 s, t = out[:slen], out[slen:a]
                 if kind & 0xFF == KIND_ARRAY:
-                    b = decode_array(m.out[a : a + blen])
+                    b = decode_at(out, a, blen)
                 else:
                     b = out[a : a + blen]
             elif block and (code == EMPTY or code == PENDING):
