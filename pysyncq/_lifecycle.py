@@ -202,13 +202,30 @@ def _before_fork():
 FAST = {}
 
 
-def _find_entry_points():
+def _fast_samples():
     mem = np.zeros(segment_bytes(64, 1), np.uint8)
-    samples = {
+    return {
         "op_append": (mem, 1, 0, b"", b"", b"", KIND_BYTES),
         "op_pop": (mem, 1, 0, screen_table([], []), np.zeros(8, np.uint8), 0),
+        # an array's data as encode_array gives it: a writable flat uint8 view
+        "op_append_array": (mem, 1, 0, b"", b"", b"", np.zeros(8, np.uint8), KIND_BYTES),
     }
-    for name, args in samples.items():
+
+
+def fast(name):
+    """The entry point of kernel ``name`` for ``FAST``'s sample types, found
+    (and loaded) on first use: for kernels a process may never call."""
+    entry = FAST.get(name)
+    if entry is None:
+        _find_entry_points((name,))
+        entry = FAST[name]
+    return entry
+
+
+def _find_entry_points(names=("op_append", "op_pop")):
+    samples = _fast_samples()
+    for name in names:
+        args = samples[name]
         disp = getattr(kernels, name)
         if not _load.is_kernel(disp):  # NUMBA_DISABLE_JIT: plain functions
             FAST[name] = disp

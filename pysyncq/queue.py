@@ -861,12 +861,19 @@ class PySyncQ(Screened):
         m = self._m
         if m is None:
             self._member()
-        timer = check_timer(timer)
+        if type(timer) is not float or not timer >= 0:
+            timer = check_timer(timer)
         t = msgtype_bytes(mtype)
         desc, data = encode_array(arr, len(m.sender_bytes) + len(t))
         kind = KIND_ARRAY | (APPEND_SKIP if self._skips(m, t) else 0)
         args = (m.slot, m.sender_bytes, t, desc, data, kind)
-        status = kernels.op_append_array(self._mem, m.token, *args)
+        # The entry point past numba's dispatcher takes exactly the warm-up's
+        # types: a writable flat uint8 view (a read-only array's is not).
+        if data.flags.writeable:
+            op = _lifecycle.FAST.get("op_append_array") or _lifecycle.fast("op_append_array")
+        else:
+            op = kernels.op_append_array
+        status = op(self._mem, m.token, *args)
         if status & CODE_MASK:
             need = len(m.sender_bytes) + len(t) + len(desc) + len(data)
             op = kernels.op_append_array
