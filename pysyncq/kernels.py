@@ -187,8 +187,23 @@ def header_check(w):
     Checks the magic and version, the capacity, slot count and ring offset
     against ``len(w)``, the slot high-water mark, and the write position and
     head against each other (both multiples of 8, ``0 <= head <= write
-    position <= head + capacity``).
+    position <= head + capacity``).  The last holds only with the lock held:
+    without it, use ``geometry_check`` and check positions read in an order
+    that keeps them consistent (see ``pop_free``).
     """
+    bad = geometry_check(w)
+    if bad:
+        return bad
+    end = w[H_WRITE_POS]
+    head = w[H_HEAD]
+    if head < 0 or end < head or end - head > w[H_CAPACITY] or end % 8 != 0 or head % 8 != 0:
+        return C_POSITIONS
+    return 0
+
+
+@njit(**_JIT)
+def geometry_check(w):
+    """``header_check`` but for the write position and head, which move."""
     if w[H_MAGIC] != MAGIC or w[H_VERSION] != LAYOUT_VERSION:
         return C_HEADER
     nbytes = len(w) * 8
@@ -202,10 +217,6 @@ def header_check(w):
     hwm = w[H_SLOT_HWM]
     if hwm < 0 or hwm > ns:
         return C_SLOTS
-    end = w[H_WRITE_POS]
-    head = w[H_HEAD]
-    if head < 0 or end < head or end - head > cap or end % 8 != 0 or head % 8 != 0:
-        return C_POSITIONS
     return 0
 
 
@@ -294,7 +305,7 @@ def spin_for(mem, index, expected, cpus, rounds):
     CPUs: a spinner would hold a CPU that a writer needs).  Returns 1 if the
     word changed, 0 if it did not, -1 if it did not spin."""
     w = mem.view(np.int64)
-    if header_check(w):
+    if geometry_check(w):
         return -1
     n = 0
     for i in range(slot_hwm(w)):
@@ -975,7 +986,7 @@ def record_publish(mem, slot, pos, kind):
     Returns ``OK`` with ``WAKE_DATA`` if a reader sleeps, or ``NOT_MEMBER``
     if the reservation was voided meanwhile (its slot was freed)."""
     w = mem.view(np.int64)
-    if header_check(w):
+    if geometry_check(w):  # no lock: the positions are checked against pos only
         return NOT_MEMBER
     cap = w[H_CAPACITY]
     if pos < w[H_HEAD] or pos >= w[H_WRITE_POS] or pos % 8 != 0 or cap - pos % cap < REC_HEADER:
@@ -1063,7 +1074,7 @@ def pop_free(w, mem, slot, token, scr, out):
     before the look that decides it sleeps, so one of the two sees the
     other).
     """
-    bad = header_check(w)
+    bad = geometry_check(w)
     if bad:
         return _corrupt(bad), 0, 0, 0, 0
     cw = slot_word(slot, S_CURSOR)
@@ -1072,17 +1083,27 @@ def pop_free(w, mem, slot, token, scr, out):
     for _ in range(_POP_TRIES):
         if not is_member(w, slot, token) or not w[slot_word(slot, S_FLAGS)] & SF_READER:
             return NOT_MEMBER, 0, 0, 0, 0
+        # In this order the words agree whatever writers do meanwhile: the
+        # head was at most this cursor, which is at most the write position.
+        head = atomic_load(w, H_HEAD)
         start = atomic_load(w, cw)
         # The sequence before the write position: an append after the scan
         # changes it, so a sleeper that saw nothing is never left behind.
         seq = atomic_load(w, H_DATA_SEQ) & _SEQ32
         end = atomic_load(w, H_WRITE_POS)
-        head = atomic_load(w, H_HEAD)
-        if start < head or start > end or start % 8 != 0:
+        bad_pos = head < 0 or start < head or start > end or end - start > cap
+        if bad_pos or start % 8 != 0 or end % 8 != 0:
+            # Impossible while the cursor stays put (writers never write past
+            # it + capacity), so either a writer moved it: look again; or
+            # the segment is corrupt.
+            if atomic_load(w, cw) != start:
+                continue
             if not is_member(w, slot, token):
                 return NOT_MEMBER, 0, 0, 0, 0
             return _corrupt(C_CURSOR), start, 0, start, 0
         code, cur, size, meta, screened = _scan(w, mem, scr, sw, start, end)
+        if code == CORRUPT and atomic_load(w, cw) != start:
+            continue  # the records scanned were passed meanwhile, and may be reused
         slen = tlen = blen = kind = 0
         status = code
         received = 0
