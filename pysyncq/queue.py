@@ -92,6 +92,7 @@ from .layout import (
     H_TIMENS,
     H_WRITE_POS,
     HEADER_BYTES,
+    HEADER_WORDS,
     KIND_ARRAY,
     KIND_BYTES,
     KIND_STR,
@@ -480,7 +481,13 @@ class PySyncQ(Screened):
                 f"PySyncQ({self.name!r}, create=False).open(...)"
             )
         seg = self._seg
-        if seg.words[H_FLAGS] & F_UNLINKED:
+        w = seg.words
+        # F_UNLINKED revokes every handle, but only in a header that is
+        # otherwise sound: a corrupt one that happens to have the bit set
+        # gets QueueCorrupt from the kernels (and stats() still works).
+        if w[H_FLAGS] & F_UNLINKED and not _segment.header_problem(
+            tuple(int(x) for x in w[:HEADER_WORDS]), len(seg.mem)
+        ):
             self._revoked()
         return seg
 
