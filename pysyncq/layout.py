@@ -14,7 +14,11 @@ Positions
     ``p % capacity``.  The bytes in use are ``write_pos - head``, where ``head``
     is a cache of the smallest cursor of any open reader (or ``write_pos`` when
     there is none).  The cache may lag behind the true minimum, never run ahead
-    of it, so space is never freed early.
+    of it, so space is never freed early.  Readers move their own cursor
+    without the lock (one compare-and-swap, see ``kernels.pop_free``); writers
+    refresh ``head`` under the lock when the ring looks full, and move another
+    reader's cursor only by compare-and-swap, when it is at ``write_pos``
+    (past their own screened record, or the ring's padding).
 
 Records
     Every record starts on an 8-byte boundary with a 16-byte header::
