@@ -372,6 +372,55 @@ _NO_DATA = np.zeros(0, np.uint8)
 
 
 @njit(**_JIT)
+def _make_room(w, pos, head, size, cap):
+    """Make room for a record of ``size`` bytes at write position ``pos``,
+    the head cached as ``head``; lock held, header checked.
+
+    If the ring looks full, refresh the head (the space sequence is read
+    first: a pop without the lock that moves a cursor after the refresh
+    looked at it bumps the sequence after this read, so a writer that sleeps
+    on it is woken).  If the record would cross the ring's end, publish the
+    padding up to it on its own and move the readers at its start past it
+    (by compare-and-swap: owners pop without the lock), so they never pin it.
+    Readers that have read everything pass the padding at once, so in an
+    empty ring a record needs only its own size.
+
+    Returns ``(status, flags, pos, head)``: ``OK`` with the position the
+    record goes to; ``FULL`` with the space sequence above ``SEQ_SHIFT``; or
+    ``CORRUPT``.  ``flags`` are the wake bits of the head's moves.
+    """
+    room = cap - pos % cap
+    pad = room if room < size else 0
+    flags = 0
+    if not (head == pos or pos + pad + size - head <= cap):
+        sseq = atomic_load(w, H_SPACE_SEQ) & _SEQ32
+        more = head_refresh(w)
+        if more & CODE_MASK:
+            return more, 0, pos, head
+        flags |= more
+        head = w[H_HEAD]
+        if not (head == pos or pos + pad + size - head <= cap):
+            return FULL | (sseq << SEQ_SHIFT), flags, pos, head
+    if pad:
+        if pad >= REC_HEADER:
+            at = (w[H_RING_OFFSET] + pos % cap) // 8
+            w[at] = pad
+            w[at + 1] = KIND_PAD << 32
+        atomic_store(w, H_WRITE_POS, pos + pad)
+        for i in range(slot_hwm(w)):
+            if w[slot_word(i, S_STATE)] == SLOT_ACTIVE:
+                atomic_cas(w, slot_word(i, S_CURSOR), pos, pos + pad)
+        if head == pos:
+            more = head_refresh(w)
+            if more & CODE_MASK:
+                return more, flags, pos, head
+            flags |= more
+            head = w[H_HEAD]
+        pos += pad
+    return OK, flags, pos, head
+
+
+@njit(**_JIT)
 def ring_append(w, mem, slot, token, sender, mtype, body, kind):
     """Append one record from ``slot``: ``ring_put`` with the body in one piece."""
     return ring_put(w, mem, slot, token, sender, mtype, body, _NO_DATA, kind, -1)[0]
@@ -410,43 +459,12 @@ def ring_put(w, mem, slot, token, sender, mtype, body, data, kind, reserve):
     size = (REC_HEADER + payload + 7) & ~7
     if size > cap:
         return TOO_LARGE, 0
-    pos = w[H_WRITE_POS]
-    room = cap - pos % cap
-    pad = room if room < size else 0
-    head = w[H_HEAD]
-    # Readers that have read everything skip the padding at once (below), so
-    # in an empty ring a record only needs its own size.
-    if not (head == pos or pos + pad + size - head <= cap):
-        # The space sequence is read before the cursors: a pop (without the
-        # lock) that moves a cursor after the refresh looked at it bumps the
-        # sequence after this read, so a writer that sleeps on it is woken.
-        sseq = atomic_load(w, H_SPACE_SEQ) & _SEQ32
-        flags = head_refresh(w)
-        if flags & CODE_MASK:
-            return flags, 0
-        head = w[H_HEAD]
-        if not (head == pos or pos + pad + size - head <= cap):
-            return FULL | flags | (sseq << SEQ_SHIFT), 0
-    else:
-        flags = 0
+    status, flags, pos, _ = _make_room(w, w[H_WRITE_POS], w[H_HEAD], size, cap)
+    if status & CODE_MASK == FULL:
+        return status | flags, 0
+    if status & CODE_MASK:
+        return status, 0
     base = w[H_RING_OFFSET]
-    if pad:
-        if pad >= REC_HEADER:
-            at = (base + pos % cap) // 8
-            w[at] = pad
-            w[at + 1] = KIND_PAD << 32
-        # Publish the padding on its own, then move the readers that are at
-        # its start past it, so they never pin it.
-        atomic_store(w, H_WRITE_POS, pos + pad)
-        for i in range(slot_hwm(w)):
-            if w[slot_word(i, S_STATE)] == SLOT_ACTIVE:
-                atomic_cas(w, slot_word(i, S_CURSOR), pos, pos + pad)  # owners pop lock-free
-        if head == pos:
-            more = head_refresh(w)
-            if more & CODE_MASK:
-                return more, 0
-            flags |= more
-        pos += pad
     at = base + pos % cap
     shown = KIND_RESERVED if reserve >= 0 else kind
     meta = len(sender) | (len(mtype) << 16) | ((size - REC_HEADER - payload) << 40)
@@ -1265,37 +1283,10 @@ def ring_put_many(w, mem, slot, token, sender, mtype, blob, lens, kinds, kind, f
         if size > cap:
             status = TOO_LARGE
             break
-        room = cap - pos % cap
-        pad = room if room < size else 0
-        if not (head == pos or pos + pad + size - head <= cap):
-            sseq = atomic_load(w, H_SPACE_SEQ) & _SEQ32  # before the cursors: see ring_put
-            more = head_refresh(w)
-            if more & CODE_MASK:
-                status = more
-                break
-            flags |= more
-            head = w[H_HEAD]
-            if not (head == pos or pos + pad + size - head <= cap):
-                status = FULL | (sseq << SEQ_SHIFT)
-                break
-        if pad:
-            if pad >= REC_HEADER:
-                at = (base + pos % cap) // 8
-                w[at] = pad
-                w[at + 1] = KIND_PAD << 32
-            # As ring_put: publish the padding, move the readers at its start.
-            atomic_store(w, H_WRITE_POS, pos + pad)
-            for j in range(slot_hwm(w)):
-                if w[slot_word(j, S_STATE)] == SLOT_ACTIVE:
-                    atomic_cas(w, slot_word(j, S_CURSOR), pos, pos + pad)  # owners pop lock-free
-            if head == pos:
-                more = head_refresh(w)
-                if more & CODE_MASK:
-                    status = more
-                    break
-                flags |= more
-                head = w[H_HEAD]
-            pos += pad
+        status, more, pos, head = _make_room(w, pos, head, size, cap)
+        flags |= more
+        if status & CODE_MASK:
+            break
         at = base + pos % cap
         w[at // 8] = size
         w[at // 8 + 1] = meta0 | ((size - REC_HEADER - payload) << 40) | ((k & 0xFF) << 32)
