@@ -210,7 +210,7 @@ except (AttributeError, OSError):  # pragma: no cover - not Linux
 _rounds_per_s = 0.0
 
 
-def _spin_rounds(mem, seconds):
+def spin_rounds(mem, seconds):
     """Loads of ``spin_for`` that take about ``seconds`` (measured once)."""
     global _rounds_per_s
     if not _rounds_per_s:
@@ -229,10 +229,12 @@ def _spin_rounds(mem, seconds):
 def spin_data(mem, seq, seconds):
     """Before sleeping for data: watch ``H_DATA_SEQ`` for up to ``seconds``
     while it equals ``seq``, if the queue has no more members than this
-    process has CPUs.  True if it changed (look again instead of sleeping)."""
+    process has CPUs.  What ``kernels.spin_for`` returns: > 0 if it changed
+    (look again instead of sleeping), 0 if it did not, -1 if it did not watch
+    (too many members, or no futex to sleep on after all)."""
     if seconds <= 0 or not _futex.HAVE_FUTEX:
-        return False
-    return kernels.spin_for(mem, H_DATA_SEQ, seq, CPUS, _spin_rounds(mem, seconds)) > 0
+        return -1
+    return kernels.spin_for(mem, H_DATA_SEQ, seq, CPUS, spin_rounds(mem, seconds))
 
 
 def wait_data(seg, mem, seq, timeout):

@@ -302,8 +302,10 @@ def spin_for(mem, index, expected, cpus, rounds):
     """Before a sleep: watch the low 32 bits of header word ``index`` for up
     to ``rounds`` loads while they equal ``expected``, without the GIL, but
     only if the queue has at most ``cpus`` active slots (more members than
-    CPUs: a spinner would hold a CPU that a writer needs).  Returns 1 if the
-    word changed, 0 if it did not, -1 if it did not spin."""
+    CPUs: a spinner would hold a CPU that a writer needs).  Returns the
+    rounds left plus one (>= 1) if the word changed, so that a caller can go
+    on watching with what is left; 0 if it did not change; -1 if it did not
+    spin."""
     w = mem.view(np.int64)
     if geometry_check(w):
         return -1
@@ -313,9 +315,9 @@ def spin_for(mem, index, expected, cpus, rounds):
             n += 1
     if n > cpus:
         return -1
-    for _ in range(rounds):
+    for i in range(rounds):
         if atomic_load(w, index) & _SEQ32 != expected:
-            return 1
+            return rounds - i
     return 0
 
 

@@ -16,9 +16,12 @@ Everything that waits happens outside the lock (the lock itself, sleeping
 and reaping in :mod:`pysyncq._wait`; a segment's life in
 :mod:`pysyncq._lifecycle`):
 
-* No message (``pop(block=True)``): the pop kernel that finds nothing sets
-  this slot's ``W_DATA`` bit; the reader watches ``H_DATA_SEQ`` for up to
-  ``spin`` seconds (only with no more members than CPUs), then sleeps on it.
+* No message (``pop(block=True)``): the reader watches ``H_DATA_SEQ`` for
+  up to ``spin`` seconds (only with no more members than CPUs), looking
+  again whenever it moves; then a pop kernel that finds nothing sets this
+  slot's ``W_DATA`` bit, and the reader sleeps on the word.  (With more
+  members than CPUs the first pop kernel sets the bit and there is no
+  watching.)
   An append bumps that word and wakes the sleepers only if some slot has the
   bit, so nobody pays for a wake when nobody sleeps, and the writer never
   waits for the sleepers (a killed sleeper costs nothing).
@@ -54,6 +57,7 @@ from ._lifecycle import (  # noqa: F401 - public names
     warm_up,
 )
 from ._wait import (
+    CPUS,
     TICK,
     WAKE_BITS,
     LockBusy,
@@ -383,6 +387,7 @@ class PySyncQ(Screened):
         #: before it sleeps, when the queue has no more members than this
         #: process has CPUs (0: never; it always sleeps at once).
         self.spin = SPIN
+        self._spin_ok = True  # the last spin_for watched (False: too many members)
         if (int(seg.words[H_PIDNS]), int(seg.words[H_TIMENS])) != _proc.namespaces():
             # Pids from another namespace mean nothing here: say so before this
             # process ever takes the lock, so that nobody judges it by its pid.
@@ -1077,35 +1082,61 @@ class PySyncQ(Screened):
         # The hot path, written out (the slow path shares _pop_once): the
         # thread lock keeps another thread's pop from overwriting m.out
         # before the fields are sliced out of it.
+        #
+        # A blocking pop that finds nothing first watches the data sequence
+        # for up to q.spin without arming W_DATA, so that writers make no
+        # wake call for a reader that is only watching; a change (a message,
+        # or one this handle screens) means look again, with what is left of
+        # the spin.  When the spin ends with nothing, _pop_slow arms the bit,
+        # looks once more and sleeps.  Where spinning does not pay (more
+        # members than CPUs, see spin_for) the pop arms at once, as before.
         lock = m.lock
-        lock.acquire()
-        try:
-            scr = self._scr if self._scr_at == self._changes[0] else self._screens()
-            status, slen, tlen, blen, kind = _op_pop(
-                self._mem, m.token, m.slot, scr, m.out, m.waits[1 if block else 0]
-            )
-            code = status & CODE_MASK
+        spin = block and self._spin_ok and not m.follow and self.spin > 0
+        rounds = -1  # spin rounds left (-1: not measured yet)
+        while True:
+            lock.acquire()
+            try:
+                scr = self._scr if self._scr_at == self._changes[0] else self._screens()
+                status, slen, tlen, blen, kind = _op_pop(
+                    self._mem, m.token, m.slot, scr, m.out, m.waits[1 if block and not spin else 0]
+                )
+                code = status & CODE_MASK
+                if not code:
+                    out = m.out_mm
+                    a = slen + tlen
+                    s, t = out[:slen], out[slen:a]
+                    if kind & 0xFF == KIND_ARRAY:
+                        b = decode_at(out, a, blen)
+                    else:
+                        b = out[a : a + blen]
+                elif block and not spin and (code == EMPTY or code == PENDING):
+                    m.wait_add(W_DATA, 1)  # the kernel set W_DATA: this thread sleeps
+            finally:
+                lock.release()
+            if status & WAKE_BITS:
+                wake(self._seg, status)
             if not code:
-                out = m.out_mm
-                a = slen + tlen
-                s, t = out[:slen], out[slen:a]
-                if kind & 0xFF == KIND_ARRAY:
-                    b = decode_at(out, a, blen)
-                else:
-                    b = out[a : a + blen]
-            elif block and (code == EMPTY or code == PENDING):
-                m.wait_add(W_DATA, 1)  # the kernel set W_DATA: this thread sleeps
-        finally:
-            lock.release()
-        if status & WAKE_BITS:
-            wake(self._seg, status)
-        if code:
+                break
             if code == EMPTY and not block and not m.follow:
                 return None
-            got = self._pop_slow(m, status & ~WAKE_BITS, slen, blen, block, timer, decode)
+            if spin and (code == EMPTY or code == PENDING):
+                mem = self._mem
+                if rounds < 0:
+                    rounds = _wait.spin_rounds(mem, min(self.spin, timer))
+                left = kernels.spin_for(mem, H_DATA_SEQ, blen, CPUS, rounds)
+                if left > 0:  # the sequence moved: look again
+                    rounds = left - 1
+                    continue
+                if left < 0:
+                    self._spin_ok = False  # too many members: arm at once next time
+                status = BUSY  # _pop_slow arms the bit and looks again, then sleeps
+            got = self._pop_slow(
+                m, status & ~WAKE_BITS, slen, blen, block, timer, decode, spin=0.0 if spin else None
+            )
             if got is None:
                 return None
             s, t, b, _ = got
+            break
         # _message(s, t, b, decode), written out: this is the hot path.
         if decode:
             if type(b) is not bytes:
@@ -1154,7 +1185,7 @@ class PySyncQ(Screened):
             return None, status, slen, blen
         return _fields(m, slen, tlen, blen, kind), status, slen, blen
 
-    def _pop_slow(self, m, status, slen, blen, block, timer, decode=False):
+    def _pop_slow(self, m, status, slen, blen, block, timer, decode=False, spin=None):
         """Everything but an immediate hit: wait, retry, grow the buffer, or
         pop a record too large for the buffer outside the lock.
 
@@ -1177,7 +1208,8 @@ class PySyncQ(Screened):
         # Whether this thread is counted in m.waiting[W_DATA] (the kernel set
         # the bit for it): on entry, as pop() left it.
         armed = [bool(block) and status & CODE_MASK in (EMPTY, PENDING)]
-        spin = self.spin
+        if spin is None:  # pop() has not spun already
+            spin = self.spin
 
         def attempt(mem, lockval, slot, scr):
             # The handle's thread lock only around the kernel call (and the
@@ -1206,8 +1238,11 @@ class PySyncQ(Screened):
                     if mem is None or self._m is not m:
                         self._closed_meanwhile()
                     if spin:  # once per pop, then sleep
+                        left = _wait.spin_data(mem, blen, min(spin, timeout))
                         spin = 0.0
-                        if not _wait.spin_data(mem, blen, min(self.spin, timeout)):
+                        if left >= 0:  # it watched: pop() may watch unarmed again
+                            self._spin_ok = True
+                        if left <= 0:
                             _wait.wait_data(seg, mem, blen, timeout)
                     else:
                         _wait.wait_data(seg, mem, blen, timeout)

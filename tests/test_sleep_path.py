@@ -137,7 +137,7 @@ def test_spin_for_watches_only_with_few_members(qname):
         mem, w = q._seg.mem, q._seg.words
         seq = int(w[L.H_DATA_SEQ]) & 0xFFFFFFFF
         assert kernels.spin_for(mem, L.H_DATA_SEQ, seq, 1, 1000) == 0  # one member, one CPU
-        assert kernels.spin_for(mem, L.H_DATA_SEQ, seq + 1, 1, 1000) == 1  # it differs
+        assert kernels.spin_for(mem, L.H_DATA_SEQ, seq + 1, 1, 1000) == 1000  # it differs: rounds left + 1
         assert kernels.spin_for(mem, L.H_DATA_SEQ, seq, 0, 1000) == -1  # more members than CPUs
 
 
