@@ -360,6 +360,47 @@ def test_pop_many_in_batches_gives_the_stream_in_order(pair):
     assert got == sent
 
 
+def test_pop_many_leaves_the_garbage_collector_as_it_found_it(pair):
+    # pop_many holds the collector off while it builds its tuples; it must
+    # switch it back on afterwards, leave it off if the caller had it off,
+    # and switch it back on when the pop raises.
+    import gc
+
+    from pysyncq import batch
+
+    w, r = pair
+    seen = []
+    real = batch._pop_batch
+
+    def spy(*args):
+        seen.append(gc.isenabled())
+        return real(*args)
+
+    was = gc.isenabled()
+    try:
+        gc.enable()
+        w.extend("t", ["a"] * 2100)
+        batch._pop_batch = spy
+        assert len(r.pop_many(4096)) == 2100
+        assert seen == [False] and gc.isenabled()
+        gc.disable()
+        w.extend("t", ["b"] * 10)
+        assert len(r.pop_many(4096)) == 10
+        assert seen == [False, False] and not gc.isenabled()
+        gc.enable()
+
+        def boom(*args):
+            raise KeyError("boom")
+
+        batch._pop_batch = boom
+        with pytest.raises(KeyError):
+            r.pop_many(10)
+        assert gc.isenabled() and batch._gc_hold.held == 0
+    finally:
+        batch._pop_batch = real
+        gc.enable() if was else gc.disable()
+
+
 def test_pop_many_is_refused_while_a_pop_view_is_open(pair):
     w, r = pair
     w.extend("t", ["a", "b"])
