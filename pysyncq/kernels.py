@@ -89,6 +89,7 @@ from .layout import (
     H_SPACE_SEQ,
     H_TIMENS,
     H_VERSION,
+    H_WAITERS,
     H_WRITE_POS,
     HEADER_BYTES,
     HEADER_WORDS,
@@ -254,10 +255,30 @@ def ring_format(
 
 
 @njit(**_JIT)
+def store_wait(w, slot, bits):
+    """Store ``bits`` in ``slot``'s ``S_WAIT`` and keep ``H_WAITERS`` (see
+    layout.py): raised before the first bit is stored, lowered after the
+    last is cleared.  The owner calls this (holding its handle's thread
+    lock), or whoever frees the slot, holding the queue lock."""
+    sw = slot_word(slot, S_WAIT)
+    old = w[sw]
+    if old == bits:
+        return
+    if old == 0:
+        atomic_add(w, H_WAITERS, 1)
+    atomic_store(w, sw, bits)
+    if bits == 0:
+        atomic_add(w, H_WAITERS, -1)
+
+
+@njit(**_JIT)
 def wake_flags(w, bit):
     """The wake bits for the sleepers on ``bit`` (``W_DATA`` or ``W_SPACE``):
     ``WAKE_DATA`` / ``WAKE_SPACE`` if some slot's owner sleeps on it, with
-    ``WAKE_ASYNC_*`` too if one of them waits in an asyncio loop; else 0."""
+    ``WAKE_ASYNC_*`` too if one of them waits in an asyncio loop; else 0.
+    One load of ``H_WAITERS`` when nobody waits, else a look at every slot."""
+    if atomic_load(w, H_WAITERS) == 0:
+        return 0
     found = 0
     for i in range(slot_hwm(w)):
         b = atomic_load(w, slot_word(i, S_WAIT))
@@ -785,7 +806,7 @@ def slot_open(w, token, reader):
             w[slot_word(i, S_TOKEN)] = token
             w[slot_word(i, S_CURSOR)] = w[H_WRITE_POS]
             w[slot_word(i, S_FLAGS)] = SF_READER if reader else 0
-            w[slot_word(i, S_WAIT)] = 0
+            store_wait(w, i, 0)
             w[slot_word(i, S_SENT)] = 0
             w[slot_word(i, S_RECEIVED)] = 0
             w[slot_word(i, S_SCREENED)] = 0
@@ -862,7 +883,7 @@ def slot_leave(w, slot, token, creator):
     status = OK | WAKE_MEMBERS
     if slot >= 0:
         if is_member(w, slot, token):
-            w[slot_word(slot, S_WAIT)] = 0
+            store_wait(w, slot, 0)
             atomic_store(w, slot_word(slot, S_STATE), SLOT_FREE)
             w[slot_word(slot, S_PIN)] = 0
             if header_check(w) == 0:
@@ -1183,10 +1204,7 @@ def op_pop(mem, lockval, slot, scr, out, waits):
     code = status & CODE_MASK
     # pop_free checked the header and the membership for these codes.
     if code == OK or code == EMPTY or code == PENDING:
-        want = waits & 0xFF if code == OK else (waits >> 8) & 0xFF
-        sw = slot_word(slot, S_WAIT)
-        if w[sw] != want:
-            atomic_store(w, sw, want)
+        store_wait(w, slot, waits & 0xFF if code == OK else (waits >> 8) & 0xFF)
     return wake_now(mem, status), slen, tlen, blen, kind
 
 
@@ -1483,7 +1501,7 @@ def op_adopt(mem, lockval, slot, dead):
     if ring_void(w, slot):
         status |= WAKE_DATA
     w[slot_word(slot, S_PIN)] = 0
-    w[slot_word(slot, S_WAIT)] = 0
+    store_wait(w, slot, 0)
     atomic_store(w, slot_word(slot, S_TOKEN), lockval & ~CONTENDED)
     atomic_add(w, H_MEMBER_SEQ, 1)
     return status | lock_release(w)
@@ -1582,7 +1600,7 @@ def set_waiting(mem, slot, bits):
     """Set the owner's wait bits (only the slot's owner calls this)."""
     w = mem.view(np.int64)
     if 0 <= slot < table_slots(w):
-        atomic_store(w, slot_word(slot, S_WAIT), bits)
+        store_wait(w, slot, bits)
 
 
 @njit(**_JIT)

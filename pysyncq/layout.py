@@ -67,10 +67,11 @@ import numpy as np
 #: "PYSYNCQ" and a format byte, read as a little-endian int64.
 MAGIC = int.from_bytes(b"PYSYNCQ\x01", "little")
 #: Bumped whenever the meaning of any word below changes.
-LAYOUT_VERSION = 3  # 3: pops move their cursor without the lock (see pop_free)
+LAYOUT_VERSION = 4  # 3: pops move their cursor without the lock (see pop_free);
+#                     4: H_WAITERS, H_APPENDS beside the write position
 
 WORD = 8
-HEADER_BYTES = 256
+HEADER_BYTES = 320
 HEADER_WORDS = HEADER_BYTES // WORD
 SLOT_BYTES = 128
 SLOT_WORDS = SLOT_BYTES // WORD
@@ -98,10 +99,19 @@ H_DATA_SEQ = 18  # futex: bumped by every append
 H_SPACE_SEQ = 19  # futex: bumped whenever head moves forward
 H_SLOT_HWM = 20  # one past the highest slot ever claimed; scans stop here
 H_MEMBER_SEQ = 21  # futex: bumped by every open and close
+H_APPENDS = 22  # messages appended since creation (on the line every append writes)
 
-H_APPENDS = 24  # messages appended since creation
-H_RECOVERIES = 25  # locks taken over from a dead holder
-H_REAPED = 26  # slots freed because their process had died
+H_RECOVERIES = 24  # locks taken over from a dead holder
+H_REAPED = 25  # slots freed because their process had died
+
+#: Slots whose ``S_WAIT`` is not 0, or more (never fewer): raised before a
+#: slot's first bit is stored and lowered after its last is cleared, so that
+#: 0 means nobody waits and a writer or pop need not read every slot's line
+#: (``kernels.wake_flags``).  Alone on its line, written only by a member
+#: that starts or stops waiting: shared and clean while nobody sleeps.  A
+#: process killed between raising it and storing its bit leaves it one too
+#: high, which costs those scans again, never a lost wake-up.
+H_WAITERS = 32
 
 F_UNLINKED = 1  # the segment's name has been (or is being) unlinked
 F_FOREIGN_NS = 2  # a member lives in another pid or time namespace: pids and

@@ -28,6 +28,7 @@ from pysyncq import (
     TooManyProcesses,
     _segment,
 )
+from pysyncq import layout as L
 
 
 @pytest.fixture
@@ -86,7 +87,7 @@ def test_size_is_usable_capacity_rounded_up_to_8(qname):
     with PySyncQ(qname, size=100) as q:
         assert q.size == 104
         assert q.max_message == 104 - 16
-        expected = 256 + 128 * pysyncq.DEFAULT_SLOTS + 104
+        expected = L.HEADER_BYTES + L.SLOT_BYTES * pysyncq.DEFAULT_SLOTS + 104
         assert os.path.getsize(f"/dev/shm/{qname}") == expected
 
 

@@ -11,6 +11,7 @@ import workers
 
 import pysyncq
 from pysyncq import PySyncQ, _proc, _segment
+from pysyncq import layout as L
 from pysyncq.layout import F_FOREIGN_NS, H_FLAGS, H_LOCK, H_PIDNS, H_TIMENS, H_WRITE_POS
 
 pytestmark = pytest.mark.timeout(180)
@@ -94,7 +95,7 @@ def test_dead_lock_holder_is_detected_and_the_queue_recovered(qname, procs):
     wait_dead(victim)
     seg = q._seg
     pos = int(seg.words[H_WRITE_POS])
-    start = 256 + 128 * seg.nslots + pos % seg.capacity
+    start = L.HEADER_BYTES + L.SLOT_BYTES * seg.nslots + pos % seg.capacity
     seg.mem[start : start + 300] = 0xAB  # garbage where the next record would go
     seg.words[H_LOCK] = token
     t0 = time.monotonic()

@@ -977,6 +977,8 @@ class Pair:
         assert rig.used() == model.used() <= rig.cap
         assert rig.free() == model.free()
         assert int(w[L.H_APPENDS]) == model.appends
+        # H_WAITERS counts the slots with wait bits (0: nobody to wake).
+        assert int(w[L.H_WAITERS]) == sum(1 for s in model.slots if s is not None and s.wait)
         assert int(w[L.H_DATA_SEQ]) == model.appends + self.extra_data_seq
         assert int(w[L.H_REAPED]) == self.reaped
         assert bool(w[L.H_FLAGS] & L.F_UNLINKED) == model.unlinked
