@@ -9,7 +9,9 @@ peer has read all (N - 1) x M; total msg/s = N x M / that time (messages
 sent; each is delivered N - 1 times).
 
 Contenders (contenders.py ``MESHES``): pysyncq (one queue), pyzmq (a PUB per
-peer, a SUB connected to all others), Pipe (a duplex Pipe per pair).
+peer, a SUB connected to all others), Pipe (a duplex Pipe per pair), all one
+call per message; and pysyncq-batch, the same queue with a burst sent by one
+``extend`` and a drain made by one ``pop_many``.
 
 Run ``python benchmarks/run.py --only alltoall``.
 """
@@ -22,13 +24,13 @@ import time
 from harness import join_children, median, start_children, worker_main, worker_parser
 
 NAME = "alltoall"
-CONTENDERS = ["pysyncq", "Pipe", "pyzmq"]
+CONTENDERS = ["pysyncq", "pysyncq-batch", "Pipe", "pyzmq"]
 SIZES = [64]
 PEERS = 3
 CAPACITY = 1 << 22
 BURST = 32
 #: Messages each peer sends per sample (scaled by --scale): about 0.3 s.
-MESSAGES = {"pysyncq": 30000, "Pipe": 20000, "pyzmq": 30000}
+MESSAGES = {"pysyncq": 30000, "pysyncq-batch": 120000, "Pipe": 20000, "pyzmq": 30000}
 SAMPLES = 3
 DEADLINE = 60.0  # seconds one sample may take before a peer gives up
 
@@ -44,11 +46,24 @@ def peer(mesh, i, n, size, m, samples, barrier, results):
         msg = bytes(size)
         expected = (n - 1) * m
         send, recv_nowait, recv = mesh.send, mesh.recv_nowait, mesh.recv
+        batch = getattr(mesh, "send_many", None)
+        burst = [msg] * BURST
         pc = time.perf_counter
         for _ in range(samples + 1):  # the first one warms up
             barrier.wait(60)
             t0 = pc()
             sent = got = bad = 0
+            if batch is not None:  # the same loop, a burst and a drain per call
+                send_many, recv_many = mesh.send_many, mesh.recv_many
+                while sent < m:
+                    sent += send_many(burst if m - sent >= BURST else burst[: m - sent])
+                    bodies = recv_many()
+                    got += len(bodies)
+                    bad += sum(len(b) != size for b in bodies)
+                while got < expected:
+                    bodies = recv_many(DEADLINE)
+                    got += len(bodies)
+                    bad += sum(len(b) != size for b in bodies)
             while sent < m:
                 for _ in range(min(BURST, m - sent)):
                     if not send(msg):
