@@ -1169,6 +1169,9 @@ class PySyncQ(Screened):
         more.  Screening applies as in :meth:`pop`.  Consecutive messages with
         one sender and one type share the sender and type objects.  Raises
         ``RuntimeError`` while a :meth:`pop_view` of this handle is open.
+        The garbage collector is held off while the list is built (and
+        switched back on after, unless it was off already): see
+        :mod:`pysyncq.batch`.
         """
         return batch.pop_many(self, n, block, timer, decode)
 
