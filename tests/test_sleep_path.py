@@ -137,7 +137,8 @@ def test_spin_for_watches_only_with_few_members(qname):
         mem, w = q._seg.mem, q._seg.words
         seq = int(w[L.H_DATA_SEQ]) & 0xFFFFFFFF
         assert kernels.spin_for(mem, L.H_DATA_SEQ, seq, 1, 1000) == 0  # one member, one CPU
-        assert kernels.spin_for(mem, L.H_DATA_SEQ, seq + 1, 1, 1000) == 1000  # it differs: rounds left + 1
+        # it differs at once: the rounds left, plus one
+        assert kernels.spin_for(mem, L.H_DATA_SEQ, seq + 1, 1, 1000) == 1000
         assert kernels.spin_for(mem, L.H_DATA_SEQ, seq, 0, 1000) == -1  # more members than CPUs
 
 
@@ -160,3 +161,66 @@ def test_a_spinning_pop_gets_what_comes_and_sleeps_after(qname):
         assert wait_bits(q, "r") == 0
         q.spin = 0
         assert q.pop(block=True, timer=0.01) is None
+
+
+def test_a_spinning_pop_is_not_armed_until_it_sleeps(qname, monkeypatch):
+    # While a blocking pop only watches (q.spin), its slot has no W_DATA bit
+    # and H_WAITERS stays 0, so that writers make no wake call for it; when
+    # the watch ends with nothing it arms the bit and sleeps.  Spinning needs
+    # no more members than CPUs: pretend there are plenty.
+    monkeypatch.setattr(_wait, "CPUS", 64)
+    monkeypatch.setattr("pysyncq.queue.CPUS", 64)
+    with PySyncQ(qname, size=4096) as q, PySyncQ(qname, create=False) as w:
+        q.open("r")
+        w.open("w", reader=False)
+        words = q._seg.words
+        for spin, armed in ((30.0, False), (0.0, True)):
+            q.spin = spin
+            got = []
+            t = threading.Thread(target=lambda got=got: got.append(q.pop(block=True, timer=60)))
+            t.start()
+            try:
+                time.sleep(0.2)  # the pop has found nothing and now watches or sleeps
+                assert t.is_alive()
+                if armed:
+                    until(lambda: wait_bits(q, "r") == L.W_DATA, "the W_DATA bit")
+                    assert int(words[L.H_WAITERS]) == 1
+                else:
+                    assert wait_bits(q, "r") == 0
+                    assert int(words[L.H_WAITERS]) == 0
+                w.append("t", f"spin={spin}")
+            finally:
+                t.join(10)
+            assert got == [("w", "t", f"spin={spin}")]
+            assert wait_bits(q, "r") == 0 and int(words[L.H_WAITERS]) == 0
+
+
+def test_waiters_count_follows_the_bits_of_every_member(qname):
+    # H_WAITERS counts the slots with wait bits: raised by each sleeping pop,
+    # lowered by its wake-up, and by a wait that times out.
+    with (
+        PySyncQ(qname, size=4096) as q,
+        PySyncQ(qname, create=False) as r2,
+        PySyncQ(qname, create=False) as w,
+    ):
+        q.open("r1")
+        r2.open("r2")
+        w.open("w", reader=False)
+        q.spin = r2.spin = 0
+        words = q._seg.words
+        got = []
+        ts = [
+            threading.Thread(target=lambda h=h: got.append(h.pop(block=True, timer=60)))
+            for h in (q, r2)
+        ]
+        for t in ts:
+            t.start()
+        try:
+            until(lambda: int(words[L.H_WAITERS]) == 2, "two waiters")
+            w.append("t", "both")
+        finally:
+            for t in ts:
+                t.join(10)
+        assert len(got) == 2 and int(words[L.H_WAITERS]) == 0
+        assert r2.pop(block=True, timer=0.01) is None  # a timeout clears its bit
+        assert int(words[L.H_WAITERS]) == 0
