@@ -30,7 +30,11 @@ here runs Python code per message that C can run instead:
   a full one: 240 ns a message instead of 130 (``benchmarks/arrays.py``'s
   batches fell from about 6 M to 4-5 M messages/s).  The tuples hold only
   str, bytes and arrays, so there is no cycle for the collector to find in
-  them; it runs as usual once the call has returned.
+  them; it runs as usual once the call has returned.  The hold spans the
+  whole batch, a wait for a busy queue lock included: held only around the
+  building of the tuples, the collector ran at the next allocation after it
+  (the tuple a function returns), over the same young tuples, and the call
+  cost 223 ns a message again.
 """
 
 import gc
