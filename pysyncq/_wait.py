@@ -226,15 +226,17 @@ def spin_rounds(mem, seconds):
     return int(seconds * _rounds_per_s)
 
 
-def spin_data(mem, seq, seconds):
-    """Before sleeping for data: watch ``H_DATA_SEQ`` for up to ``seconds``
-    while it equals ``seq``, if the queue has no more members than this
-    process has CPUs.  What ``kernels.spin_for`` returns: > 0 if it changed
-    (look again instead of sleeping), 0 if it did not, -1 if it did not watch
-    (too many members, or no futex to sleep on after all)."""
-    if seconds <= 0 or not _futex.HAVE_FUTEX:
+def spin_data(mem, seq, rounds):
+    """Before sleeping for data: watch ``H_DATA_SEQ`` for up to ``rounds``
+    loads (``spin_rounds`` converts seconds) while it equals ``seq``, if the
+    queue has no more members than this process has CPUs.  What
+    ``kernels.spin_for`` returns: the rounds left plus one if it changed (look
+    again instead of sleeping, watching on with what is left), 0 if it did
+    not, -1 if it did not watch (too many members, or no futex to sleep on
+    after all)."""
+    if not _futex.HAVE_FUTEX:
         return -1
-    return kernels.spin_for(mem, H_DATA_SEQ, seq, CPUS, spin_rounds(mem, seconds))
+    return kernels.spin_for(mem, H_DATA_SEQ, seq, CPUS, rounds)
 
 
 def wait_data(seg, mem, seq, timeout):

@@ -170,16 +170,7 @@ class _Waiter:
                 raise
 
     def _count(self, n):
-        q, m = self.q, self.m
-        with m.lock:
-            mem = q._seg.mem
-            if q._m is not m or mem is None:
-                if n > 0:
-                    q._closed_meanwhile()
-                return
-            m.wait_add(self.bit, n)
-            m.wait_add(W_ASYNC, n)
-            kernels.set_waiting(mem, m.slot, m.idle)
+        self.q._count_waiter(self.m, (self.bit, W_ASYNC), n)
 
     def arm(self):
         """Be woken by any signal from now on (call before looking again)."""

@@ -61,13 +61,11 @@ from .layout import (
     EMPTY,
     KIND_BYTES,
     KIND_STR,
-    MAX_NAME_BYTES,
     NEED_SPACE,
     OK,
     PENDING,
     SEQ_SHIFT,
 )
-from .screen import as_bytes
 
 #: Bytes of the buffer a handle's pop_many copies into (at most the capacity).
 _BATCH_BUFFER = 1 << 18
@@ -169,9 +167,7 @@ def extend(q, mtype, bodies, block=False, timer=0.5):
         q._member()
     if type(timer) is not float or not timer >= 0:
         timer = check_timer(timer)
-    t = mtype.encode() if type(mtype) is str else as_bytes(mtype)
-    if len(t) > MAX_NAME_BYTES:
-        raise ValueError(f"msgtype is {len(t)} bytes long; the limit is {MAX_NAME_BYTES}")
+    t = _queue.msgtype_bytes(mtype)
     blob, lens, kinds, kind, count = _encode_bodies(bodies)
     if not count:
         return 0

@@ -665,6 +665,16 @@ def _reader_move(w, slot, start, cur, status):
 
 
 @njit(**_JIT)
+def record_lens(meta, size):
+    """``(sender, type, body)`` lengths of a record of ``size`` bytes whose
+    meta word is ``meta`` (layout.py: the body is what the header, the two
+    names and the padding leave)."""
+    slen = meta & 0xFFFF
+    tlen = (meta >> 16) & 0xFFFF
+    return slen, tlen, size - REC_HEADER - slen - tlen - ((meta >> 40) & 0xFF)
+
+
+@njit(**_JIT)
 def ring_pop(w, mem, slot, token, scr, out):
     """Copy the next record that ``slot`` has not read and does not screen.
 
@@ -699,9 +709,7 @@ def ring_pop(w, mem, slot, token, scr, out):
     slen = tlen = blen = kind = 0
     status = code
     if code == OK:
-        slen = meta & 0xFFFF
-        tlen = (meta >> 16) & 0xFFFF
-        blen = size - REC_HEADER - slen - tlen - ((meta >> 40) & 0xFF)
+        slen, tlen, blen = record_lens(meta, size)
         n = slen + tlen + blen
         if n > len(out):
             status = NEED_SPACE
@@ -751,9 +759,7 @@ def ring_peek(w, mem, slot, token, scr):
     slen = tlen = blen = kind = offset = 0
     status = code
     if code == OK:
-        slen = meta & 0xFFFF
-        tlen = (meta >> 16) & 0xFFFF
-        blen = size - REC_HEADER - slen - tlen - ((meta >> 40) & 0xFF)
+        slen, tlen, blen = record_lens(meta, size)
         offset = w[H_RING_OFFSET] + cur % w[H_CAPACITY] + REC_HEADER
         kind = ((meta >> 32) & 0xFF) | (((meta >> META_WRITER_SHIFT) & 0xFFFF) << 8)
     elif code == EMPTY or code == PENDING:
@@ -1149,9 +1155,7 @@ def pop_free(w, mem, slot, token, scr, out):
         status = code
         received = 0
         if code == OK:
-            slen = meta & 0xFFFF
-            tlen = (meta >> 16) & 0xFFFF
-            blen = size - REC_HEADER - slen - tlen - ((meta >> 40) & 0xFF)
+            slen, tlen, blen = record_lens(meta, size)
             n = slen + tlen + blen
             if n > len(out):
                 status = NEED_SPACE
@@ -1431,9 +1435,7 @@ def ring_pop_many(w, mem, slot, token, scr, out, fmt, segs, limit):
         if code != OK:
             status = code | (seq << SEQ_SHIFT) if code != CORRUPT else _corrupt(C_RECORD)
             break
-        slen = meta & 0xFFFF
-        tlen = (meta >> 16) & 0xFFFF
-        blen = size - REC_HEADER - slen - tlen - ((meta >> 40) & 0xFF)
+        slen, tlen, blen = record_lens(meta, size)
         is_array = (meta >> 32) & 0xFF == KIND_ARRAY
         p = base + cur % cap + REC_HEADER
         hl = slen + tlen
@@ -1548,9 +1550,7 @@ def op_read_ahead(mem, lockval, slot, scr, out, lens, limit, start):
         if code != OK:
             status = code | (seq << SEQ_SHIFT) if code != CORRUPT else _corrupt(C_RECORD)
             break
-        slen = meta & 0xFFFF
-        tlen = (meta >> 16) & 0xFFFF
-        blen = size - REC_HEADER - slen - tlen - ((meta >> 40) & 0xFF)
+        slen, tlen, blen = record_lens(meta, size)
         k = slen + tlen + blen
         if at + k > len(out):
             status = NEED_SPACE | (k << SEQ_SHIFT)

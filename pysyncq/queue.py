@@ -57,7 +57,6 @@ from ._lifecycle import (  # noqa: F401 - public names
     warm_up,
 )
 from ._wait import (
-    CPUS,
     TICK,
     WAKE_BITS,
     LockBusy,
@@ -1001,13 +1000,20 @@ class PySyncQ(Screened):
     def _space_bit(self, m, n):
         """Count this thread in (``n`` = 1) or out (-1) of the handle's
         waiters for space, and store the slot's wait bits."""
+        self._count_waiter(m, (W_SPACE,), n)
+
+    def _count_waiter(self, m, bits, n):
+        """Count this thread in (``n`` = 1) or out (-1) of the handle's
+        waiters on each of ``bits`` and store the slot's wait bits; counting
+        in on a handle closed meanwhile raises."""
         with m.lock:
             mem = self._seg.mem
             if self._m is not m or mem is None:
                 if n > 0:
                     self._closed_meanwhile()
                 return
-            m.wait_add(W_SPACE, n)
+            for bit in bits:
+                m.wait_add(bit, n)
             kernels.set_waiting(mem, m.slot, m.idle)
 
     def _full_message(self, m, payload, block, timer):
@@ -1123,7 +1129,7 @@ class PySyncQ(Screened):
                 mem = self._mem
                 if rounds < 0:
                     rounds = _wait.spin_rounds(mem, min(self.spin, timer))
-                left = kernels.spin_for(mem, H_DATA_SEQ, blen, CPUS, rounds)
+                left = _wait.spin_data(mem, blen, rounds)
                 if left > 0:  # the sequence moved: look again
                     rounds = left - 1
                     continue
@@ -1241,7 +1247,9 @@ class PySyncQ(Screened):
                     if mem is None or self._m is not m:
                         self._closed_meanwhile()
                     if spin:  # once per pop, then sleep
-                        left = _wait.spin_data(mem, blen, min(spin, timeout))
+                        left = _wait.spin_data(
+                            mem, blen, _wait.spin_rounds(mem, min(spin, timeout))
+                        )
                         spin = 0.0
                         if left >= 0:  # it watched: pop() may watch unarmed again
                             self._spin_ok = True

@@ -169,7 +169,6 @@ def test_a_spinning_pop_is_not_armed_until_it_sleeps(qname, monkeypatch):
     # the watch ends with nothing it arms the bit and sleeps.  Spinning needs
     # no more members than CPUs: pretend there are plenty.
     monkeypatch.setattr(_wait, "CPUS", 64)
-    monkeypatch.setattr("pysyncq.queue.CPUS", 64)
     with PySyncQ(qname, size=4096) as q, PySyncQ(qname, create=False) as w:
         q.open("r")
         w.open("w", reader=False)
