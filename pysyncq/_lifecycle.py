@@ -11,6 +11,7 @@ import time
 import numpy as np
 
 from . import _load, _proc, _segment, kernels
+from ._args import check_name
 from ._wait import LockBusy, locked, may_judge, reap_dead, wake, wake_sleepers
 from .errors import NotAQueue, QueueCorrupt, QueueExists
 from .layout import (
@@ -235,31 +236,6 @@ def _find_entry_points(names=("op_append", "op_pop")):
             load_all()
             entry = _load.ensure(disp, args)
         FAST[name] = entry
-
-
-def check_name(name):
-    if name is None:
-        return f"psq_{os.getpid()}_{os.urandom(6).hex()}"
-    if not isinstance(name, str):
-        raise TypeError(f"queue name must be a str, not {type(name).__name__}")
-    bare = name[1:] if name.startswith("/") else name
-    if not bare or bare in (".", "..") or "/" in bare or "\0" in bare:
-        raise ValueError(
-            f"invalid queue name {name!r}: use a non-empty name without '/' or NUL characters"
-        )
-    if len(bare.encode()) > 250:
-        raise ValueError(f"queue name is {len(bare.encode())} bytes long; the limit is 250")
-    return bare
-
-
-def check_int(value, what, low, high):
-    if type(value) is not int:
-        if isinstance(value, bool) or not hasattr(type(value), "__index__"):
-            raise TypeError(f"{what} must be an int, not {type(value).__name__}")
-        value = value.__index__()
-    if not low <= value <= high:
-        raise ValueError(f"{what} must be between {low} and {high}, not {value}")
-    return value
 
 
 def create_segment(name, capacity, nslots):

@@ -39,11 +39,13 @@ except ImportError as e:  # pragma: no cover - depends on the installation
     raise ImportError("pysyncq's Redis support needs redis-py: pip install 'pysyncq[redis]'") from e
 
 
-from ._wait import check_timer as _check_timer
+from ._args import check_timer as _check_timer
+from ._args import msgtype_bytes
 from .codec import decode_array, encode_array
+from .codec import encode_body as _encode_body
+from .codec import message as _message
 from .errors import MessageTooLarge, NotOpened, QueueClosed, QueueFull
 from .layout import KIND_ARRAY, MAX_NAME_BYTES
-from .queue import _encode_body, _message, msgtype_bytes
 from .screen import Screened, ScreenSet, as_bytes
 
 #: Redis refuses a bulk string over 512 MiB; keep room for the other fields.

@@ -15,7 +15,6 @@ taken; the waiting happens here, in Python, with no lock held:
 """
 
 import math
-import numbers
 import os
 import time
 
@@ -59,7 +58,8 @@ LOCK_PATIENCE = 1.0
 #: The longest single sleep; a missed wake costs at most this.
 TICK = 0.5
 _LOCK_SLEEP = 0.01
-_SPINS = 3
+#: Looks at a busy lock that only yield the CPU before any sleep.
+SPINS = 3
 WAKE_ASYNC = WAKE_ASYNC_DATA | WAKE_ASYNC_SPACE
 WAKE_BITS = WAKE_DATA | WAKE_SPACE | WAKE_LOCK | WAKE_MEMBERS | WAKE_ASYNC
 
@@ -116,6 +116,46 @@ class LockBusy(Exception):
         self.pid = _proc.token_pid(holder)
 
 
+class LockWatch:
+    """The one policy for waiting on a busy queue lock, shared by the
+    blocking driver (:func:`locked`) and the asyncio one (``aio``): a few
+    yields first (``SPINS``); a holder that keeps the lock ``LOCK_CHECK``
+    seconds is looked up and, if its process is dead, replaced
+    (``op_steal``); a live one is waited for until ``deadline``, then
+    ``LockBusy``."""
+
+    __slots__ = ("seg", "token", "deadline", "spins", "seen", "since")
+
+    def __init__(self, seg, token, deadline):
+        self.seg, self.token, self.deadline = seg, token, deadline
+        self.spins = 0
+        self.seen, self.since = 0, 0.0
+
+    def yielding(self):
+        """True for the first few looks, which only yield the CPU."""
+        if self.spins < SPINS:
+            self.spins += 1
+            return True
+        return False
+
+    def judge(self, holder):
+        """After a look found ``holder`` holding the lock: True if it was dead
+        and has been replaced (try again at once); raises ``LockBusy`` past
+        the deadline; else returns False (wait a while, then try again)."""
+        now = time.monotonic()
+        if holder != self.seen:
+            self.seen, self.since = holder, now
+        elif now - self.since >= LOCK_CHECK:
+            self.since = now
+            seg = self.seg
+            if may_judge(seg) and not _proc.is_alive(holder):
+                wake(seg, kernels.op_steal(seg.mem, holder, self.token))
+                return True
+        if now >= self.deadline:
+            raise LockBusy(holder)
+        return False
+
+
 def locked(seg, token, op, args, deadline=math.inf):
     """Run ``op(mem, lockval, *args)``, waiting while the lock is busy.
 
@@ -130,27 +170,18 @@ def locked(seg, token, op, args, deadline=math.inf):
     status = result[0] if type(result) is tuple else result
     if status & CODE_MASK != BUSY:
         return result
-    spins = 0
+    watch = LockWatch(seg, token, deadline)
     lockval = token
-    seen, since = 0, 0.0
     while True:
-        if spins < _SPINS:
-            spins += 1
+        if watch.yielding():
             os.sched_yield()
         else:
             seq, holder = kernels.lock_prepare_wait(mem)
             if holder:
-                now = time.monotonic()
-                if holder != seen:
-                    seen, since = holder, now
-                elif now - since >= LOCK_CHECK:
-                    since = now
-                    if may_judge(seg) and not _proc.is_alive(holder):
-                        wake(seg, kernels.op_steal(mem, holder, token))
-                        continue
-                if now >= deadline:
-                    raise LockBusy(holder)
-                _futex.wait(seg.addr + 8 * H_LOCK_SEQ, seq, min(_LOCK_SLEEP, deadline - now))
+                if watch.judge(holder):
+                    continue
+                timeout = min(_LOCK_SLEEP, deadline - time.monotonic())
+                _futex.wait(seg.addr + 8 * H_LOCK_SEQ, seq, max(timeout, 0.0))
                 # Having slept, keep the lock marked contended so that the
                 # next release wakes whoever still sleeps.
                 lockval = token | CONTENDED
@@ -188,18 +219,6 @@ def reap_dead(seg, own=None, deadline=math.inf):
         if st & UNLINK:
             seg.unlink_if_same()
     return freed
-
-
-def check_timer(timer):
-    """Validate a timer; return it as a float (inf for None)."""
-    if timer is None:
-        return math.inf
-    if isinstance(timer, bool) or not isinstance(timer, numbers.Real):
-        raise TypeError(f"timer must be a number of seconds or None, not {type(timer).__name__}")
-    timer = float(timer)
-    if not timer >= 0:
-        raise ValueError(f"timer must be >= 0 seconds or None (wait for ever), not {timer!r}")
-    return timer
 
 
 #: CPUs this process may run on: spinning pays only with no more members.

@@ -1,6 +1,6 @@
 """asyncio for :class:`~pysyncq.PySyncQ`: ``apop``, ``aappend``,
 ``aappend_array`` and ``aiter``, the coroutine twins of ``pop``, ``append``,
-``append_array`` and iteration (call them as methods of the handle).
+``append_array`` and iteration (bound as methods of the handle).
 
 Nothing here blocks the event loop or starts a thread:
 
@@ -16,9 +16,12 @@ Nothing here blocks the event loop or starts a thread:
   latency, never a hang.  Where the socket cannot be had (no abstract
   namespace, or the handle already waits in another thread's loop) the
   coroutine polls, backing off from 1 ms to 50 ms.
-* A busy queue lock is waited for with ``asyncio.sleep`` (a holder found
-  dead after ``LOCK_CHECK`` is replaced, as blocking calls do), never with a
-  futex sleep.
+* A busy queue lock is waited for with ``asyncio.sleep``, by the same policy
+  as blocking calls (``_wait.LockWatch``: a holder found dead after
+  ``LOCK_CHECK`` is replaced), never with a futex sleep.
+* Large bodies (``copy_outside`` bytes or more) are reserved and copied
+  outside the lock, as ``append`` does; a full queue is handled by the same
+  policy as blocking writes (``_retry.full_step``).
 
 Many coroutines may wait on one handle at once: they share its socket, each
 wakes on every signal and pops for itself, so each gets a distinct message.
@@ -29,25 +32,16 @@ import os
 import threading
 import time
 
-from . import _aiowake, _proc, _wait, kernels
-from ._wait import (
-    WAKE_BITS,
-    LockBusy,
-    check_timer,
-    may_judge,
-    reap_dead,
-    wake,
-)
-from .codec import encode_array
-from .errors import QueueFull
+from . import _aiowake, _handle, _outside, _retry, _status, _wait, kernels
+from ._args import check_timer, msgtype_bytes
+from ._wait import WAKE_BITS, LockBusy, LockWatch, wake
+from .codec import encode_array, encode_body, message, record_fields
 from .layout import (
     APPEND_SKIP,
     BUSY,
     CODE_MASK,
     CONTENDED,
-    CORRUPT,
     EMPTY,
-    FULL,
     H_LOCK,
     KIND_ARRAY,
     NEED_SPACE,
@@ -61,7 +55,7 @@ from .layout import (
 #: Polling, where no socket can be had: first and longest pause, in seconds.
 POLL_FIRST = 0.001
 POLL_MAX = 0.05
-_LOCK_SPINS = 3
+_LOCK_SLEEP_FIRST = 0.0005
 _LOCK_SLEEP_MAX = 0.01
 
 _episodes = threading.Lock()  # guards every handle's ``_aio_ep``
@@ -70,9 +64,7 @@ _episodes = threading.Lock()  # guards every handle's ``_aio_ep``
 def _forget_after_fork():
     # A forked child's handles are not waiting: drop (and close its copy of)
     # any socket the parent's loop was watching.
-    from .queue import _live
-
-    for q in list(_live):
+    for q in list(_handle.live):
         ep = q.__dict__.pop("_aio_ep", None)
         if ep is not None:
             ep.sock.close()
@@ -170,7 +162,7 @@ class _Waiter:
                 raise
 
     def _count(self, n):
-        self.q._count_waiter(self.m, (self.bit, W_ASYNC), n)
+        _handle.count_waiter(self.q, self.m, (self.bit, W_ASYNC), n)
 
     def arm(self):
         """Be woken by any signal from now on (call before looking again)."""
@@ -209,40 +201,30 @@ class _Waiter:
 
 
 class _LockWait:
-    """Waiting for a queue lock without blocking the loop: a few yields, then
-    sleeps of up to 10 ms; a holder that keeps it ``LOCK_CHECK`` seconds is
-    looked up and, if dead, replaced; a live one past ``deadline`` raises
-    ``QueueLocked``."""
+    """Waiting for a queue lock without blocking the loop: ``LockWatch``'s
+    policy, with yields to the loop and sleeps of up to 10 ms."""
 
     def __init__(self, q, m, start, deadline):
-        self.q, self.m = q, m
-        self.start, self.deadline = start, deadline
-        self.spins = 0
-        self.delay = 0.0005
-        self.seen, self.since = 0, 0.0
+        self.q = q
+        self.start = start
+        self.watch = LockWatch(q._seg, m.token, deadline)
+        self.delay = _LOCK_SLEEP_FIRST
 
     async def pause(self):
-        if self.spins < _LOCK_SPINS:
-            self.spins += 1
+        if self.watch.yielding():
             await asyncio.sleep(0)
             return
         q = self.q
-        seg = q._seg
-        w = seg.words
+        w = q._seg.words
         if w is None:
-            q._closed_meanwhile()
+            _status.closed_meanwhile(q)
         holder = int(w[H_LOCK]) & ~CONTENDED
         if holder:
-            now = time.monotonic()
-            if holder != self.seen:
-                self.seen, self.since = holder, now
-            elif now - self.since >= _wait.LOCK_CHECK:
-                self.since = now
-                if may_judge(seg) and not _proc.is_alive(holder):
-                    wake(seg, kernels.op_steal(seg.mem, holder, self.m.token))
+            try:
+                if self.watch.judge(holder):
                     return
-            if now >= self.deadline:
-                raise q._locked_error(LockBusy(holder), self.deadline - self.start)
+            except LockBusy as e:
+                raise _status.locked_error(q, e, self.watch.deadline - self.start) from None
         await asyncio.sleep(self.delay)
         self.delay = min(self.delay * 2, _LOCK_SLEEP_MAX)
 
@@ -254,41 +236,39 @@ def _try_pop(q, m):
     seg = q._seg
     while True:
         with m.lock:
-            scr = q._scr if q._scr_at == q._changes[0] else q._screens()
-            result = kernels.op_pop(q._mem, m.token, m.slot, scr, m.out, m.waits[0])
-            fields, status, slen, blen = q._pop_once(m, result)
+            scr = _handle.screens(q)
+            status, slen, tlen, blen, kind = kernels.op_pop(
+                q._mem, m.token, m.slot, scr, m.out, m.waits[0]
+            )
+            code = status & CODE_MASK
+            fields = None if code else record_fields(m.out_mm, slen, tlen, blen, kind)
         if status & WAKE_BITS:
             wake(seg, status)
         if fields is not None:
             return fields
-        code = status & CODE_MASK
         if code == EMPTY or code == PENDING:
-            q._idle(m, code, time.monotonic())  # follow, and reap a dead reservation
+            _handle.idle(q, m, code, time.monotonic())  # follow, and reap a dead reservation
             return EMPTY
         if code == BUSY:
             return code
         if code == NEED_SPACE:
             with m.lock:
                 m.grow(blen)
-        elif code == CORRUPT:
-            q._corrupt(status, slen, blen)
         else:
-            q._revoked()
+            _status.fail(q, status, slen, blen)
 
 
 def _result(fields, decode):
-    from .queue import _message
-
     s, t, b, _ = fields
-    return _message(s, t, b, decode)
+    return message(s, t, b, decode)
 
 
 async def apop(q, timer=0.5, decode=True):
-    """``await q.apop(timer=0.5, decode=True)``: what ``q.pop(block=True,
-    timer=timer, decode=decode)`` returns, waiting without blocking the loop."""
+    """``pop(block=True, timer=timer, decode=decode)`` for asyncio: waits
+    without blocking the event loop; None when ``timer`` passes."""
     m = q._m
     if m is None or not m.reader:
-        q._not_reader(m)
+        _status.not_reader(q, m)
     timer = check_timer(timer)
     got = _try_pop(q, m)
     if type(got) is tuple:
@@ -320,18 +300,22 @@ async def apop(q, timer=0.5, decode=True):
             waiter.close()
 
 
-async def _append(q, m, op, args, timer):
+async def _append(q, m, op, args, need, timer):
     """Run append kernel ``op(mem, lockval, *args)`` until it succeeds, waiting
     for the lock or for space without blocking the loop; raise as the
-    blocking ``append(block=True, timer=timer)`` does."""
+    blocking ``append(block=True, timer=timer)`` does.  Returns the kernel's
+    result (a status, or a tuple led by one).  ``need``: the payload in
+    bytes, for the error messages."""
     seg = q._seg
-    status = op(q._mem, m.token, *args)
+    result = op(q._mem, m.token, *args)
+    status = result[0] if type(result) is tuple else result
     if status & CODE_MASK == OK:
         if status & WAKE_BITS:
             wake(seg, status)
-        return
+        return result
     start = time.monotonic()
     deadline = start + timer
+    lock_deadline = max(deadline, start + _wait.LOCK_PATIENCE)
     lockwait = waiter = None
     try:
         while True:
@@ -339,36 +323,26 @@ async def _append(q, m, op, args, timer):
                 wake(seg, status)
             code = status & CODE_MASK
             if code == OK:
-                return
+                return result
             if code == BUSY:
                 if lockwait is None:
-                    lockwait = _LockWait(q, m, start, max(deadline, start + _wait.LOCK_PATIENCE))
+                    lockwait = _LockWait(q, m, start, lock_deadline)
                 await lockwait.pause()
-            elif code == FULL:
+            else:
                 lockwait = None
-                now = time.monotonic()
-                if now >= q._next_reap:  # free the slots of dead readers
-                    q._next_reap = now + q.reap_interval
-                    try:
-                        freed = reap_dead(seg, m.token, now)
-                    except LockBusy:
-                        freed = False
-                    if freed:
-                        status = op(q._mem, m.token, *args)
-                        continue
-                if now >= deadline:
-                    need = sum(len(x) for x in args[1:-1])
-                    raise QueueFull(q._full_message(m, need, True, timer))
-                if waiter is None:
-                    waiter = _Waiter(q, m, W_SPACE)  # then look again before waiting
-                else:
-                    await waiter.wait(min(deadline - now, q.reap_interval, _wait.TICK))
-                waiter.arm()
-            else:  # too large, corrupt, revoked: raise as append() does
-                need = sum(len(x) for x in args[1:-1])
-                q._append_slow(status, m, op, args, need, False, 0.0)
-                return
-            status = op(q._mem, m.token, *args)
+                try:
+                    # Reaping never waits for the lock: that would block the loop.
+                    now = _retry.full_step(q, m, status, need, True, timer, deadline, 0.0)
+                except LockBusy:
+                    now = time.monotonic()  # best effort: the next look reaps
+                if now is not None:
+                    if waiter is None:
+                        waiter = _Waiter(q, m, W_SPACE)  # then look again before waiting
+                    else:
+                        await waiter.wait(min(deadline - now, q.reap_interval, _wait.TICK))
+                    waiter.arm()
+            result = op(q._mem, m.token, *args)
+            status = result[0] if type(result) is tuple else result
     finally:
         if waiter is not None:
             waiter.close()
@@ -376,37 +350,46 @@ async def _append(q, m, op, args, timer):
 
 def _skip(q, m, t, kind):
     """``kind`` with ``APPEND_SKIP`` if this handle screens its own message."""
-    return kind | APPEND_SKIP if q._skips(m, t) else kind
+    return kind | APPEND_SKIP if _handle.skips(q, m, t) else kind
 
 
 async def aappend(q, msgtype="", msg="", timer=0.5):
-    """``await q.aappend(mtype, msg, timer=0.5)``: ``q.append(mtype, msg,
-    block=True, timer=timer)`` without blocking the loop."""
-    from .queue import _encode_body, msgtype_bytes
-
+    """``append(msgtype, msg, block=True, timer=timer)`` for asyncio: waits
+    without blocking the event loop."""
     m = q._m
     if m is None:
-        q._member()
+        _status.not_member(q)
     timer = check_timer(timer)
     t = msgtype_bytes(msgtype)
-    body, kind = _encode_body(msg)
-    args = (m.slot, m.sender_bytes, t, body, _skip(q, m, t, kind))
-    await _append(q, m, kernels.op_append, args, timer)
+    body, kind = encode_body(msg)
+    kind = _skip(q, m, t, kind)
+    need = len(m.sender_bytes) + len(t) + len(body)
+    if len(body) >= q.copy_outside:  # reserved under the lock, copied outside it
+        args = (m.slot, m.sender_bytes, t, b"", len(body), kind & 0xFF)
+        status, pos = await _append(q, m, _outside.reserve_attempt(m), args, need, timer)
+        _outside.fill(q, m, pos, t, body, kind)
+        return
+    args = (m.slot, m.sender_bytes, t, body, kind)
+    await _append(q, m, kernels.op_append, args, need, timer)
 
 
 async def aappend_array(q, mtype, arr, timer=0.5):
-    """``await q.aappend_array(mtype, arr, timer=0.5)``: ``q.append_array(mtype,
-    arr, block=True, timer=timer)`` without blocking the loop."""
-    from .queue import msgtype_bytes
-
+    """``append_array(mtype, arr, block=True, timer=timer)`` for asyncio."""
     m = q._m
     if m is None:
-        q._member()
+        _status.not_member(q)
     timer = check_timer(timer)
     t = msgtype_bytes(mtype)
     desc, data = encode_array(arr, len(m.sender_bytes) + len(t))
     args = (m.slot, m.sender_bytes, t, desc, data, _skip(q, m, t, KIND_ARRAY))
-    await _append(q, m, kernels.op_append_array, args, timer)
+    need = len(m.sender_bytes) + len(t) + len(desc) + len(data)
+    await _append(q, m, kernels.op_append_array, args, need, timer)
+
+
+def aiter(q, timer=0.5, decode=True):
+    """``async for m in q.aiter(timer=0.5)``: :meth:`apop` until nothing
+    comes within ``timer`` seconds."""
+    return AsyncIterator(q, timer, decode)
 
 
 class AsyncIterator:
@@ -415,7 +398,7 @@ class AsyncIterator:
 
     def __init__(self, q, timer=0.5, decode=True):
         if q._m is None:
-            q._member()
+            _status.not_member(q)
         check_timer(timer)
         self.q, self.timer, self.decode = q, timer, decode
 

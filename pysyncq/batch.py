@@ -1,8 +1,8 @@
 """Batches: ``PySyncQ.extend`` and ``PySyncQ.pop_many``, many messages per
 kernel call (and so per queue lock).
 
-The methods of :class:`pysyncq.PySyncQ` keep the public API and docstrings and
-call the functions here with the handle as the first argument.
+``PySyncQ.extend`` and ``PySyncQ.pop_many`` are the functions here, bound
+as methods of the handle.
 
 Where the time goes, and why the code looks like this
 -----------------------------------------------------
@@ -15,7 +15,9 @@ here runs Python code per message that C can run instead:
   one int64 array, or as a single length when they are all alike, and one
   kind for the whole batch unless the bodies are of mixed types.  The kernel
   (``kernels.ring_put_many``) writes the records one after the other, with
-  the checks that ``ring_put`` makes per record made once.
+  the checks that ``ring_put`` makes per record made once.  Bodies of
+  ``copy_outside`` bytes or more go the reservation way, as ``append``'s do
+  (copied outside the queue lock); the runs between them through the kernel.
 * ``pop_many``'s kernel (``kernels.ring_pop_many``) copies the bodies back
   to back into the handle's buffer, the sender and type only where they
   change, and writes a ``struct`` format for them (``"6s1s64s64s..."``), so
@@ -47,11 +49,10 @@ from itertools import repeat
 import numba
 import numpy as np
 
-from . import _lifecycle, _wait, kernels, views
-from . import queue as _queue
-from ._lifecycle import check_int
-from ._wait import WAKE_BITS, LockBusy, check_timer, locked, wake
-from .codec import decode_at
+from . import _handle, _lifecycle, _outside, _read, _retry, _status, _wait, kernels
+from ._args import check_int, check_timer, msgtype_bytes
+from ._wait import WAKE_BITS, LockBusy, locked, wake
+from .codec import decode_at, decode_text, encode_body
 from .errors import MessageTooLarge, QueueFull, QueueLocked
 from .kernels import FMT_PER_MESSAGE, SEG_WORDS
 from .layout import (
@@ -139,7 +140,7 @@ def _encode_bodies(bodies):
     else:
         pieces, ks = [], []
         for msg in bodies:
-            body, k = _queue._encode_body(msg)
+            body, k = encode_body(msg)
             pieces.append(body)
             ks.append(k)
         blob = b"".join(pieces)
@@ -161,31 +162,80 @@ def _encode_bodies(bodies):
 
 
 def extend(q, mtype, bodies, block=False, timer=0.5):
-    """:meth:`PySyncQ.extend` of handle ``q``."""
+    """Append every body of ``bodies`` in order, all of type ``mtype``,
+    taking the queue lock as few times as possible; return how many.
+
+    Each body follows :meth:`append`'s rules (str and bytes as they are,
+    other objects as ``str(obj)``).  When the queue fills: wait (with
+    ``block=True``, up to ``timer`` seconds in all) or raise
+    :class:`QueueFull` whose ``.written`` says how many went in; nothing is
+    lost or doubled.  A body too large for the queue raises
+    :class:`MessageTooLarge`, also with ``.written``, as does
+    :class:`QueueLocked` (a stopped process holds the lock).  Fastest with
+    a list of ``bytes``, or of ``str``, all of one type.
+    """
     m = q._m
     if m is None:
-        q._member()
+        _status.not_member(q)
     if type(timer) is not float or not timer >= 0:
         timer = check_timer(timer)
-    t = _queue.msgtype_bytes(mtype)
+    t = msgtype_bytes(mtype)
     blob, lens, kinds, kind, count = _encode_bodies(bodies)
     if not count:
         return 0
-    # q._skips(m, t), written out as in append().
+    # _handle.skips(q, m, t), written out as in append().
     if q._skip_at != q._changes[0]:
-        q._skip_refresh(m)
+        _handle.skip_refresh(q, m)
     if q._skip_own or (q._skip_types and t in q._skip_types):
         kind |= APPEND_SKIP  # we would screen them: do not pin them either
         if len(kinds):
             kinds = kinds | APPEND_SKIP
+    if len(blob) >= q.copy_outside and int(lens.max()) >= q.copy_outside:
+        return _extend_outside(q, m, t, blob, lens, kinds, kind, count, block, timer)
+    return _extend_run(q, m, t, blob, lens, kinds, kind, 0, 0, count, block, timer)
+
+
+def _extend_run(q, m, t, blob, lens, kinds, kind, first, off, count, block, timer):
+    """Bodies ``first`` (at ``off`` in ``blob``) up to ``count`` of a batch,
+    by the batch kernel; returns ``count``."""
     op = _op_extend or _entry_points()[0]
-    args = (m.slot, m.sender_bytes, t, blob, lens, kinds, kind, 0, 0, count)
-    status, written, off = op(q._mem, m.token, *args)
+    args = (m.slot, m.sender_bytes, t, blob, lens, kinds, kind, first, off, count)
+    status, n, off = op(q._mem, m.token, *args)
+    written = first + n
     if written == count:
         if status & WAKE_BITS:
             wake(q._seg, status)
         return count
     return _extend_rest(q, m, t, blob, lens, kinds, kind, count, status, written, off, block, timer)
+
+
+def _extend_outside(q, m, t, blob, lens, kinds, kind, count, block, timer):
+    """An :func:`extend` with bodies of ``copy_outside`` bytes or more: each
+    of those is reserved under the lock and copied outside it (as ``append``
+    does), the runs between them go through the batch kernel; one deadline
+    for all of it."""
+    every = np.broadcast_to(lens, (count,)) if len(lens) == 1 else lens
+    ends = np.cumsum(every).tolist()
+    deadline = time.monotonic() + timer if block else 0.0
+    written = 0
+    for j in np.flatnonzero(every >= q.copy_outside).tolist() + [count]:
+        left = max(0.0, deadline - time.monotonic()) if block else 0.0
+        if j > written:  # the small bodies before it
+            off = ends[written - 1] if written else 0
+            _extend_run(q, m, t, blob, lens, kinds, kind, written, off, j, block, left)
+            written = j
+        if j == count:
+            break
+        off = ends[j - 1] if j else 0
+        body = memoryview(blob)[off : ends[j]]
+        k = int(kinds[j]) if len(kinds) else kind
+        try:
+            _outside.put(q, m, t, body, k, block, left)
+        except (QueueFull, MessageTooLarge, QueueLocked) as e:
+            e.written = written
+            raise
+        written += 1
+    return count
 
 
 def _extend_rest(q, m, t, blob, lens, kinds, kind, count, status, written, off, block, timer):
@@ -202,7 +252,7 @@ def _extend_rest(q, m, t, blob, lens, kinds, kind, count, status, written, off, 
             try:
                 status, n, off = locked(q._seg, m.token, op, args, lock_deadline)
             except LockBusy as e:
-                err = q._locked_error(e, lock_deadline - start)
+                err = _status.locked_error(q, e, lock_deadline - start)
                 err.written = written
                 raise err from None
             written += n
@@ -220,8 +270,8 @@ def _extend_rest(q, m, t, blob, lens, kinds, kind, count, status, written, off, 
         left = max(0.0, deadline - time.monotonic())
         need = len(m.sender_bytes) + len(t) + blen
         try:
-            status = q._append_slow(
-                status & ~WAKE_BITS, m, kernels.op_append, args, need, block, left
+            status = _retry.wait_for_space(
+                q, m, status & ~WAKE_BITS, kernels.op_append, args, need, block, left
             )
         except (QueueFull, MessageTooLarge, QueueLocked) as e:
             e.written = written
@@ -238,10 +288,20 @@ def _extend_rest(q, m, t, blob, lens, kinds, kind, count, status, written, off, 
 
 
 def pop_many(q, n, block=False, timer=0.5, decode=True):
-    """:meth:`PySyncQ.pop_many` of handle ``q``."""
+    """Pop up to ``n`` messages, in order, taking the queue lock as few
+    times as possible: a list of what :meth:`pop` returns (empty when
+    there is nothing).  With ``block=True`` wait up to ``timer`` seconds
+    for the first message, then return what is there without waiting for
+    more.  Screening applies as in :meth:`pop`.  Consecutive messages with
+    one sender and one type share the sender and type objects.  Raises
+    ``RuntimeError`` while a :meth:`pop_view` of this handle is open.
+    The garbage collector is held off while the list is built (and
+    switched back on after, unless it was off already): see
+    :mod:`pysyncq.batch`.
+    """
     m = q._m
     if m is None or not m.reader or m.viewing:
-        q._not_reader(m)
+        _status.not_reader(q, m)
     if type(n) is not int or not 0 <= n <= 1 << 30:
         n = check_int(n, "n", 0, 1 << 30)
     if type(timer) is not float or not timer >= 0:
@@ -251,9 +311,9 @@ def pop_many(q, n, block=False, timer=0.5, decode=True):
     if got or n == 0:
         return got
     if not block and (code == EMPTY or code == PENDING):
-        q._idle(m, code)  # as pop() does when it finds nothing
+        _handle.idle(q, m, code)  # as pop() does when it finds nothing
         return []
-    first = q.pop(block, timer, decode)  # waits, grows, raises as pop does
+    first = _read.pop(q, block, timer, decode)  # waits, grows, raises as pop does
     if first is None:
         return []
     with _gc_hold:
@@ -280,7 +340,7 @@ def _pop_batch(q, m, n, decode):
     code that ended the batch.  ``([], code)`` when the first call found
     nothing or failed, leaving what to do to the caller."""
     if m.unpins:
-        views.drain_unpins(q, m)
+        _outside.drain_unpins(q, m)
     if len(m.out) < _BATCH_BUFFER and n > 1:
         with m.lock:
             m.grow(min(_BATCH_BUFFER, q._seg.capacity))
@@ -298,7 +358,7 @@ def _pop_batch(q, m, n, decode):
             except LockBusy as e:
                 if msgs:
                     break
-                raise q._locked_error(e, _wait.LOCK_PATIENCE) from None
+                raise _status.locked_error(q, e, _wait.LOCK_PATIENCE) from None
         if status & WAKE_BITS:
             wake(q._seg, status)
         code = status & CODE_MASK
@@ -321,7 +381,7 @@ def _pop_into(msgs, mem, lockval, q, m, want, decode):
         b = m.lens
         if b is None or b.room < want:
             b = m.lens = _Buffers(max(want, 64))
-        scr = q._scr if q._scr_at == q._changes[0] else q._screens()
+        scr = q._scr if q._scr_at == q._changes[0] else _handle.screens(q)
         op = _op_pop_many or _entry_points()[1]
         status, count, flen, nsegs, arrays = op(
             mem, lockval, m.slot, scr, m.out, b.fmt, b.segs, want
@@ -334,11 +394,11 @@ def _pop_into(msgs, mem, lockval, q, m, want, decode):
             s, t = items[0], items[1]
             bodies = items[2:]
             if decode:
-                s, t = _queue._decode(s), _queue._decode(t)
+                s, t = decode_text(s), decode_text(t)
                 try:
                     bodies = list(map(_decode_bytes, bodies))
                 except UnicodeDecodeError:
-                    bodies = list(map(_queue._decode, bodies))
+                    bodies = list(map(decode_text, bodies))
             if count > 16:
                 msgs += zip(repeat(s, count), repeat(t, count), bodies, strict=False)
             else:  # a comprehension costs less for a few
@@ -356,7 +416,7 @@ def _runs(msgs, m, items, segs, decode):
     """Add to ``msgs`` the ``(sender, type, body)`` tuples of the runs
     ``segs`` (see ``kernels.ring_pop_many``) whose str and bytes fields are
     ``items``, as :meth:`PySyncQ.pop` gives them.  With ``m.lock``."""
-    _decode = _queue._decode
+    _decode = decode_text
     s = t = None
     i = 0
     for r in range(0, len(segs), SEG_WORDS):

@@ -42,10 +42,12 @@ it was sent is not seen by the encoder's cache.
 import ast
 import re
 import struct
+import warnings
 
 import numpy as np
 
 from .errors import QueueCorrupt
+from .layout import KIND_ARRAY, KIND_BYTES, KIND_STR
 
 __all__ = ["QueueCorrupt", "array_kind_size", "decode_array", "encode_array"]
 
@@ -357,3 +359,70 @@ def descriptor(dtype, shape, lead=0):
     if len(shape) > MAX_NDIM or any(n < 0 for n in shape):
         raise ValueError(f"shape {shape} is not a valid array shape")
     return _make_desc(dt, shape, 0, lead), shape
+
+
+# -- Message bodies and the tuple a pop returns ---------------------------------
+
+_warned_array = False
+
+
+def warn_array_as_text():
+    """Warn, once per process, that an array given to ``append`` goes as text."""
+    global _warned_array
+    if not _warned_array:
+        _warned_array = True
+        warnings.warn(
+            "a numpy array was given to append(), which sends str(obj) as in pysyncq 0.0.1 "
+            "(numpy shortens large arrays with '...'); to send the array itself, with its "
+            "dtype and shape, use q.append_array(mtype, arr)",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def encode_body(msg):
+    """``(bytes, kind)`` of a message body, by ``PySyncQ.append``'s rules:
+    str and bytes as they are, other bytes-likes as bytes, anything else as
+    ``str(msg)`` (a numpy array with a one-time warning)."""
+    if type(msg) is str:
+        return msg.encode(), KIND_STR
+    if type(msg) is bytes:
+        return msg, KIND_BYTES
+    if isinstance(msg, (bytes, bytearray, memoryview)):
+        return bytes(msg), KIND_BYTES
+    if isinstance(msg, np.ndarray):
+        warn_array_as_text()
+    return str(msg).encode(), KIND_STR
+
+
+def decode_text(b):
+    """``b`` decoded from UTF-8, or ``b`` itself where it is not valid UTF-8
+    (raw bytes rather than losing the message)."""
+    try:
+        return b.decode()
+    except UnicodeDecodeError:
+        return b
+
+
+def message(s, t, b, decode):
+    """The tuple ``pop`` returns for fields ``s``, ``t`` (bytes) and body ``b``
+    (bytes, or an array): decoded from UTF-8 where they are valid UTF-8."""
+    if decode:
+        if type(b) is not bytes:
+            return (decode_text(s), decode_text(t), b)
+        try:
+            return (s.decode(), t.decode(), b.decode())
+        except UnicodeDecodeError:
+            return (decode_text(s), decode_text(t), decode_text(b))
+    return (s, t, b)
+
+
+def record_fields(buf, slen, tlen, blen, kind):
+    """``(sender, type, body, kind)`` of a record copied to the start of
+    ``buf`` (an mmap): bytes, and an array body decoded into a private array."""
+    a = slen + tlen
+    if kind & 0xFF == KIND_ARRAY:
+        body = decode_at(buf, a, blen)
+    else:
+        body = buf[a : a + blen]
+    return buf[:slen], buf[slen:a], body, kind
