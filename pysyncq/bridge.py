@@ -20,14 +20,14 @@ draining the local queue, so local writers meet :class:`QueueFull`.
 
 import hashlib
 import logging
-import mmap
-import os
 import signal
 import threading
 import time
 from dataclasses import dataclass
 
-from . import _wait, kernels
+from . import _bridge_flow
+from ._bridge_flow import BATCH, BATCH_BYTES  # noqa: F401 - the bridge's batch sizes
+from ._posfile import U64, PosFile, id_before
 from ._redisq import (
     CONNECTION_ERRORS,
     FATAL_ERRORS,
@@ -41,17 +41,14 @@ from ._redisq import (
     redact,
     scrub,
 )
-from .errors import MessageTooLarge, QueueClosed, QueueExists, QueueFull, QueueLocked
-from .layout import H_DATA_SEQ, H_WRITE_POS, S_CURSOR, W_DATA
+from ._relay import Relay
+from .errors import QueueExists
 from .queue import DEFAULT_SIZE, PySyncQ
 
 __all__ = ["Bridge", "BridgeStats", "RedisQueue", "main"]
 
 log = logging.getLogger("pysyncq.bridge")
 
-#: Most messages (and bytes) relayed per Redis round trip.
-BATCH = 256
-BATCH_BYTES = 4 << 20
 #: Inbound lag (seconds of stream time) that is logged as a warning.
 LAG_WARN = 10.0
 
@@ -68,94 +65,6 @@ class BridgeStats:
     trimmed: int  #: entries this bridge trimmed from the stream
     dropped_too_large: int  #: entries that can never fit in the local queue
     connected: bool
-
-
-class _PosFile:
-    """Where the inbound side is, in a small file in /dev/shm, written around
-    every append.  Redis gets the position only every ``beat`` seconds; after a
-    SIGKILL this file tells the restarted bridge where it really was.
-
-    A record is ``(gen, ms, seq, wpos, instance, check)``: entry ``ms-seq``
-    is appended locally (``wpos`` 0), or its append has begun (``wpos`` is 1
-    + the local queue's write position just before, in queue ``instance``).
-    In the second case the restarted bridge looks in the local queue from
-    that position for a record its durable slot wrote, which tells whether the
-    append took place: so no entry is appended twice, or lost.
-
-    Two records, written in turn (the higher ``gen`` is the latest), the check
-    word stored last: a kill in the middle of a write spoils only the record
-    being written, and the other still holds the state before.
-    """
-
-    MAGIC = 0x5059_5359_4E43_5122
-    WORDS = 6
-
-    def __init__(self, path):
-        self.path = path
-        size = 16 * self.WORDS
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            os.ftruncate(fd, size)
-            self.mm = mmap.mmap(fd, size)
-        finally:
-            os.close(fd)
-        self.words = memoryview(self.mm).cast("Q")
-        self.gen = 0
-        self.next = 0
-        got = self._latest()
-        if got is not None:
-            self.gen, self.next = got[0], self.WORDS - got[5]
-
-    def _latest(self):
-        w, k = self.words, self.WORDS
-        best = None
-        for i in (0, k):
-            rec = w[i : i + k - 1].tolist()
-            check = self.MAGIC
-            for x in rec:
-                check ^= x
-            if w[i + k - 1] == check and rec[0] and (best is None or rec[0] > best[0]):
-                best = (*rec, i)
-        return best
-
-    def read(self):
-        """The latest intact ``(ms, seq, wpos or None, instance)``, or None."""
-        got = self._latest()
-        if got is None:
-            return None
-        _, ms, seq, wpos1, instance, _ = got
-        return ms, seq, (wpos1 - 1 if wpos1 else None), instance
-
-    def write(self, ms, seq, wpos=None, instance=0):
-        w, i, k = self.words, self.next, self.WORDS
-        self.gen += 1
-        rec = (self.gen, ms, seq, 0 if wpos is None else wpos + 1, instance & _U64)
-        w[i + k - 1] = 0
-        check = self.MAGIC
-        for j, x in enumerate(rec):
-            w[i + j] = x
-            check ^= x
-        w[i + k - 1] = check
-        self.next = k - i
-
-    def remove(self):
-        self.close()
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
-
-    def close(self):
-        self.words.release()
-        self.mm.close()
-
-
-_U64 = (1 << 64) - 1
-
-
-def _before(ms, seq):
-    """The stream id just before ``ms-seq``: XREAD from it returns ``ms-seq`` first."""
-    return f"{ms}-{seq - 1}" if seq else f"{ms - 1}-{_U64}"
 
 
 class Bridge:
@@ -294,8 +203,9 @@ class Bridge:
             # Durable: if this process is killed, its slot stays (pinning what
             # it has not sent) for the bridge started next under this origin.
             q.open(f"bridge:{self.origin}", filtself=False, durable=True)
-            self._append_raw = q._append_raw
-            self._instance = q._seg.instance & _U64
+            self._relay = Relay(q)
+            self._append_raw = self._relay.append
+            self._instance = self._relay.instance & U64
             self._register()
             if self._pos is None:
                 return  # stopped before Redis could be reached
@@ -354,7 +264,7 @@ class Bridge:
         else:
             with q:
                 q.open(f"bridge:{self.origin}", filtself=False, durable=True)  # takes it over
-        _PosFile(self._posfile_path()).remove()
+        PosFile(self._posfile_path()).remove()
         log.info(
             "bridge %s: removed from queue %r and stream %r", self.origin, self.name, self.stream
         )
@@ -435,7 +345,7 @@ class Bridge:
             return
         ack, _, beat, now = (x.decode() for x in got)
         self._pos = self._acked = ack
-        self._posfile = _PosFile(self._posfile_path())
+        self._posfile = PosFile(self._posfile_path())
         local = self._resume_at() if beat else None
         if local is not None and id_tuple(local) > id_tuple(ack):
             self._pos = local
@@ -491,34 +401,7 @@ class Bridge:
                 "bridge %s: entry %d-%d was appended before the last stop", self.origin, ms, seq
             )
             return f"{ms}-{seq}"
-        return _before(ms, seq)
-
-    def _appended_since(self, wpos, patience=10.0):
-        """Whether this bridge's slot (the one that it took over) wrote a record
-        at local position ``wpos`` or after it."""
-        q = self._q
-        words = q._seg.words
-        if wpos < self._cursor() or wpos % 8:
-            # Passed: the outbound side passes wpos only once that try has
-            # failed (or this is a new slot, not the one that tried).
-            return False
-        start = wpos
-        deadline = time.monotonic() + patience
-        while time.monotonic() < deadline:
-            try:
-                records, start = self._read(BATCH, start, 0.1)
-            except _wait.LockBusy:
-                continue
-            if any(r[5] for r in records):
-                return True
-            if not records and start >= int(words[H_WRITE_POS]) and start >= self._cursor():
-                return False
-        log.warning(
-            "bridge %s: could not tell whether the last entry was appended locally before the "
-            "last stop (the local queue stays busy); it may be appended twice",
-            self.origin,
-        )
-        return False
+        return id_before(ms, seq)
 
     # -- Housekeeping: beat, ack, trim, lag, logs ---------------------------------
 
@@ -582,201 +465,12 @@ class Bridge:
             log.warning("bridge %s: local queue %r: %s; waiting", self.origin, self.name, e)
         self._stop.wait(0.1)
 
-    # -- Outbound: local queue -> stream -------------------------------------------
+    # -- The two directions (pysyncq._bridge_flow) ------------------------------------
 
-    def _outbound(self):
-        # Read ahead (records stay in the local queue, pinned by this durable
-        # member), add to the stream, and only then pass locally what Redis
-        # has taken.  A record's sequence number is its local position (with
-        # the queue's instance id as epoch), so whatever a killed bridge had
-        # sent, its successor sends again from its slot's cursor and Redis
-        # drops the repeats atomically: nothing lost, nothing twice.
-        epoch = f"{self._instance:x}:"
-        pending = []  # [(position, [seq, sender, type, kind, body])] not yet in the stream
-        ahead = None  # where to read ahead from next (None: the cursor)
-        committed = None
-        nbytes = 0
-        avg = 1024
-        full = False
-        # Read ahead no more than a bounded stream has room for (as of the
-        # last add; one at first), so that local writers meet a full queue,
-        # not a bridge that reads on into memory.
-        limit = 1
-        head = [self.origin, int(self.stale_after * 1000), -1]
-        while not self._stop.is_set():
-            while len(pending) < limit and nbytes < BATCH_BYTES:
-                want = min(limit - len(pending), max(1, (BATCH_BYTES - nbytes) // avg))
-                try:
-                    records, ahead = self._read(want, ahead, 0.0 if pending else 0.05)
-                except (QueueLocked, _wait.LockBusy) as e:
-                    self._locked(e)
-                    break
-                if not records:
-                    break
-                size = 0
-                for pos, s, t, b, kind, own in records:
-                    if own:
-                        continue  # put there by the inbound side
-                    b = bytes(b)
-                    size += len(b)
-                    pending.append((pos, (epoch + str(pos), bytes(s), bytes(t), kind, b)))
-                nbytes += size
-                avg = max(64, size // len(records))
-            if pending:
-                # The inbound position goes along: whether this bridge is the
-                # one holding the stream back must be judged on its latest ack.
-                # While the stream is full, probe with the first message alone
-                # rather than send the whole batch every few milliseconds.
-                batch = pending[:1] if full else pending
-                args = head + [self._pos, 1, len(batch)]
-                for _, item in batch:
-                    args.extend(item)
-                got = self._retrying("add", self._scripts.add, keys=self._keys, args=args)
-                if got is None:
-                    break
-                done, room = got
-                limit = BATCH if room < 0 else max(1, min(BATCH, room))
-                self._out += done
-                full = done < len(batch)
-                if done:
-                    del pending[:done]
-                    nbytes = sum(len(p[1][4]) for p in pending)
-                self._pending = len(pending)
-            # Pass locally what the stream has (and the bridge's own records).
-            target = pending[0][0] if pending else ahead
-            if target is not None and target != committed:
-                committed = self._commit(target)
-            if full and self._stop.wait(0.01):
-                break
-        if pending:
-            log.warning(
-                "bridge %s stopped with %d local messages not yet in the full stream: they are "
-                "not relayed",
-                self.origin,
-                len(pending),
-            )
-
-    def _cursor(self):
-        q = self._q
-        return int(q._seg.words[kernels.slot_word(q._m.slot, S_CURSOR)])
-
-    def _read(self, n, ahead, wait):
-        """``_read_ahead`` from ``ahead`` (None: the cursor), waiting up to
-        ``wait`` seconds for data.
-
-        A writer that pads the end of the ring moves a cursor that is at the
-        write position past the padding, so a position read from the cursor
-        (or an ``ahead`` equal to it) goes out of date when the cursor is at
-        the write position, and ``_read_ahead`` from it would fail.  So read
-        only when the cursor is below the write position (read first): then
-        only this bridge moves it.
-        """
-        q = self._q
-        words = q._seg.words
-        seq = int(words[H_DATA_SEQ]) & 0xFFFFFFFF
-        end = int(words[H_WRITE_POS])
-        cursor = self._cursor()
-        start = cursor if ahead is None or ahead < cursor else ahead
-        records, nxt = [], start
-        if start < end:
-            records, nxt = q._read_ahead(n, start, block=False)
-        if not records and wait > 0:
-            q._sleep(q._m, W_DATA, H_DATA_SEQ, seq, wait)
-        return records, nxt
-
-    def _commit(self, target):
-        """Pass local records before ``target``, but none after a position
-        where the inbound side has an append under way (see ``_PosFile``).
-        Returns where the cursor is now."""
-        while True:
-            with self._hold_lock:
-                if self._hold is not None:
-                    target = min(target, self._hold)
-                at = self._cursor()
-                if target <= at:
-                    return at  # (and padding may move a cursor at the end: leave it)
-                try:
-                    self._q._commit_to(target)
-                    return target
-                except QueueLocked as e:
-                    err = e
-            self._locked(err)
-            if self._stop.is_set():
-                return None
-
-    # -- Inbound: stream -> local queue --------------------------------------------
-
-    def _inbound(self):
-        count = 32  # grows to BATCH while entries are small
-        write = self._posfile.write
-        origin = self.origin.encode()
-        while not self._stop.is_set():
-            got = self._retrying(
-                "read",
-                self._client.xread,
-                {self.stream: self._pos},
-                count=count,
-                block=100,
-            )
-            if not got:
-                continue
-            entries = got[0][1]
-            size = 0
-            for sid, f in entries:
-                ms, seq = id_tuple(sid)
-                if f.get(b"o") != origin:
-                    b = f.get(b"b", b"")
-                    size += len(b)
-                    if not self._deliver(sid, ms, seq, f.get(b"s", b""), f.get(b"t", b""), b, f):
-                        return
-                    self._in += 1
-                write(ms, seq)
-                self._hold = None
-                self._pos = sid.decode()
-            # Fewer entries per read when they are large.
-            avg = size // max(1, len(entries))
-            count = max(1, min(BATCH, 2 * count, BATCH_BYTES // max(1, avg)))
-
-    def _deliver(self, sid, ms, seq, s, t, b, f):
-        """Append one entry locally, waiting while the queue is full.
-
-        Before each try the position file records that the append of ``sid``
-        begins at the local queue's write position, which the outbound side
-        then does not pass until the try has failed or the caller has recorded
-        the success: a restarted bridge can look there for the record.  The
-        tries are short, so that the outbound side is not held up for long.
-        Returns False if the bridge was stopped first.
-        """
-        kind = int(f.get(b"k", b"2"))
-        words = self._q._seg.words
-        while True:
-            with self._hold_lock:
-                self._hold = wpos = int(words[H_WRITE_POS])
-            self._posfile.write(ms, seq, wpos, self._instance)
-            try:
-                self._append_raw(s, t, b, kind, block=True, timer=0.02)
-                return True
-            except (QueueFull, QueueLocked) as e:
-                self._hold = None  # not appended: the outbound side may pass wpos
-                if self._stop.is_set():
-                    return False
-                if isinstance(e, QueueLocked):
-                    self._locked(e)
-            except MessageTooLarge as e:
-                self._dropped += 1
-                log.error(
-                    "bridge %s: entry %s (sender %r, type %r) can never fit in queue %r; "
-                    "skipped: %s",
-                    self.origin,
-                    sid.decode(),
-                    s,
-                    t,
-                    self.name,
-                    e,
-                )
-                return True
-            except QueueClosed:
-                raise
+    _outbound = _bridge_flow.outbound
+    _inbound = _bridge_flow.inbound
+    _appended_since = _bridge_flow.appended_since
+    _cursor = _bridge_flow.cursor
 
 
 def _new_bridge(name, url, kw):
