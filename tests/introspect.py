@@ -37,6 +37,7 @@ __all__ = [
     "FAST_EXIT_ENV",
     "HANDLE_SETUP",
     "Internal",
+    "KERNEL_TABLE",
     "LARGE_COPY",
     "LOCK_CHECK",
     "LOCK_PATIENCE",
@@ -318,8 +319,8 @@ def read_header(name):
 
 
 def queues_in_shm():
-    """Names of every queue in ``SHM_DIR``, not judged (unlike
-    ``pysyncq.list_queues()``, which looks at every member of each)."""
+    """Names of every queue in ``SHM_DIR``, from the files alone (unlike
+    ``pysyncq.list_queues()``, which maps each to judge whether it is in use)."""
     return _segment.list_queues()
 
 
@@ -362,6 +363,10 @@ def is_kernel(obj):
 def kernel_calls():
     """``(kernel name, sample arguments)`` for every kernel signature pysyncq calls."""
     return _lifecycle.kernel_calls()
+
+
+#: Where pysyncq keeps that table (for a test's message: add a new kernel there).
+KERNEL_TABLE = "_lifecycle.kernel_calls()"
 
 
 def kernel_signature(args):

@@ -71,7 +71,7 @@ def test_the_table_names_every_kernel_pysyncq_calls():
             called |= set(re.findall(r"(?<!`)\bkernels\.([a-z_]\w*)\b", path.read_text()))
     called = {n for n in called if introspect.is_kernel(getattr(kernels, n, None))}
     table = {name for name, _ in introspect.kernel_calls()}
-    assert called <= table, f"add to _lifecycle.kernel_calls(): {sorted(called - table)}"
+    assert called <= table, f"add to {introspect.KERNEL_TABLE}: {sorted(called - table)}"
     assert all(introspect.is_kernel(getattr(kernels, n)) for n in table)
 
 
