@@ -10,9 +10,10 @@ renamed, an attribute renamed), only this file changes, not the tests.
 
 Tests import directly only what is public: ``pysyncq.PySyncQ`` and the rest
 of ``pysyncq.__all__``, ``pysyncq.errors``, ``pysyncq.codec``,
-``pysyncq.bridge``, the command line (``pysyncq.__main__.main``), and
-``pysyncq.layout`` and ``pysyncq.kernels``, the documented view of the
-segment format and of the kernels.
+``pysyncq.bridge``, the command line (``pysyncq.__main__.main``), 0.0.1's
+import path (``pysyncq.pysyncq``), and ``pysyncq.layout`` and
+``pysyncq.kernels``, the documented view of the segment format and of the
+kernels.
 
 What a test may set or replace for a while is an :class:`Internal`:
 ``LOCK_PATIENCE.patch(monkeypatch, 0.3)`` until the test ends, or
