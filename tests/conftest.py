@@ -4,10 +4,9 @@ check that nothing of ours is left in /dev/shm."""
 import itertools
 import os
 
+import introspect
 import pytest
 from procs import ProcPool
-
-from pysyncq import _segment
 
 _names = itertools.count()
 START_METHODS = ["fork", "spawn", "forkserver"]
@@ -18,7 +17,7 @@ def new_name(tag="q"):
 
 
 def shm_exists(name):
-    return os.path.exists(os.path.join(_segment.SHM_DIR, name))
+    return os.path.exists(introspect.shm_path(name))
 
 
 @pytest.fixture
@@ -27,7 +26,7 @@ def qname(request):
     name = new_name(request.node.name[:40].replace("/", "_").replace("[", "_").replace("]", ""))
     yield name
     leaked = shm_exists(name)
-    _segment.unlink(name)
+    introspect.remove_shm(name)
     assert not leaked, f"test left shared memory {name!r} behind"
 
 
@@ -53,7 +52,7 @@ def ours(name):
 @pytest.fixture(scope="session", autouse=True)
 def no_queue_left_behind():
     yield
-    left = [name for name in _segment.list_queues() if ours(name)]
+    left = [name for name in introspect.queues_in_shm() if ours(name)]
     for name in left:
-        _segment.unlink(name)
+        introspect.remove_shm(name)
     assert not left, f"the suite left queues in /dev/shm: {left}"

@@ -14,11 +14,12 @@ import textwrap
 import threading
 import time
 
+import introspect
 import numpy as np
 import pytest
 
 import pysyncq
-from pysyncq import PySyncQ, _proc, aio
+from pysyncq import PySyncQ
 from pysyncq.layout import H_LOCK, HEADER_WORDS, S_WAIT, SLOT_WORDS, W_ASYNC, W_DATA
 
 DEADLINE = 60
@@ -154,7 +155,7 @@ def test_aappend_raises_queue_full_after_the_timer(qname):
                 await q.aappend("t", f"{i:040d}", timer=0.1)
         assert isinstance(e.value, MemoryError)
         # The slot's wait bits are gone once the call has given up.
-        assert q._seg.words[HEADER_WORDS + q._m.slot * SLOT_WORDS + S_WAIT] == 0
+        assert introspect.words(q)[HEADER_WORDS + introspect.slot(q) * SLOT_WORDS + S_WAIT] == 0
 
     run(main())
     lagging.close()
@@ -226,8 +227,8 @@ def test_waiter_advertises_async_and_the_loop_keeps_running(qname, procs):
         t = asyncio.create_task(ticker())
         pop = asyncio.create_task(q.apop(timer=DEADLINE))
         # Wait until the pop advertises itself, then let the writer go.
-        word = HEADER_WORDS + q._m.slot * SLOT_WORDS + S_WAIT
-        while q._seg.words[word] != W_DATA | W_ASYNC:
+        word = HEADER_WORDS + introspect.slot(q) * SLOT_WORDS + S_WAIT
+        while introspect.words(q)[word] != W_DATA | W_ASYNC:
             await asyncio.sleep(0.001)
         assert [m.waiting for m in q.stats().members if m.name == "r"] == ["data+async"]
         before = ticks
@@ -239,7 +240,7 @@ def test_waiter_advertises_async_and_the_loop_keeps_running(qname, procs):
         assert await pop == ("w", "n", "0")
         t.cancel()
         await asyncio.gather(t, return_exceptions=True)
-        assert q._seg.words[word] == 0
+        assert introspect.words(q)[word] == 0
 
     try:
         run(main())
@@ -255,7 +256,7 @@ def test_concurrent_apops_get_distinct_messages_with_blocking_readers(
     """Eight coroutines share one handle: together they get every message once;
     two blocking readers in other processes each get every message too."""
     if fallback:
-        monkeypatch.setattr(aio, "_join", lambda *a: None)
+        introspect.force_async_polling(monkeypatch)
     count = 300
     q = PySyncQ(qname, size=2048).open("r")
     opened = mp.Semaphore(0)
@@ -332,7 +333,7 @@ def test_cancellation_loses_and_doubles_nothing(qname, procs):
     left = [int(m[2]) for m in q]
     assert cancelled > 0
     assert sorted(got + left) == list(range(count))
-    assert q._seg.words[HEADER_WORDS + q._m.slot * SLOT_WORDS + S_WAIT] == 0
+    assert introspect.words(q)[HEADER_WORDS + introspect.slot(q) * SLOT_WORDS + S_WAIT] == 0
     q.close()
 
 
@@ -378,9 +379,9 @@ def test_cancelled_aappend_either_appended_or_not(qname, procs):
 
 
 def test_live_lock_holder_does_not_block_the_loop(qname, monkeypatch):
-    monkeypatch.setattr(pysyncq._wait, "LOCK_PATIENCE", 0.3)
+    introspect.LOCK_PATIENCE.patch(monkeypatch, 0.3)
     q = PySyncQ(qname).open("w")
-    q._seg.words[H_LOCK] = _proc.token_of(os.getppid())  # alive, and not us
+    introspect.words(q)[H_LOCK] = introspect.token_of(os.getppid())  # alive, and not us
 
     async def main():
         ticks = 0
@@ -401,7 +402,7 @@ def test_live_lock_holder_does_not_block_the_loop(qname, monkeypatch):
 
     run(main())
     assert q.stats().appended == 0
-    q._seg.words[H_LOCK] = 0
+    introspect.words(q)[H_LOCK] = 0
     q.close()
 
 
@@ -409,10 +410,10 @@ def test_dead_lock_holder_is_replaced(qname):
     q = PySyncQ(qname).open("r")
     w = PySyncQ(qname, create=False).open("w")
     p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    token = _proc.token_of(p.pid)
+    token = introspect.token_of(p.pid)
     p.kill()
     p.wait(DEADLINE)
-    q._seg.words[H_LOCK] = token  # held by a process that died
+    introspect.words(q)[H_LOCK] = token  # held by a process that died
 
     async def main():
         await w.aappend("t", "after recovery", timer=DEADLINE)

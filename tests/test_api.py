@@ -11,6 +11,7 @@ import os
 import pickle
 import time
 
+import introspect
 import numpy as np
 import pytest
 
@@ -26,7 +27,6 @@ from pysyncq import (
     QueueFull,
     ScreenSet,
     TooManyProcesses,
-    _segment,
 )
 from pysyncq import layout as L
 
@@ -118,7 +118,7 @@ def test_create_on_a_live_queue_raises_queue_exists(qname):
 
 
 def test_create_on_foreign_shared_memory_raises_and_does_not_touch_it(qname):
-    fd = _segment._open(qname, os.O_CREAT | os.O_EXCL | os.O_RDWR)
+    fd = introspect.shm_open(qname, os.O_CREAT | os.O_EXCL | os.O_RDWR)
     try:
         os.write(fd, b"not a queue" * 100)
         with pytest.raises(QueueExists, match="not a pysyncq queue"):
@@ -131,7 +131,7 @@ def test_create_on_foreign_shared_memory_raises_and_does_not_touch_it(qname):
         assert os.pread(fd, 11, 0) == b"not a queue"
     finally:
         os.close(fd)
-        _segment.unlink(qname)
+        introspect.remove_shm(qname)
 
 
 def test_attach_to_a_missing_queue_raises_file_not_found(qname):
@@ -336,7 +336,7 @@ def test_context_managers(qname):
             assert opened is q
             q.append("t", "m")
         assert q.closed
-    assert _segment.read_header(qname) is None
+    assert introspect.read_header(qname) is None
 
 
 def test_handles_and_exceptions_pickle(qname):
@@ -514,10 +514,10 @@ def test_an_interrupted_constructor_leaves_no_segment(qname, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(PySyncQ, "_setup", interrupted)
+    introspect.HANDLE_SETUP.patch(monkeypatch, interrupted)
     with pytest.raises(KeyboardInterrupt):
         PySyncQ(qname)
-    assert _segment.read_header(qname) is None
+    assert introspect.read_header(qname) is None
 
 
 def test_a_pickled_handle_does_not_attach_to_a_newer_queue_of_the_same_name(qname):
@@ -566,19 +566,19 @@ def test_a_pop_does_not_wait_for_the_queue_lock(qname, monkeypatch):
     for the lock), and an append is what the lock holds up."""
     import threading
 
-    monkeypatch.setattr(pysyncq._wait, "LOCK_PATIENCE", 0.2)
+    introspect.LOCK_PATIENCE.patch(monkeypatch, 0.2)
     q = PySyncQ(qname)
     q.open("a", filtself=False)
     q.append("t", "before")
     got = []
-    q._seg.words[pysyncq.layout.H_LOCK] = pysyncq._proc.token_of(os.getppid())
+    introspect.words(q)[pysyncq.layout.H_LOCK] = introspect.token_of(os.getppid())
     assert q.pop() == ("a", "t", "before")
     assert q.pop() is None
     t = threading.Thread(target=lambda: got.append(q.pop(block=True, timer=None)))
     t.start()
     with pytest.raises(pysyncq.QueueLocked, match="is locked by process"):
         q.append("t", "m")
-    q._seg.words[pysyncq.layout.H_LOCK] = 0
+    introspect.words(q)[pysyncq.layout.H_LOCK] = 0
     q.append("t", "m")
     t.join(10)
     assert got == [("a", "t", "m")]

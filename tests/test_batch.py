@@ -16,6 +16,7 @@ import threading
 import time
 import warnings
 
+import introspect
 import numpy as np
 import pytest
 import test_fuzz
@@ -23,10 +24,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from test_kernels import CAPS, Pair, body_of, code, starts
 
-from pysyncq import MessageTooLarge, PySyncQ, QueueFull, QueueLocked, _proc
+from pysyncq import MessageTooLarge, PySyncQ, QueueFull, QueueLocked
 from pysyncq import kernels as K
 from pysyncq import layout as L
-from pysyncq.screen import screen_table
 
 NAMES = [b"", b"a", b"bob", "jürgen".encode()]
 TYPES = [b"", b"t", b"type-2"]
@@ -182,7 +182,7 @@ def test_pop_many_matches_pops_one_by_one(data, cap, which, msgs, senders, types
     fmt = np.zeros(K.FMT_PER_MESSAGE * draw(40, 0, 6) + draw(0, 0, 47), np.uint8)
     segs = np.zeros(K.SEG_WORDS * draw(40, 0, 6), np.int64)
     limit = draw(40, 0, 12)
-    scr = screen_table(senders, types)
+    scr = introspect.screen_table(senders, types)
     before = p._before()
     status, count, flen, nsegs, arrays = K.ring_pop_many(
         rig.w, rig.mem, r, rig.tokens[r], scr, out, fmt, segs, limit
@@ -237,7 +237,7 @@ def test_pop_many_shares_one_copy_of_a_repeated_sender_and_type():
     out, fmt = np.zeros(64, np.uint8), np.zeros(400, np.uint8)
     segs = np.zeros(40, np.int64)
     status, count, flen, nsegs, arrays = K.ring_pop_many(
-        rig.w, rig.mem, r, rig.tokens[r], screen_table([], []), out, fmt, segs, 10
+        rig.w, rig.mem, r, rig.tokens[r], introspect.screen_table([], []), out, fmt, segs, 10
     )
     assert (code(status), count, nsegs, arrays) == (L.EMPTY, 4, 2, 0)
     assert bytes(fmt[:flen]) == b"1s1s1s1s1s1s1s1s"
@@ -366,11 +366,9 @@ def test_pop_many_leaves_the_garbage_collector_as_it_found_it(pair):
     # and switch it back on when the pop raises.
     import gc
 
-    from pysyncq import batch
-
     w, r = pair
     seen = []
-    real = batch._pop_batch
+    real = introspect.BATCH_POP.get()
 
     def spy(*args):
         seen.append(gc.isenabled())
@@ -380,7 +378,7 @@ def test_pop_many_leaves_the_garbage_collector_as_it_found_it(pair):
     try:
         gc.enable()
         w.extend("t", ["a"] * 2100)
-        batch._pop_batch = spy
+        introspect.BATCH_POP.set(spy)
         assert len(r.pop_many(4096)) == 2100
         assert seen == [False] and gc.isenabled()
         gc.disable()
@@ -392,12 +390,12 @@ def test_pop_many_leaves_the_garbage_collector_as_it_found_it(pair):
         def boom(*args):
             raise KeyError("boom")
 
-        batch._pop_batch = boom
+        introspect.BATCH_POP.set(boom)
         with pytest.raises(KeyError):
             r.pop_many(10)
-        assert gc.isenabled() and batch._gc_hold.held == 0
+        assert gc.isenabled() and introspect.gc_holds() == 0
     finally:
-        batch._pop_batch = real
+        introspect.BATCH_POP.set(real)
         gc.enable() if was else gc.disable()
 
 
@@ -484,8 +482,8 @@ def test_a_batch_straddling_the_ring_end_comes_back_whole(qname):
 
 def _hold_lock(q, seconds):
     """Make the queue lock look held by this (live) process for ``seconds``."""
-    w = q._seg.words
-    w[L.H_LOCK] = _proc.own_token()
+    w = introspect.words(q)
+    w[L.H_LOCK] = introspect.own_token()
     time.sleep(seconds)
     w[L.H_LOCK] = 0
 
@@ -511,7 +509,7 @@ def test_a_busy_lock_is_waited_for_with_the_batch(pair):
 
 def test_a_lock_never_released_raises_queue_locked_with_the_count(pair):
     w, r = pair
-    w._seg.words[L.H_LOCK] = _proc.own_token()  # "held" by a live process
+    introspect.words(w)[L.H_LOCK] = introspect.own_token()  # "held" by a live process
     try:
         with pytest.raises(QueueLocked) as info:
             w.extend("t", ["a", "b"])
@@ -519,7 +517,7 @@ def test_a_lock_never_released_raises_queue_locked_with_the_count(pair):
         with pytest.raises(QueueLocked):
             r.pop_many(5)
     finally:
-        w._seg.words[L.H_LOCK] = 0
+        introspect.words(w)[L.H_LOCK] = 0
     assert w.extend("t", ["c"]) == 1
     assert [m[2] for m in r.pop_many(5)] == ["c"]
 
@@ -608,7 +606,7 @@ def test_an_array_record_is_a_run_of_its_own():
     out, fmt = np.zeros(64, np.uint8), np.zeros(400, np.uint8)
     segs = np.zeros(40, np.int64)
     status, count, flen, nsegs, arrays = K.ring_pop_many(
-        rig.w, rig.mem, r, rig.tokens[r], screen_table([], []), out, fmt, segs, 10
+        rig.w, rig.mem, r, rig.tokens[r], introspect.screen_table([], []), out, fmt, segs, 10
     )
     assert (code(status), count, nsegs, arrays) == (L.EMPTY, 5, 5, 3)
     assert bytes(fmt[:flen]) == b"1s1s1s1x1s1x1x"
@@ -639,12 +637,12 @@ class BatchTrial(test_fuzz.Trial):
         for i, q in enumerate(self.handles):  # more history, in batches
             bodies = [self.message(self.cap)[1] for _ in range(rng.randrange(0, 12))]
             self.call(f"h{i}.extend(build)", q.extend, "b", bodies)
-            if q._m.reader and rng.random() < 0.7:
+            if introspect.reads(q) and rng.random() < 0.7:
                 q.pop_many(rng.randrange(1, 8))
 
     def exercise(self):
         for i, q in enumerate(self.handles):
-            if q._m is not None and q._m.reader:
+            if introspect.reads(q):
                 self.call(f"h{i}.pop_many", q.pop_many, 50)
                 self.call(f"h{i}.pop_many(raw)", q.pop_many, 3, decode=False)
                 self.call(f"h{i}.pop_many(block)", q.pop_many, 50, block=True, timer=0.005)

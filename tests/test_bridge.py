@@ -18,6 +18,7 @@ import pytest
 
 pytest.importorskip("redis")
 
+import introspect  # noqa: E402
 from redis_server import RedisServer  # noqa: E402
 
 from pysyncq import PySyncQ, QueueFull, remove  # noqa: E402
@@ -401,7 +402,9 @@ def test_bridges_killed_many_times_lose_and_repeat_nothing(server, qname, procs)
             p.communicate()
         for host, q in (("A", qa), ("B", qb)):  # what a killed bridge leaves
             remove(q.name, force=True)
-            path = Bridge(q.name, server.url, stream=qname, origin=host)._posfile_path()
+            path = introspect.bridge_position_file(
+                Bridge(q.name, server.url, stream=qname, origin=host)
+            )
             if os.path.exists(path):
                 os.unlink(path)
 

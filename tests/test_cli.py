@@ -7,10 +7,11 @@ import subprocess
 import sys
 import time
 
+import introspect
 import pytest
 from conftest import shm_exists
 
-from pysyncq import PySyncQ, _segment
+from pysyncq import PySyncQ
 
 
 def pysyncq_cli(*args, timeout=120):
@@ -31,7 +32,7 @@ def test_demo_runs_and_exits_cleanly(start):
 
 
 def test_demo_stops_on_ctrl_c_and_leaves_nothing():
-    before = set(_segment.list_queues())
+    before = set(introspect.queues_in_shm())
     p = subprocess.Popen(
         [sys.executable, "-m", "pysyncq", "demo", "--duration", "60"],
         stdout=subprocess.PIPE,
@@ -55,7 +56,9 @@ def test_demo_stops_on_ctrl_c_and_leaves_nothing():
     assert "closed and removed" in out
     # Only the demo's own queue (named after its pid) counts: other programs
     # on this machine may be making queues meanwhile.
-    assert not [n for n in set(_segment.list_queues()) - before if n.startswith(f"psq_{p.pid}_")]
+    assert not [
+        n for n in set(introspect.queues_in_shm()) - before if n.startswith(f"psq_{p.pid}_")
+    ]
 
 
 def test_demo_rejects_bad_options():

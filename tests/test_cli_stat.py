@@ -11,9 +11,10 @@ import subprocess
 import sys
 import time
 
+import introspect
 from conftest import shm_exists
 
-from pysyncq import PySyncQ, _cli_stat, _segment
+from pysyncq import PySyncQ
 from pysyncq.layout import H_WRITE_POS, HEADER_BYTES, SLOT_BYTES
 
 DEADLINE = 60
@@ -72,7 +73,7 @@ def _kill(p):
 
 
 def _table(q):
-    return bytes(q._seg.mem[: HEADER_BYTES + SLOT_BYTES * q._seg.nslots])
+    return bytes(introspect.mem(q)[: HEADER_BYTES + SLOT_BYTES * introspect.nslots(q)])
 
 
 def test_stat_live_queue_with_a_dead_member(qname, procs):
@@ -128,8 +129,8 @@ def test_stat_and_list_a_stale_queue(qname, procs):
 def test_stat_a_corrupt_queue_says_so_and_shows_what_it_can(qname):
     q = PySyncQ(qname, size=4096).open("parent")
     q.append("t", "m")
-    good = int(q._seg.words[H_WRITE_POS])
-    q._seg.words[H_WRITE_POS] = good + 3  # not a multiple of 8
+    good = int(introspect.words(q)[H_WRITE_POS])
+    introspect.words(q)[H_WRITE_POS] = good + 3  # not a multiple of 8
     try:
         r = cli("stat", qname)
         assert r.returncode == 1
@@ -142,24 +143,24 @@ def test_stat_a_corrupt_queue_says_so_and_shows_what_it_can(qname):
         r = cli("clean")  # a corrupt queue is not judged stale: left alone, no traceback
         assert "Traceback" not in r.stderr and shm_exists(qname)
     finally:
-        q._seg.words[H_WRITE_POS] = good
+        introspect.words(q)[H_WRITE_POS] = good
     q.close()
 
 
 def test_stat_on_something_that_is_not_a_queue(qname):
-    with open(os.path.join(_segment.SHM_DIR, qname), "wb") as f:
+    with open(introspect.shm_path(qname), "wb") as f:
         f.write(b"not a queue" * 100)
     try:
         r = cli("stat", qname)
         assert r.returncode == 1 and "is not a pysyncq queue" in r.stderr
     finally:
-        _segment.unlink(qname)
+        introspect.remove_shm(qname)
 
 
 def test_list_says_no_queues(monkeypatch, tmp_path):
-    monkeypatch.setattr(_segment, "SHM_DIR", str(tmp_path))
+    introspect.SHM_DIR.patch(monkeypatch, str(tmp_path))
     out = io.StringIO()
-    assert _cli_stat.list_main(out) == 0
+    assert introspect.cli_list(out) == 0
     assert out.getvalue() == "no queues\n"
 
 
@@ -203,8 +204,8 @@ def test_watch_refreshes_with_a_rate_until_ctrl_c(qname, procs):
     code, out, err = _watch(qname, marker=b"msg/s", frames=3)
     assert code in (0, 130), err
     assert "Traceback" not in err
-    assert out.startswith(_cli_stat.HOME_CLEAR) and out.count(_cli_stat.HOME_CLEAR) >= 3
-    frame = out.split(_cli_stat.HOME_CLEAR)[2]
+    assert out.startswith(introspect.CLEAR_SCREEN) and out.count(introspect.CLEAR_SCREEN) >= 3
+    frame = out.split(introspect.CLEAR_SCREEN)[2]
     assert "Ctrl-C to quit" in frame and "busy" in frame and "drain" in frame
     assert all(len(line) <= 80 for line in frame.splitlines() if not line.startswith("queue"))
 

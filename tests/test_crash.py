@@ -6,11 +6,12 @@ import os
 import signal
 import time
 
+import introspect
 import pytest
 import workers
 
 import pysyncq
-from pysyncq import PySyncQ, _proc, _segment
+from pysyncq import PySyncQ
 from pysyncq import layout as L
 from pysyncq.layout import F_FOREIGN_NS, H_FLAGS, H_LOCK, H_PIDNS, H_TIMENS, H_WRITE_POS
 
@@ -90,14 +91,14 @@ def test_dead_lock_holder_is_detected_and_the_queue_recovered(qname, procs):
     started = mp.Event()
     victim = procs.start(workers.open_and_idle, q, "victim", started)
     assert started.wait(60)
-    token = _proc.token_of(victim.pid)
+    token = introspect.token_of(victim.pid)
     kill(victim)
     wait_dead(victim)
-    seg = q._seg
-    pos = int(seg.words[H_WRITE_POS])
-    start = L.HEADER_BYTES + L.SLOT_BYTES * seg.nslots + pos % seg.capacity
-    seg.mem[start : start + 300] = 0xAB  # garbage where the next record would go
-    seg.words[H_LOCK] = token
+    words = introspect.words(q)
+    pos = int(words[H_WRITE_POS])
+    start = L.HEADER_BYTES + L.SLOT_BYTES * introspect.nslots(q) + pos % q.size
+    introspect.mem(q)[start : start + 300] = 0xAB  # garbage where the next record would go
+    words[H_LOCK] = token
     t0 = time.monotonic()
     q.append("t", "after recovery", block=True, timer=30)
     recovered_in = time.monotonic() - t0
@@ -105,7 +106,7 @@ def test_dead_lock_holder_is_detected_and_the_queue_recovered(qname, procs):
     assert r.pop() == ("w", "t", "after recovery")
     assert r.pop() is None
     assert q.stats().recoveries == 1
-    assert seg.words[H_LOCK] == 0
+    assert words[H_LOCK] == 0
     print(f"lock recovered after {recovered_in * 1000:.0f} ms")
     r.close()
     q.close()
@@ -114,10 +115,10 @@ def test_dead_lock_holder_is_detected_and_the_queue_recovered(qname, procs):
 def test_live_lock_holder_is_waited_for_not_robbed(qname, monkeypatch):
     """A holder that is alive keeps the lock however long it takes; a call that
     may not block gives up after a short patience, without changing anything."""
-    monkeypatch.setattr(pysyncq._wait, "LOCK_PATIENCE", 0.3)
+    introspect.LOCK_PATIENCE.patch(monkeypatch, 0.3)
     q = PySyncQ(qname)
     q.open("w")
-    q._seg.words[H_LOCK] = _proc.token_of(os.getppid())  # alive, and not us
+    introspect.words(q)[H_LOCK] = introspect.token_of(os.getppid())  # alive, and not us
     with pytest.raises(pysyncq.QueueLocked, match="is locked by process"):
         q.append("t", "m")
     with pytest.raises(pysyncq.QueueLocked, match="is locked by process"):
@@ -126,7 +127,7 @@ def test_live_lock_holder_is_waited_for_not_robbed(qname, monkeypatch):
     assert q.pop() is None
     assert q.pop(block=True, timer=0.1) is None
     assert q.stats().recoveries == 0 and q.stats().appended == 0
-    q._seg.words[H_LOCK] = 0
+    introspect.words(q)[H_LOCK] = 0
     q.append("t", "m")
     q.close()
 
@@ -144,7 +145,7 @@ def test_kill_storm(qname, procs, monkeypatch):
     reservation is reaped and its record voided, and the reader goes on.
     """
     # Forked writers inherit this: check a silent lock holder sooner.
-    monkeypatch.setattr(pysyncq._wait, "LOCK_CHECK", 0.02)
+    introspect.LOCK_CHECK.patch(monkeypatch, 0.02)
     n_writers, size, kills_wanted = 3, 1 << 20, 120
     q = PySyncQ(qname, size=8 * size, slots=16)
     try:
@@ -200,7 +201,7 @@ def test_creator_killed_before_anyone_opened_leaves_a_reclaimable_queue(qname, p
     assert started.wait(60)
     kill(child)
     child.join(30)
-    assert _segment.read_header(qname) is not None  # left behind...
+    assert introspect.read_header(qname) is not None  # left behind...
     assert (qname, False) in pysyncq.list_queues()
     with PySyncQ(qname, size=1024) as q:  # ...and reclaimed by the next create
         assert q.size == 1024
@@ -212,7 +213,7 @@ def test_whole_group_killed_then_removed_with_remove(qname, procs):
     children = [procs.start(workers.open_and_idle, q, f"c{i}", e) for i, e in enumerate(started)]
     for e in started:
         assert e.wait(60)
-    q._state.seg = None  # this process "crashes" too: it will not close
+    introspect.crash(q)  # this process "crashes" too: it will not close
     for c in children:
         kill(c)
         c.join(30)
@@ -220,8 +221,8 @@ def test_whole_group_killed_then_removed_with_remove(qname, procs):
     with pytest.raises(pysyncq.QueueExists):
         pysyncq.remove(qname)
     assert pysyncq.remove(qname, force=True)
-    assert _segment.read_header(qname) is None
-    q._seg.close()
+    assert introspect.read_header(qname) is None
+    introspect.unmap(q)
 
 
 def _create_and_wait(name, started):
@@ -232,11 +233,11 @@ def _create_and_wait(name, started):
 
 def test_members_of_a_dead_process_are_never_confused_with_a_reused_pid():
     """A token names a process by pid and start time."""
-    me = _proc.own_token()
-    assert _proc.is_alive(me)
-    assert not _proc.is_alive(me + (1 << pysyncq.layout.PID_BITS))  # same pid, other start
-    assert not _proc.is_alive(0)
-    assert _proc.token_pid(me) == os.getpid()
+    me = introspect.own_token()
+    assert introspect.is_alive(me)
+    assert not introspect.is_alive(me + (1 << pysyncq.layout.PID_BITS))  # same pid, other start
+    assert not introspect.is_alive(0)
+    assert introspect.token_pid(me) == os.getpid()
 
 
 def test_nobody_is_judged_dead_across_namespaces(qname, procs, monkeypatch):
@@ -246,12 +247,12 @@ def test_nobody_is_judged_dead_across_namespaces(qname, procs, monkeypatch):
     started = mp.Event()
     victim = procs.start(workers.open_and_idle, q, "victim", started)
     assert started.wait(60)
-    real = _proc.namespaces()
-    monkeypatch.setattr(_proc, "namespaces", lambda: (real[0] + 1, real[1]))
+    real = introspect.namespaces()
+    introspect.pretend_namespaces(monkeypatch, (real[0] + 1, real[1]))
     w = PySyncQ(qname, create=False)
     w.open("foreign", reader=False)  # marks the queue as spanning namespaces
-    monkeypatch.setattr(_proc, "namespaces", lambda: real)
-    assert q._seg.words[pysyncq.layout.H_FLAGS] & pysyncq.layout.F_FOREIGN_NS
+    introspect.pretend_namespaces(monkeypatch, real)
+    assert introspect.words(q)[pysyncq.layout.H_FLAGS] & pysyncq.layout.F_FOREIGN_NS
     kill(victim)
     wait_dead(victim)
     with pytest.raises(MemoryError):
@@ -270,19 +271,19 @@ def test_open_and_close_give_up_on_a_live_lock_holder(qname, monkeypatch):
     """A lock word naming a live process that never releases hangs neither
     open() nor close(): both raise QueueLocked after their patience, and the
     closed handle is closed all the same."""
-    monkeypatch.setattr(pysyncq.queue, "OPEN_PATIENCE", 0.3)
-    monkeypatch.setattr(pysyncq._lifecycle, "CLOSE_PATIENCE", 0.3)
+    introspect.OPEN_PATIENCE.patch(monkeypatch, 0.3)
+    introspect.CLOSE_PATIENCE.patch(monkeypatch, 0.3)
     q = PySyncQ(qname)
     q.open("w")
     other = PySyncQ(qname, create=False)
-    q._seg.words[H_LOCK] = _proc.token_of(os.getppid())  # alive, and not us
+    introspect.words(q)[H_LOCK] = introspect.token_of(os.getppid())  # alive, and not us
     with pytest.raises(pysyncq.QueueLocked, match="is locked by process"):
         other.open("late")
     t0 = time.monotonic()
     with pytest.raises(pysyncq.QueueLocked, match="is locked by process"):
         q.close()
     assert time.monotonic() - t0 < 60 and q.closed  # it returned: no hang
-    other._seg.words[H_LOCK] = 0
+    introspect.words(other)[H_LOCK] = 0
     other.close()
     # q's slot is still taken (its process lives): remove the queue by force.
     assert pysyncq.remove(qname, force=True)
@@ -292,8 +293,8 @@ def test_namespaces_are_in_place_before_the_magic_word(qname):
     """Segment.create formats everything, the creator's namespaces included,
     before the magic word lets anyone attach."""
     q = PySyncQ(qname)
-    header = _segment.read_header(qname)
-    assert (header[H_PIDNS], header[H_TIMENS]) == _proc.namespaces() != (0, 0)
+    header = introspect.read_header(qname)
+    assert (header[H_PIDNS], header[H_TIMENS]) == introspect.namespaces() != (0, 0)
     q.close()
 
 
@@ -302,9 +303,9 @@ def test_a_process_from_another_namespace_is_flagged_before_it_takes_the_lock(qn
     first lock acquisition (open), so no holder is judged by a foreign pid."""
     q = PySyncQ(qname)
     q.open("here")
-    monkeypatch.setattr(_proc, "_ns_cache", (os.getpid(), (1, 2)))
+    introspect.pretend_namespaces_cached(monkeypatch, (1, 2))
     other = PySyncQ(qname, create=False)
-    assert q._seg.words[H_FLAGS] & F_FOREIGN_NS  # before any open()
+    assert introspect.words(q)[H_FLAGS] & F_FOREIGN_NS  # before any open()
     monkeypatch.undo()
     other.close()
     q.close()

@@ -29,10 +29,10 @@ import sys
 import tempfile
 import time
 
+import introspect
 import pytest
 
 import pysyncq
-from pysyncq import _segment, _wait
 from pysyncq import layout as L
 
 PySyncQError = pysyncq.PySyncQError
@@ -51,23 +51,6 @@ FAILURES = ("signal", "hang", "foreign", "harness", "left-behind", "after-corrup
 
 
 # -- In the child -----------------------------------------------------------------
-
-
-def _shorten_waits():
-    """Make waits for a "live" lock holder short: a garbage lock word can name a
-    process that exists, and the trial must not spend seconds per call on it.
-    Only the deadlines change, not what happens at them."""
-    _wait.LOCK_PATIENCE = 2 * _wait.LOCK_CHECK  # still long enough to judge a holder
-    from pysyncq import _lifecycle
-    from pysyncq import queue as qmod
-
-    if hasattr(qmod, "OPEN_PATIENCE"):
-        qmod.OPEN_PATIENCE = 0.5
-    if hasattr(_lifecycle, "CLOSE_PATIENCE"):
-        _lifecycle.CLOSE_PATIENCE = 0.5
-        rel = _lifecycle.State.release
-        if rel.__defaults__:
-            rel.__defaults__ = (0.5,)
 
 
 class Trial:
@@ -132,19 +115,19 @@ class Trial:
                     q.append(mtype, body)
                 except pysyncq.QueueFull:
                     for r in self.handles:
-                        if r._m.reader:
+                        if introspect.reads(r):
                             for _ in range(rng.randrange(1, 4)):
                                 r.pop()
                 except pysyncq.MessageTooLarge:
                     pass
-            elif q._m.reader:
+            elif introspect.reads(q):
                 q.pop()
         self.cap = cap
         self.nslots = nslots
 
     def records(self):
         """Positions of the records between the head and the write position."""
-        w = self.handles[0]._seg.words
+        w = introspect.words(self.handles[0])
         cur, end = int(w[L.H_HEAD]), int(w[L.H_WRITE_POS])
         found = []
         while cur < end:
@@ -196,7 +179,7 @@ class Trial:
         else:
             at = rng.choice([0, L.HEADER_BYTES, ring]) + rng.randrange(self.cap)
             at = min(at, ring + self.cap - 1)
-        fd = os.open(os.path.join(_segment.SHM_DIR, self.name), os.O_RDWR)
+        fd = os.open(introspect.shm_path(self.name), os.O_RDWR)
         try:
             if where == "bytes":
                 n = min(rng.randrange(1, 65), ring + self.cap - at)
@@ -219,7 +202,7 @@ class Trial:
         hs = self.handles
         cap = self.cap
         for i, q in enumerate(hs):
-            if q._m is not None and q._m.reader:
+            if introspect.reads(q):
                 self.call(f"h{i}.pop", q.pop)
                 self.call(f"h{i}.pop(block)", q.pop, block=True, timer=0.005)
                 self.call(f"h{i}.pop(raw)", q.pop, decode=False)
@@ -281,7 +264,7 @@ def _child(seed, name, wfd, tb_path):
             # parent's watchdog is armed, and re-arming it in a forked child
             # deadlocks.  The parent sends SIGUSR1 before it kills a hang.
             faulthandler.register(signal.SIGUSR1, file=tb)
-            _shorten_waits()
+            introspect.shorten_waits()
             try:
                 result = Trial(seed, name).run()
             except BaseException as e:  # noqa: BLE001 - a bug of the harness (or of setup)
@@ -352,9 +335,9 @@ def run_forked(target, *args, timeout=TRIAL_TIMEOUT):
 
 def classify(kind, detail, payload, name):
     """``(outcome, detail)`` of one trial."""
-    left = _segment.read_header(name) is not None
-    exists = os.path.exists(os.path.join(_segment.SHM_DIR, name))
-    _segment.unlink(name)
+    left = introspect.read_header(name) is not None
+    exists = os.path.exists(introspect.shm_path(name))
+    introspect.remove_shm(name)
     if kind == "signal":
         return "signal:" + detail.split("\n", 1)[0], detail
     if kind == "hang":
@@ -386,9 +369,7 @@ def is_failure(outcome):
 
 def run_trials(seeds, name_prefix, verbose=False):
     """Run one trial per seed; return ``(Counter of outcomes, [failures])``."""
-    from pysyncq._lifecycle import warm_up
-
-    warm_up()  # compile once in the parent, not in every child
+    introspect.warm_up()  # compile once in the parent, not in every child
     outcomes = collections.Counter()
     failures = []
     wheres = collections.Counter()
@@ -489,7 +470,7 @@ def _not_a_queue_files():
 
 
 def _attach_child(name, wfd, tb_path):
-    _shorten_waits()
+    introspect.shorten_waits()
     try:
         q = pysyncq.PySyncQ(name, create=False)
     except PySyncQError as e:
@@ -508,7 +489,7 @@ def test_attach_not_a_queue(qname, case):
     """Attaching to shared memory that is not a (readable) queue raises
     NotAQueue or QueueCorrupt in the child, and changes nothing."""
     data = _not_a_queue_files()[case]
-    path = os.path.join(_segment.SHM_DIR, qname)
+    path = introspect.shm_path(qname)
     with open(path, "wb") as f:
         f.write(data)
     try:
@@ -516,7 +497,7 @@ def test_attach_not_a_queue(qname, case):
         with open(path, "rb") as f:
             assert f.read() == data, "attaching changed a segment that is not a queue"
     finally:
-        _segment.unlink(qname)
+        introspect.remove_shm(qname)
     assert kind == "ok", f"{case}: {kind} {detail}"
     assert result in ("NotAQueue", "QueueCorrupt"), f"{case}: {result}"
 
@@ -534,7 +515,7 @@ def test_corrupt_then_close_and_stats(qname):
     q.append("t", "hello")
     q.append("t", "world")
     ring = L.ring_offset(4)
-    fd = os.open(os.path.join(_segment.SHM_DIR, qname), os.O_RDWR)
+    fd = os.open(introspect.shm_path(qname), os.O_RDWR)
     os.pwrite(fd, struct.pack("<q", 0), ring)
     os.close(fd)
     with pytest.raises(QueueCorrupt, match="record at position 0"):
@@ -547,7 +528,7 @@ def test_corrupt_then_close_and_stats(qname):
     q.append("t", "still appends")  # the writer does not read the ring
     r.close()
     q.close()
-    assert not os.path.exists(os.path.join(_segment.SHM_DIR, qname))
+    assert not os.path.exists(introspect.shm_path(qname))
 
 
 def test_corrupt_header_then_clean(qname):
@@ -555,7 +536,7 @@ def test_corrupt_header_then_clean(qname):
     cannot attach, and ``remove(force=True)`` removes the queue."""
     q = pysyncq.PySyncQ(qname, size=512, slots=4)
     q.open("w")
-    fd = os.open(os.path.join(_segment.SHM_DIR, qname), os.O_RDWR)
+    fd = os.open(introspect.shm_path(qname), os.O_RDWR)
     os.pwrite(fd, struct.pack("<q", 2**40), L.H_CAPACITY * 8)
     os.close(fd)
     with pytest.raises(QueueCorrupt, match="capacity"):
@@ -566,17 +547,17 @@ def test_corrupt_header_then_clean(qname):
         pysyncq.PySyncQ(qname, create=False)
     q.stats()
     q.close()
-    if os.path.exists(os.path.join(_segment.SHM_DIR, qname)):
+    if os.path.exists(introspect.shm_path(qname)):
         assert pysyncq.remove(qname, force=True)
-    assert not os.path.exists(os.path.join(_segment.SHM_DIR, qname))
+    assert not os.path.exists(introspect.shm_path(qname))
 
 
 def _lock_word_child(name, value, wfd, tb_path):
-    _shorten_waits()
+    introspect.shorten_waits()
     q = pysyncq.PySyncQ(name, size=512, slots=4)
     q.open("a", filtself=False)
     q.append("t", "x")
-    q._seg.words[L.H_LOCK] = value
+    introspect.words(q)[L.H_LOCK] = value
     results = []
     for call in (q.pop, lambda: q.append("t", "y"), q.pop, q.close):
         try:
@@ -593,7 +574,7 @@ def test_garbage_lock_word_is_taken_over(qname, value):
     """A lock word naming no live process (found by the fuzz, seed 1592593915:
     CONTENDED alone made every waiter retry for ever) is taken over."""
     kind, detail, result = run_forked(_lock_word_child, qname, value)
-    _segment.unlink(qname)
+    introspect.remove_shm(qname)
     assert kind == "ok", f"{kind}: {detail}"
     assert result == ["('a', 't', 'x')", "None", "('a', 't', 'y')", "None"]
 

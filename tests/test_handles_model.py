@@ -21,6 +21,7 @@ import collections
 import os
 import time
 
+import introspect
 from conftest import new_name
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -37,9 +38,7 @@ from hypothesis.stateful import (
 from model import RingModel, message_size
 
 import pysyncq
-from pysyncq import _proc, _segment
 from pysyncq import layout as L
-from pysyncq.screen import as_bytes
 
 NAMES = ["a", "b", b"c", "é"]  # senders; also screened by type (same bytes)
 TYPES = ["", "t", b"u", "a"]
@@ -67,8 +66,8 @@ class H:
 
     def screens(self):
         return (
-            {as_bytes(x) for x in self.q.scrnsend},
-            {as_bytes(x) for x in self.q.scrntype},
+            {introspect.as_bytes(x) for x in self.q.scrnsend},
+            {introspect.as_bytes(x) for x in self.q.scrntype},
         )
 
 
@@ -85,7 +84,7 @@ class HandlesMachine(RuleBasedStateMachine):
     def setup(self, cap, sender, filtself, reader):
         self.name = new_name("model")
         self.creator = pysyncq.PySyncQ(self.name, size=cap, slots=NSLOTS)
-        self.token = _proc.own_token()
+        self.token = introspect.own_token()
         self.cap = self.creator.size
         self.model = RingModel(self.cap, NSLOTS, creator=self.token)
         self.live = []
@@ -97,8 +96,8 @@ class HandlesMachine(RuleBasedStateMachine):
         slot = self.model.open(self.token, reader)
         assert slot >= 0
         q.open(sender, filtself=filtself, reader=reader)
-        assert q._m.slot == slot
-        h = H(q, as_bytes(sender), reader, slot, self.model.appends)
+        assert introspect.slot(q) == slot
+        h = H(q, introspect.as_bytes(sender), reader, slot, self.model.appends)
         self.live.append(h)
         return h
 
@@ -108,8 +107,8 @@ class HandlesMachine(RuleBasedStateMachine):
             h.q.close()
         if getattr(self, "creator", None) is not None:
             self.creator.close()
-            leaked = os.path.exists(os.path.join(_segment.SHM_DIR, self.name))
-            _segment.unlink(self.name)
+            leaked = os.path.exists(introspect.shm_path(self.name))
+            introspect.remove_shm(self.name)
             assert not leaked, f"{self.name} left in /dev/shm"
 
     # -- Membership.
@@ -134,7 +133,7 @@ class HandlesMachine(RuleBasedStateMachine):
         h.q.close()
         self.live.remove(h)
         assert h.q.closed
-        exists = os.path.exists(os.path.join(_segment.SHM_DIR, self.name))
+        exists = os.path.exists(introspect.shm_path(self.name))
         assert exists == (not self.model.unlinked), (exists, unlink)
         self.seen.add(("close", creator, unlink))
 
@@ -182,8 +181,8 @@ class HandlesMachine(RuleBasedStateMachine):
             self.n += 1
             text = (f"{self.n}:" + "xé" * size)[:size]
             body = text if as_str else os.urandom(size)
-            b = as_bytes(body)
-            t = as_bytes(mtype)
+            b = introspect.as_bytes(body)
+            t = introspect.as_bytes(mtype)
             senders, types = h.screens()
             skip = h.sender in senders or t in types
             lap = self.model.write_pos // self.cap
@@ -220,7 +219,7 @@ class HandlesMachine(RuleBasedStateMachine):
             elif how == "block":
                 got = h.q.pop(block=True, timer=0)
             else:
-                got = h.q._pop_raw()
+                got = introspect.raw_pop(h.q)
             self.seen.add(("pop", code, how))
             if code == L.EMPTY:
                 assert got is None, got

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
+from introspect import as_bytes, screen_table
 from model import RingModel, align8
 
 from pysyncq import kernels as K
 from pysyncq import layout as L
-from pysyncq.screen import as_bytes, screen_table
 
 SEQ32 = 0xFFFFFFFF
 FLAGS = L.WAKE_DATA | L.WAKE_SPACE | L.WAKE_LOCK | L.WAKE_MEMBERS | L.UNLINK

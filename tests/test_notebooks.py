@@ -14,10 +14,10 @@ import multiprocessing as mp
 import sys
 from pathlib import Path
 
+import introspect
 import pytest
 
 import pysyncq
-from pysyncq import _segment
 
 nbformat = pytest.importorskip("nbformat", reason="the notebook tests need the test extra")
 nbclient = pytest.importorskip("nbclient", reason="the notebook tests need the test extra")
@@ -47,7 +47,7 @@ def jupyter_path(tmp_path_factory):
 
 def queues():
     # Names only: list_queues() would also judge every queue, other programs' too.
-    return set(_segment.list_queues())
+    return set(introspect.queues_in_shm())
 
 
 def kernel_pid(nb):

@@ -15,12 +15,13 @@ import signal
 import threading
 import time
 
+import introspect
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pysyncq import MessageTooLarge, PySyncQ, QueueCorrupt, QueueFull, views
+from pysyncq import MessageTooLarge, PySyncQ, QueueCorrupt, QueueFull
 from pysyncq.layout import KIND_ARRAY
 
 BIG = 1 << 17  # views.COPY_OUTSIDE: large enough to go outside the lock
@@ -43,13 +44,13 @@ def pair(qname):
 def copies(monkeypatch):
     """Count the copies made outside the lock."""
     made = []
-    real = views.copy_body
+    real = introspect.LARGE_COPY.get()
 
     def counted(buf, kind, decode):
         made.append(len(buf))
         return real(buf, kind, decode)
 
-    monkeypatch.setattr(views, "copy_body", counted)
+    introspect.LARGE_COPY.patch(monkeypatch, counted)
     return made
 
 
@@ -84,7 +85,7 @@ def test_large_and_small_messages_mixed_arrive_in_order_and_equal(pair, copies):
             assert got[2] == (want[2].decode() if want[1] == "raw" else want[2])
     assert r.pop() is None
     assert len(copies) == 9  # every large one copied outside, the small ones not
-    assert len(r._m.out) < BIG  # the copy buffer never grew for them
+    assert len(introspect.copy_buffer(r)) < BIG  # the copy buffer never grew for them
     assert r.stats().used == 0
 
 
@@ -140,7 +141,7 @@ def test_the_record_is_pinned_while_it_is_copied(pair, monkeypatch):
     """Writers that fill the ring while a reader copies a record outside the
     lock find it full: the record's bytes are not reused under the copy."""
     w, r = pair
-    real = views.copy_body
+    real = introspect.LARGE_COPY.get()
     filled = []
 
     def copy_after_filling(buf, kind, decode):
@@ -150,19 +151,19 @@ def test_the_record_is_pinned_while_it_is_copied(pair, monkeypatch):
                 filled.append(i)
         return real(buf, kind, decode)
 
-    monkeypatch.setattr(views, "copy_body", copy_after_filling)
+    introspect.LARGE_COPY.patch(monkeypatch, copy_after_filling)
     body = big_bytes(42, 3 * BIG)
     w.append("big", body)
     assert r.pop(decode=False) == (b"w", b"big", body)
     assert 10 < len(filled) < 100
-    monkeypatch.setattr(views, "copy_body", real)
+    introspect.LARGE_COPY.patch(monkeypatch, real)
     for i in filled:
         assert r.pop(decode=False)[2] == big_bytes(i + 100, 100_000)
 
 
 def test_a_corrupt_large_array_raises_and_is_passed(pair):
     w, r = pair
-    w._append_raw(b"w", b"bad", b"\0" * (BIG + 8), KIND_ARRAY)
+    introspect.raw_append(w, b"w", b"bad", b"\0" * (BIG + 8), KIND_ARRAY)
     w.append("t", "next")
     with pytest.raises(QueueCorrupt, match="descriptor"):
         r.pop()
@@ -177,11 +178,11 @@ def test_an_interrupted_copy_leaves_the_message_unread(pair, monkeypatch):
 
     body = big_bytes(3)
     w.append("t", body)
-    real = views.copy_body
-    monkeypatch.setattr(views, "copy_body", interrupted)
+    real = introspect.LARGE_COPY.get()
+    introspect.LARGE_COPY.patch(monkeypatch, interrupted)
     with pytest.raises(KeyboardInterrupt):
         r.pop()
-    monkeypatch.setattr(views, "copy_body", real)
+    introspect.LARGE_COPY.patch(monkeypatch, real)
     assert r.pop(decode=False)[2] == body
     assert r.stats().used == 0
 
@@ -254,7 +255,7 @@ def stall_in_copy(q, opened, copying):
         copying.set()
         time.sleep(WAIT)
 
-    views.copy_body = stall
+    introspect.LARGE_COPY.set(stall)
     q.pop(block=True, timer=WAIT)
     raise SystemExit("the stalled copy returned")
 
@@ -289,7 +290,7 @@ def test_a_reader_killed_mid_copy_pins_the_record_only_until_it_is_reaped(qname,
 # -- Bytes-like bodies ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("n", [0, 100, views.BUFFER_DIRECT, BIG + 8, 3 * BIG])
+@pytest.mark.parametrize("n", [0, 100, introspect.BUFFER_DIRECT, BIG + 8, 3 * BIG])
 def test_bytes_like_bodies_arrive_as_bytes(pair, n):
     w, r = pair
     data = bytes(range(256)) * (n // 256) + bytes(n % 256)
@@ -312,21 +313,21 @@ def test_bytes_like_bodies_are_copied_straight_from_the_buffer(pair, monkeypatch
     from the caller's memory (the wrapper views it, it does not copy it)."""
     w, r = pair
     seen = []
-    real = views.buffer_body
+    real = introspect.BUFFER_WRAP.get()
 
     def spy(msg):
         body = real(msg)
         seen.append(body)
         return body
 
-    monkeypatch.setattr(views, "buffer_body", spy)
+    introspect.BUFFER_WRAP.patch(monkeypatch, spy)
     src = bytearray(b"x" * (3 * BIG))
     w.append("b", memoryview(src))
-    w.append("b", src[: views.BUFFER_DIRECT])
+    w.append("b", src[: introspect.BUFFER_DIRECT])
     assert all(type(b) is np.ndarray and not b.flags.writeable for b in seen)
     assert np.shares_memory(seen[0], np.frombuffer(src, np.uint8))
     assert r.pop(decode=False)[2] == bytes(src)
-    assert r.pop(decode=False)[2] == bytes(views.BUFFER_DIRECT * b"x")
+    assert r.pop(decode=False)[2] == bytes(introspect.BUFFER_DIRECT * b"x")
 
 
 def test_a_non_contiguous_memoryview_is_sent_in_c_order(pair):

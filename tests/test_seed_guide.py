@@ -7,6 +7,7 @@ guide describes processes, real processes run it, under each start method.
 import threading
 import time
 
+import introspect
 import pytest
 import workers
 
@@ -35,7 +36,7 @@ def test_parent_creates_children_open_and_all_close(qname, procs, method):
     q.append("user", "stop", block=True, timer=30)
     procs.join(children)
     q.close()
-    assert not pysyncq.queue._segment.read_header(qname)
+    assert not introspect.read_header(qname)
 
 
 def test_start_argument_is_accepted_for_compatibility(qname):
@@ -333,9 +334,9 @@ def test_last_close_unlinks_the_shared_memory(qname):
     a.open("a")
     b.open("b")
     a.close()
-    assert pysyncq.queue._segment.read_header(qname) is not None
+    assert introspect.read_header(qname) is not None
     b.close()
-    assert pysyncq.queue._segment.read_header(qname) is None
+    assert introspect.read_header(qname) is None
 
 
 def test_a_message_is_freed_only_when_every_process_has_read_it(qname):

@@ -8,14 +8,16 @@ tick.  No timing is asserted: only the bits, which say who a writer wakes.
 import threading
 import time
 
-from pysyncq import PySyncQ, _wait, kernels
+import introspect
+
+from pysyncq import PySyncQ, kernels
 from pysyncq import layout as L
 
 
 def wait_bits(q, sender):
     """The S_WAIT word of the member named ``sender``."""
     (m,) = [m for m in q.stats().members if m.name == sender]
-    return int(q._seg.words[kernels.slot_word(m.slot, L.S_WAIT)])
+    return int(introspect.words(q)[kernels.slot_word(m.slot, L.S_WAIT)])
 
 
 def until(cond, what, timeout=10.0):
@@ -73,11 +75,9 @@ def test_another_threads_pops_keep_a_sleepers_bit(qname):
             until(lambda: wait_bits(q, "r") == L.W_DATA, "A's bit")
             assert q.pop() is None  # B: an empty pop
             assert wait_bits(q, "r") == L.W_DATA
-            with q._m.lock:  # hold A off the queue while B takes a message
+            with introspect.handle_lock(q):  # hold A off the queue while B takes a message
                 w.append("t", "for B")
-                k = q._m
-                scr = q._pop_args(k)[3]
-                status = kernels.op_pop(q._mem, k.token, k.slot, scr, k.out, k.waits[0])[0]
+                status = introspect.pop_kernel(q)
                 assert status & L.CODE_MASK == L.OK
                 assert wait_bits(q, "r") == L.W_DATA  # A still sleeps, counted
             w.append("t", "for A")
@@ -134,7 +134,7 @@ def test_a_sleeper_in_space_and_one_in_data_share_the_word(qname):
 def test_spin_for_watches_only_with_few_members(qname):
     with PySyncQ(qname, size=4096) as q:
         q.open("r")
-        mem, w = q._seg.mem, q._seg.words
+        mem, w = introspect.mem(q), introspect.words(q)
         seq = int(w[L.H_DATA_SEQ]) & 0xFFFFFFFF
         assert kernels.spin_for(mem, L.H_DATA_SEQ, seq, 1, 1000) == 0  # one member, one CPU
         # it differs at once: the rounds left, plus one
@@ -150,7 +150,7 @@ def test_a_spinning_pop_gets_what_comes_and_sleeps_after(qname):
         q.open("r")
         w.open("w", reader=False)
         q.spin = 0.01
-        _wait._rounds_per_s = 0.0  # measure again, on this queue
+        introspect.remeasure_spin()  # measure again, on this queue
         t = threading.Timer(0.005, lambda: w.append("t", "soon"))
         t.start()
         try:
@@ -168,11 +168,11 @@ def test_a_spinning_pop_is_not_armed_until_it_sleeps(qname, monkeypatch):
     # and H_WAITERS stays 0, so that writers make no wake call for it; when
     # the watch ends with nothing it arms the bit and sleeps.  Spinning needs
     # no more members than CPUs: pretend there are plenty.
-    monkeypatch.setattr(_wait, "CPUS", 64)
+    introspect.CPUS.patch(monkeypatch, 64)
     with PySyncQ(qname, size=4096) as q, PySyncQ(qname, create=False) as w:
         q.open("r")
         w.open("w", reader=False)
-        words = q._seg.words
+        words = introspect.words(q)
         for spin, armed in ((30.0, False), (0.0, True)):
             q.spin = spin
             got = []
@@ -206,7 +206,7 @@ def test_waiters_count_follows_the_bits_of_every_member(qname):
         r2.open("r2")
         w.open("w", reader=False)
         q.spin = r2.spin = 0
-        words = q._seg.words
+        words = introspect.words(q)
         got = []
         ts = [
             threading.Thread(target=lambda h=h: got.append(h.pop(block=True, timer=60)))

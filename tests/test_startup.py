@@ -9,7 +9,7 @@
 
 Whole programs run in fresh interpreters (``run``), with this checkout first
 on ``PYTHONPATH`` so that they and their spawned children import the pysyncq
-under test.
+under test (and then ``tests/``, for ``introspect``).
 """
 
 import json
@@ -20,14 +20,16 @@ import sys
 import textwrap
 from pathlib import Path
 
+import introspect
 import numpy as np
 import pytest
 from conftest import shm_exists
 
 import pysyncq
-from pysyncq import PySyncQ, _exit, _lifecycle, _load, kernels
+from pysyncq import PySyncQ, kernels
 
 TREE = Path(pysyncq.__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
 WAIT = 120  # seconds a whole program may take (a cold cache compiles for 20-40 s)
 
 #: What a process that opens, appends, pops and closes may load: the hot pair,
@@ -39,7 +41,7 @@ def run(tmp_path, body, *args, env=None, timeout=WAIT):
     """Run ``body`` as a script in a fresh interpreter; return its stdout."""
     script = tmp_path / "scenario.py"
     script.write_text(textwrap.dedent(body))
-    environ = dict(os.environ, PYTHONPATH=str(TREE), **(env or {}))
+    environ = dict(os.environ, PYTHONPATH=os.pathsep.join((str(TREE), str(TESTS))), **(env or {}))
     r = subprocess.run(
         [sys.executable, str(script), *map(str, args)],
         capture_output=True,
@@ -55,7 +57,7 @@ def run(tmp_path, body, *args, env=None, timeout=WAIT):
 
 def loaded_now():
     """``{kernel name: number of overloads}`` of this process."""
-    return {n: len(d.overloads) for n, d in vars(kernels).items() if _load.is_kernel(d)}
+    return {n: len(d.overloads) for n, d in vars(kernels).items() if introspect.is_kernel(d)}
 
 
 # -- The table of kernel signatures -------------------------------------------
@@ -67,27 +69,27 @@ def test_the_table_names_every_kernel_pysyncq_calls():
         if path.name != "kernels.py":
             # (not ``kernels.name`` in a docstring: a mention, not a call)
             called |= set(re.findall(r"(?<!`)\bkernels\.([a-z_]\w*)\b", path.read_text()))
-    called = {n for n in called if _load.is_kernel(getattr(kernels, n, None))}
-    table = {name for name, _ in _lifecycle.kernel_calls()}
-    assert called <= table, f"add to _lifecycle.kernel_calls(): {sorted(called - table)}"
-    assert all(_load.is_kernel(getattr(kernels, n)) for n in table)
+    called = {n for n in called if introspect.is_kernel(getattr(kernels, n, None))}
+    table = {name for name, _ in introspect.kernel_calls()}
+    assert called <= table, f"add to {introspect.KERNEL_TABLE}: {sorted(called - table)}"
+    assert all(introspect.is_kernel(getattr(kernels, n)) for n in table)
 
 
-@pytest.mark.parametrize(("name", "args"), _lifecycle.kernel_calls())
+@pytest.mark.parametrize(("name", "args"), introspect.kernel_calls())
 def test_loading_gives_the_overload_numba_dispatches_to(name, args):
     disp = getattr(kernels, name)
     sig = tuple(disp.typeof_pyval(a) for a in args)  # what numba's dispatcher sees
-    assert _load.signature(args) == sig
-    entry = _load.ensure(disp, args)
+    assert introspect.kernel_signature(args) == sig
+    entry = introspect.load_kernel(disp, args)
     assert entry is disp.overloads[sig].entry_point
-    assert _load.loaded(disp, args) is entry
+    assert introspect.loaded_kernel(disp, args) is entry
 
 
 def test_signature_tells_readonly_and_layout_apart():
     a = np.zeros((4, 8), np.uint8)
     ro = np.frombuffer(b"12345678", np.uint8)
     for arr in (a, a.T, a[:, 1], ro, a.view(np.int64), np.zeros(3, ">i4")):
-        assert _load.signature((arr,)) == (kernels.members.typeof_pyval(arr),)
+        assert introspect.kernel_signature((arr,)) == (kernels.members.typeof_pyval(arr),)
 
 
 def test_a_kernel_called_with_a_wrong_type_raises_and_the_process_lives():
@@ -108,11 +110,9 @@ def test_a_kernel_called_with_a_wrong_type_raises_and_the_process_lives():
 def test_the_hot_path_takes_every_kind_of_argument(qname, monkeypatch):
     """append and pop call their kernels' entry points directly (``FAST``):
     whatever a caller passes, the kernel gets bytes and ints."""
-    from pysyncq import queue
-
-    monkeypatch.setattr(queue, "_warned_array", False)  # once per process
+    introspect.forget_array_warning(monkeypatch)  # once per process
     q = PySyncQ(qname, size=4096)
-    assert _lifecycle.FAST["op_append"] is not kernels.op_append
+    assert introspect.fast_entry("op_append") is not kernels.op_append
     q.open("me", filtself=False)
     bodies = ["text", b"raw", bytearray(b"ba"), memoryview(b"mv"), 12, None, 1.5, ""]
     for body in bodies:
@@ -132,8 +132,8 @@ def test_the_hot_path_takes_every_kind_of_argument(qname, monkeypatch):
 # -- What a process loads -------------------------------------------------------
 
 WARM_THE_CACHE = """
-from pysyncq import _lifecycle
-_lifecycle.load_all()  # compiles into numba's cache whatever it lacks
+import introspect
+introspect.compile_all()  # compiles into numba's cache whatever it lacks
 """
 
 ONLY_WHAT_IT_USES = """
@@ -241,14 +241,15 @@ def test_a_forked_child_loads_and_compiles_nothing(tmp_path, qname):
 COLD_CACHE_BOOKKEEPING = """
 import json
 from numba.core.dispatcher import Dispatcher
-from pysyncq import _lifecycle, kernels
+import introspect
+from pysyncq import kernels
 
 asked = []
 def compile(self, sig):  # stands in for numba's compiler: records, compiles nothing
     asked.append([self.py_func.__name__, str(sig)])
     return lambda *args: 0
 Dispatcher.compile = compile
-_lifecycle.warm_up()
+introspect.warm_up()
 print(json.dumps(asked))
 """
 
@@ -257,7 +258,9 @@ def test_with_a_cold_cache_warm_up_compiles_every_kernel_at_once(tmp_path):
     cache = tmp_path / "cache"
     cache.mkdir()
     asked = json.loads(run(tmp_path, COLD_CACHE_BOOKKEEPING, env={"NUMBA_CACHE_DIR": str(cache)}))
-    expected = [[name, str(_load.signature(args))] for name, args in _lifecycle.kernel_calls()]
+    expected = [
+        [name, str(introspect.kernel_signature(args))] for name, args in introspect.kernel_calls()
+    ]
     assert set(map(tuple, asked)) == set(map(tuple, expected))
 
 
@@ -270,7 +273,7 @@ def test_a_cold_cache_is_filled_once_and_then_only_loaded(tmp_path, qname, metho
     parent = json.loads(run(tmp_path, ONLY_WHAT_IT_USES, qname, method, env=env, timeout=300))
     child = json.loads((tmp_path / "child.json").read_text())
     assert parent["misses"] > 0  # the parent compiled (everything, in warm_up)
-    assert set(parent["loaded"]) >= {n for n, _ in _lifecycle.kernel_calls()}
+    assert set(parent["loaded"]) >= {n for n, _ in introspect.kernel_calls()}
     assert child["misses"] == 0 and not child["numba_setup"]
 
 
@@ -341,14 +344,14 @@ def test_a_spawned_child_skips_the_final_gc_and_still_does_its_exit_duties(tmp_p
 
 
 def test_fast_exit_can_be_turned_off_for_the_children(tmp_path, qname):
-    env = {_exit.ENV: "0"}
+    env = {introspect.FAST_EXIT_ENV: "0"}
     child, _ = map(int, run(tmp_path, EXIT_DUTIES, qname, "spawn", env=env).split())
     marks = read_marks(tmp_path, child)
     assert marks["last"] == 0 and "del" in marks and "user-atexit" in marks
 
 
 def test_fast_exit_can_be_turned_on_in_the_main_process(tmp_path, qname):
-    env = {_exit.ENV: "1"}
+    env = {introspect.FAST_EXIT_ENV: "1"}
     child, parent = map(int, run(tmp_path, EXIT_DUTIES, qname, "spawn", env=env).split())
     assert read_marks(tmp_path, parent)["last"] > 0
     assert read_marks(tmp_path, child)["last"] > 0
@@ -391,7 +394,7 @@ def test_fast_exit_takes_a_bool():
     before = pysyncq.fast_exit(False)
     try:
         assert pysyncq.fast_exit(True) is False
-        assert _exit.enabled_now()
+        assert introspect.fast_exit_now()
     finally:
-        _exit._choice = None
-    assert _exit.enabled_now() is before is False  # pytest is no multiprocessing child
+        introspect.reset_fast_exit()
+    assert introspect.fast_exit_now() is before is False  # pytest is no multiprocessing child

@@ -1,5 +1,6 @@
 """A long run: a million messages of random sizes through a small ring."""
 
+import introspect
 import pytest
 import workers
 
@@ -26,5 +27,5 @@ def test_a_million_messages_through_a_small_ring(qname, procs):
     ]
     procs.join(ws + rs, timeout=540)
     assert q.stats().appended == writers * (per_writer + 1)
-    print(f"the ring wrapped {int(q._seg.words[H_WRITE_POS]) // size} times")
+    print(f"the ring wrapped {int(introspect.words(q)[H_WRITE_POS]) // size} times")
     q.close()

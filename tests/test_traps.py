@@ -13,6 +13,7 @@ import sys
 import textwrap
 import time
 
+import introspect
 import pytest
 import workers
 
@@ -363,6 +364,6 @@ def test_closed_handle_error_says_what_to_do(qname):
 
 
 def test_list_says_no_queues(monkeypatch, capsys, tmp_path):
-    monkeypatch.setattr(pysyncq._segment, "SHM_DIR", str(tmp_path))  # an empty /dev/shm
+    introspect.SHM_DIR.patch(monkeypatch, str(tmp_path))  # an empty /dev/shm
     assert cli_main(["list"]) == 0
     assert capsys.readouterr().out == "no queues\n"

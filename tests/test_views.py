@@ -6,6 +6,7 @@ import multiprocessing as mp
 import os
 import signal
 
+import introspect
 import numpy as np
 import pytest
 import workers
@@ -117,7 +118,7 @@ def test_an_array_view_is_read_only_and_shares_the_queue_memory(pair):
     with r.pop_view() as m:
         arr = m[2]
         assert arr.tolist() == [[0, 1, 2], [3, 4, 5]] and not arr.flags.writeable
-        assert np.shares_memory(arr, r._seg.mem)
+        assert np.shares_memory(arr, introspect.mem(r))
         with pytest.raises(ValueError):
             arr[0, 0] = 1
         del arr

@@ -218,16 +218,18 @@ def storm_killer(q, kills_wanted, counts, seed):
     """
     import signal
 
-    from pysyncq import _proc, kernels
+    import introspect
+
+    from pysyncq import kernels
     from pysyncq.layout import CONTENDED, H_LOCK
 
     rng = random.Random(seed)
-    words = q._seg.words
+    words = introspect.words(q)
     killed = set()
     while counts[0] < kills_wanted:
-        rows = kernels.members(q._seg.mem)  # slot -1 is the creator's hold: not a writer
+        rows = kernels.members(introspect.mem(q))  # slot -1 is the creator's hold: not a writer
         writers = {int(t) for slot, t, reader in rows if slot >= 0 and not reader} - killed
-        writers = {t for t in writers if _proc.is_alive(t)}
+        writers = {t for t in writers if introspect.is_alive(t)}
         if not writers:
             time.sleep(0.001)
             continue
@@ -243,7 +245,7 @@ def storm_killer(q, kills_wanted, counts, seed):
         else:
             time.sleep(rng.uniform(0, 0.01))
         killed.add(victim)
-        os.kill(_proc.token_pid(victim), signal.SIGKILL)
+        os.kill(introspect.token_pid(victim), signal.SIGKILL)
         counts[0] += 1
 
 
