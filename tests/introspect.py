@@ -22,10 +22,24 @@ What a test may set or replace for a while is an :class:`Internal`:
 
 import os
 
-from pysyncq import _cli_stat, _exit, _lifecycle, _load, _proc, _segment, _wait, kernels
+from pysyncq import (
+    _cli_stat,
+    _exit,
+    _handle,
+    _lifecycle,
+    _load,
+    _membership,
+    _outside,
+    _proc,
+    _read,
+    _segment,
+    _wait,
+    _write,
+    codec,
+    kernels,
+)
 from pysyncq import batch as _batch
 from pysyncq import queue as _queue
-from pysyncq import views as _views
 from pysyncq.screen import as_bytes, screen_table
 
 __all__ = [
@@ -74,6 +88,7 @@ __all__ = [
     "raw_pop",
     "read_header",
     "reads",
+    "call_kernels_by_name",
     "remeasure_spin",
     "remove_shm",
     "reset_fast_exit",
@@ -130,7 +145,7 @@ LOCK_CHECK = Internal(
     _wait, "LOCK_CHECK", "Seconds between two looks at whether a silent lock holder still lives."
 )
 OPEN_PATIENCE = Internal(
-    _queue, "OPEN_PATIENCE", "Seconds open() waits for a live lock holder before QueueLocked."
+    _membership, "OPEN_PATIENCE", "Seconds open() waits for a live lock holder before QueueLocked."
 )
 CLOSE_PATIENCE = Internal(
     _lifecycle,
@@ -142,12 +157,12 @@ CPUS = Internal(
 )
 SHM_DIR = Internal(_segment, "SHM_DIR", "The folder pysyncq finds queues in (/dev/shm).")
 LARGE_COPY = Internal(
-    _views,
+    _outside,
     "copy_body",
     "``f(buf, kind, decode)``: the one copy of a large popped record, made outside the lock.",
 )
 BUFFER_WRAP = Internal(
-    _views,
+    _write,
     "buffer_body",
     "``f(msg)``: a bytes-like body to append, as the array the ring is filled from.",
 )
@@ -163,7 +178,7 @@ HANDLE_SETUP = Internal(
 )
 
 #: Bodies this large or larger are appended straight from the caller's buffer.
-BUFFER_DIRECT = _views.BUFFER_DIRECT
+BUFFER_DIRECT = _write.BUFFER_DIRECT
 
 
 def force_async_polling(monkeypatch):
@@ -176,7 +191,15 @@ def force_async_polling(monkeypatch):
 
 def forget_array_warning(monkeypatch):
     """Let append() warn again that it got an array (it warns once a process)."""
-    monkeypatch.setattr(_queue, "_warned_array", False)
+    monkeypatch.setattr(codec, "_warned_array", False)
+
+
+def call_kernels_by_name(monkeypatch):
+    """Until the test ends, the hot calls (append's and extend's kernels,
+    called past numba's dispatcher) look their kernels up in
+    ``pysyncq.kernels`` at each call, so that a test can wrap them there."""
+    monkeypatch.setattr(_batch, "_op_extend", kernels.op_extend)
+    monkeypatch.setattr(_write, "_op_append", kernels.op_append)
 
 
 def remeasure_spin():
@@ -204,13 +227,11 @@ def shorten_waits():
     Only the deadlines change, not what happens at them.  For good: for a
     child process (the fuzz trials).  Tolerates a tree that lacks a deadline."""
     _wait.LOCK_PATIENCE = 2 * _wait.LOCK_CHECK  # still long enough to judge a holder
-    if hasattr(_queue, "OPEN_PATIENCE"):
-        _queue.OPEN_PATIENCE = 0.5
-    if hasattr(_lifecycle, "CLOSE_PATIENCE"):
-        _lifecycle.CLOSE_PATIENCE = 0.5
-        rel = _lifecycle.State.release
-        if rel.__defaults__:
-            rel.__defaults__ = (0.5,)
+    _membership.OPEN_PATIENCE = 0.5
+    _lifecycle.CLOSE_PATIENCE = 0.5
+    rel = _lifecycle.State.release
+    if rel.__defaults__:
+        rel.__defaults__ = (0.5,)
 
 
 # -- A handle's segment and membership ------------------------------------------------
@@ -259,19 +280,18 @@ def pop_kernel(q):
     would, with none of pop()'s Python around it; return its status word.
     (No lock is taken: hold ``handle_lock(q)`` if other threads use ``q``.)"""
     m = q._m
-    mem_, token, slot_, scr, out = q._pop_args(m)
-    return kernels.op_pop(mem_, token, slot_, scr, out, m.waits[0])[0]
+    return kernels.op_pop(q._mem, m.token, m.slot, _handle.screens(q), m.out, m.waits[0])[0]
 
 
 def raw_append(q, sender, mtype, body, kind, block=False, timer=0.5):
     """Append a record as it is (sender, type, body bytes and a ``KIND_*``),
     in any sender's name, as a relay does; no encoding, no checks of the body."""
-    return q._append_raw(sender, mtype, body, kind, block, timer)
+    return _write.append_raw(q, sender, mtype, body, kind, block, timer)
 
 
 def raw_pop(q, block=False, timer=0.5):
     """Pop the next record as it is: ``(sender, mtype, body, kind, own)`` or None."""
-    return q._pop_raw(block, timer)
+    return _read.pop_raw(q, block, timer)
 
 
 def crash(q):

@@ -10,6 +10,7 @@ body was copied) the lock word is free.
 
 import asyncio
 
+import introspect
 import numpy as np
 import pytest
 
@@ -55,12 +56,7 @@ def spy(monkeypatch):
         return real_publish(mem, *args)
 
     monkeypatch.setattr(kernels, "record_publish", publish)
-    # The batch and the hot append call their kernels past the dispatcher:
-    # make them look the spied ones up.
-    from pysyncq import _write, batch
-
-    monkeypatch.setattr(batch, "_op_extend", kernels.op_extend)
-    monkeypatch.setattr(_write, "_op_append", kernels.op_append)
+    introspect.call_kernels_by_name(monkeypatch)  # the spied ones
     return calls, published
 
 
