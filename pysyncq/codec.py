@@ -1,4 +1,5 @@
-"""NumPy arrays as a message kind: a small binary descriptor plus the raw bytes.
+"""Message bodies: numpy arrays as a record kind, str and bytes, the tuple a pop returns.
+
 
 An array message's body is ``desc + data``.  ``data`` is the array's memory as
 it is (C order, or Fortran order for an array that is only F-contiguous), so a
