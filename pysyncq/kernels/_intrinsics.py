@@ -10,7 +10,7 @@ one that is easiest to reason about (a release store followed by a load of
 another word, as the waking protocol needs, is only ordered under ``seq_cst``).
 
 Numba's on-disk cache does not track this module: after changing it, delete
-the ``*.nbi``/``*.nbc`` files under ``pysyncq/__pycache__``.
+the ``*.nbi``/``*.nbc`` files under ``pysyncq/kernels/__pycache__``.
 """
 
 import platform
