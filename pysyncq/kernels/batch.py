@@ -2,7 +2,6 @@
 kernels of ``extend`` and ``pop_many``."""
 
 import numpy as np
-from numba import njit
 
 from ..layout import (
     APPEND_SKIP,
@@ -33,14 +32,14 @@ from ..layout import (
     W_DATA,
 )
 from ._intrinsics import atomic_add, atomic_cas, atomic_load, atomic_store, copy_bytes
-from ._jit import _JIT
+from ._jit import kernel
 from .check import _SEQ32, _corrupt, header_check, is_member, record_lens, slot_word
 from .read import _next_in_batch, _reader_move, _reader_start
 from .wait import wake_flags
 from .write import _copy_in, _make_room
 
 
-@njit(**_JIT)
+@kernel()
 def ring_put_many(w, mem, slot, token, sender, mtype, blob, lens, kinds, kind, first, off, count):
     """Append bodies ``first .. count-1`` from ``slot`` while they fit, as
     ``ring_put`` would one by one, with the checks made once.  Lock held.
@@ -128,7 +127,7 @@ FMT_PER_MESSAGE = 48
 SEG_WORDS = 4
 
 
-@njit(**_JIT)
+@kernel()
 def _fmt_code(fmt, fp, value, letter):
     """Write struct code ``<value><letter>`` (e.g. ``64s``) at ``fmt[fp]``;
     return the position after it.  ``value`` >= 0."""
@@ -145,7 +144,7 @@ def _fmt_code(fmt, fp, value, letter):
     return fp + digits + 1
 
 
-@njit(**_JIT)
+@kernel()
 def _head_equal(mem, p, out, q, n):
     for i in range(n):
         if mem[p + i] != out[q + i]:
@@ -153,7 +152,7 @@ def _head_equal(mem, p, out, q, n):
     return True
 
 
-@njit(**_JIT)
+@kernel()
 def ring_pop_many(w, mem, slot, token, scr, out, fmt, segs, limit):
     """Pop up to ``limit`` records that ``slot`` does not screen, for
     ``pysyncq.batch``, with one move of the cursor at the end.  Lock held.

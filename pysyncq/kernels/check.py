@@ -14,8 +14,6 @@ so a scan of a ring of ``cap`` bytes ends within ``cap / 8`` steps).  Only
 close: it frees its own slot by a checked index and nothing else.
 """
 
-from numba import njit
-
 from ..layout import (
     C_GEOMETRY,
     C_HEADER,
@@ -48,7 +46,7 @@ from ..layout import (
     SLOT_BYTES,
     SLOT_WORDS,
 )
-from ._jit import _JIT
+from ._jit import INT, WORDS, kernel
 
 _SEQ32 = 0xFFFFFFFF
 
@@ -56,18 +54,18 @@ _SEQ32 = 0xFFFFFFFF
 _MAX_SLOTS = MAX_SLOTS
 
 
-@njit(**_JIT)
+@kernel()
 def _corrupt(reason):
     return CORRUPT | (reason << SEQ_SHIFT)
 
 
-@njit(**_JIT)
+@kernel((INT, INT))
 def slot_word(slot, field):
     """Index in the int64 view of ``field`` of reader slot ``slot``."""
     return HEADER_WORDS + slot * SLOT_WORDS + field
 
 
-@njit(**_JIT)
+@kernel()
 def table_slots(w):
     """How many slots the table may be scanned for: the header's count, but
     never past the mapping (so this is safe on any header)."""
@@ -78,7 +76,7 @@ def table_slots(w):
     return n if n > 0 else 0
 
 
-@njit(**_JIT)
+@kernel()
 def slot_hwm(w):
     """The slot high-water mark, clamped to the table (safe on any header)."""
     n = w[H_SLOT_HWM]
@@ -88,7 +86,7 @@ def slot_hwm(w):
     return n if n > 0 else 0
 
 
-@njit(**_JIT)
+@kernel((WORDS,))
 def header_check(w):
     """0 if the header describes a queue that fits the mapping, else a ``C_*``.
 
@@ -109,7 +107,7 @@ def header_check(w):
     return 0
 
 
-@njit(**_JIT)
+@kernel()
 def geometry_check(w):
     """``header_check`` but for the write position and head, which move."""
     if w[H_MAGIC] != MAGIC or w[H_VERSION] != LAYOUT_VERSION:
@@ -128,7 +126,7 @@ def geometry_check(w):
     return 0
 
 
-@njit(**_JIT)
+@kernel()
 def is_member(w, slot, token):
     """True if ``slot`` is an active slot owned by ``token``."""
     if slot < 0 or slot >= table_slots(w):
@@ -136,7 +134,7 @@ def is_member(w, slot, token):
     return w[slot_word(slot, S_STATE)] == SLOT_ACTIVE and w[slot_word(slot, S_TOKEN)] == token
 
 
-@njit(**_JIT)
+@kernel()
 def record_check(w, cur, end):
     """Check the record at position ``cur`` (``cur < end``, the write position).
 
@@ -165,7 +163,7 @@ def record_check(w, cur, end):
     return size, meta
 
 
-@njit(**_JIT)
+@kernel()
 def record_lens(meta, size):
     """``(sender, type, body)`` lengths of a record of ``size`` bytes whose
     meta word is ``meta`` (layout.py: the body is what the header, the two

@@ -6,15 +6,14 @@ compare-and-swap in each ``op_*`` (pysyncq.kernels.ops).
 """
 
 import numpy as np
-from numba import njit
 
 from ..layout import CONTENDED, H_LOCK, H_LOCK_SEQ, WAKE_LOCK
 from ._intrinsics import atomic_add, atomic_cas, atomic_load, atomic_xchg
-from ._jit import _JIT
+from ._jit import SEGMENT, kernel
 from .check import _SEQ32
 
 
-@njit(**_JIT)
+@kernel()
 def lock_release(w):
     """Release the lock; return ``WAKE_LOCK`` if a waiter must be woken."""
     old = atomic_xchg(w, H_LOCK, 0)
@@ -24,7 +23,7 @@ def lock_release(w):
     return 0
 
 
-@njit(**_JIT)
+@kernel((SEGMENT,))
 def lock_prepare_wait(mem):
     """Before sleeping on a busy lock: mark it contended.
 

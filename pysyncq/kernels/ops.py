@@ -3,7 +3,6 @@ queue lock tried once (``BUSY`` when someone else holds it) around one ring
 kernel, then its release and the wakes."""
 
 import numpy as np
-from numba import njit
 
 from ..layout import (
     BUSY,
@@ -41,7 +40,7 @@ from ..layout import (
     WAKE_MEMBERS,
 )
 from ._intrinsics import atomic_add, atomic_cas, atomic_load, atomic_store, copy_bytes
-from ._jit import _JIT
+from ._jit import BOOL, BUFFER, BYTES, INT, INT64S, READONLY, SCREEN, SEGMENT, kernel
 from .batch import ring_pop_many, ring_put_many
 from .check import _SEQ32, _corrupt, header_check, is_member, record_lens, slot_word
 from .lock import lock_release
@@ -51,7 +50,7 @@ from .wait import store_wait, wake_now
 from .write import _NO_DATA, ring_append, ring_put
 
 
-@njit(**_JIT)
+@kernel((SEGMENT, INT, INT))
 def op_steal(mem, dead, lockval):
     """Take the lock from the dead holder ``dead`` and recover the queue.
 
@@ -68,7 +67,11 @@ def op_steal(mem, dead, lockval):
     return status | lock_release(w)
 
 
-@njit(**_JIT)
+@kernel(
+    (SEGMENT, INT, INT, BYTES, BYTES, BYTES, INT),
+    (SEGMENT, INT, INT, BYTES, BYTES, READONLY, INT),
+    hot=True,
+)
 def op_append(mem, lockval, slot, sender, mtype, body, kind):
     """``ring_append`` under the lock, or ``BUSY``."""
     w = mem.view(np.int64)
@@ -78,7 +81,11 @@ def op_append(mem, lockval, slot, sender, mtype, body, kind):
     return wake_now(mem, status | lock_release(w))
 
 
-@njit(**_JIT)
+@kernel(
+    (SEGMENT, INT, INT, BYTES, BYTES, BYTES, BUFFER, INT),
+    (SEGMENT, INT, INT, BYTES, BYTES, BYTES, READONLY, INT),
+    hot=True,
+)
 def op_append_array(mem, lockval, slot, sender, mtype, desc, data, kind):
     """``ring_put`` of an array record under the lock, or ``BUSY``."""
     w = mem.view(np.int64)
@@ -89,7 +96,7 @@ def op_append_array(mem, lockval, slot, sender, mtype, desc, data, kind):
     return wake_now(mem, status | lock_release(w))
 
 
-@njit(**_JIT)
+@kernel((SEGMENT, INT, INT, BYTES, BYTES, BYTES, INT, INT))
 def op_reserve(mem, lockval, slot, sender, mtype, head, nbytes, kind):
     """Reserve a record under the lock: sender, type and ``head`` (an array
     descriptor, or nothing) written, ``nbytes`` after them left to fill.
@@ -103,7 +110,7 @@ def op_reserve(mem, lockval, slot, sender, mtype, head, nbytes, kind):
     return status | lock_release(w), pos
 
 
-@njit(**_JIT)
+@kernel((SEGMENT, INT, INT, SCREEN))
 def op_peek(mem, lockval, slot, scr):
     """``ring_peek`` under the lock, or ``BUSY`` (8 values)."""
     w = mem.view(np.int64)
@@ -113,7 +120,7 @@ def op_peek(mem, lockval, slot, scr):
     return r[0] | lock_release(w), r[1], r[2], r[3], r[4], r[5], r[6], r[7]
 
 
-@njit(**_JIT)
+@kernel((SEGMENT, INT, INT, INT, INT, BOOL))
 def op_commit(mem, lockval, slot, pos, size, pin):
     """``ring_commit`` under the lock, or ``BUSY``."""
     w = mem.view(np.int64)
@@ -123,7 +130,7 @@ def op_commit(mem, lockval, slot, pos, size, pin):
     return status | lock_release(w)
 
 
-@njit(**_JIT)
+@kernel((SEGMENT, INT, INT, SCREEN, BUFFER, INT), hot=True)
 def op_pop(mem, lockval, slot, scr, out, waits):
     """``pop_free``, then the slot's wait bits and the wakes; never takes the
     lock (``lockval`` is the caller's token, as for the other ``op_*``).
@@ -145,7 +152,7 @@ def op_pop(mem, lockval, slot, scr, out, waits):
     return wake_now(mem, status), slen, tlen, blen, kind
 
 
-@njit(**_JIT)
+@kernel((SEGMENT, INT, INT, BYTES))
 def op_open(mem, lockval, flags, name):
     """``slot_open`` under the lock: ``(OK, slot)``, ``(NO_SLOT, -1)``,
     ``(CORRUPT, -1)`` or ``(BUSY, -1)``.  ``flags``: ``OPEN_READER`` for a
@@ -169,7 +176,7 @@ def op_open(mem, lockval, flags, name):
     return status | lock_release(w), slot
 
 
-@njit(**_JIT)
+@kernel((SEGMENT, INT, INT, INT, BOOL))
 def op_leave(mem, lockval, slot, token, creator):
     """``slot_leave`` under the lock, or ``BUSY``.
 
@@ -185,7 +192,7 @@ def op_leave(mem, lockval, slot, token, creator):
     return status | lock_release(w)
 
 
-@njit(**_JIT)
+@kernel((SEGMENT, INT, INT, BYTES, BYTES, BYTES, INT64S, INT64S, INT, INT, INT, INT), hot=True)
 def op_extend(mem, lockval, slot, sender, mtype, blob, lens, kinds, kind, first, off, count):
     """``ring_put_many`` under the lock, then the wakes (``wake_now``):
     ``(status, n, off)``, or ``(BUSY, 0, off)``."""
@@ -199,7 +206,7 @@ def op_extend(mem, lockval, slot, sender, mtype, blob, lens, kinds, kind, first,
     return wake_now(mem, status | lock_release(w)), n, off
 
 
-@njit(**_JIT)
+@kernel((SEGMENT, INT, INT, SCREEN, BUFFER, BUFFER, INT64S, INT), hot=True)
 def op_pop_many(mem, lockval, slot, scr, out, fmt, segs, limit):
     """``ring_pop_many`` under the lock, then the wakes (``wake_now``), or
     ``(BUSY, 0, 0, 0, 0)``."""
@@ -210,7 +217,7 @@ def op_pop_many(mem, lockval, slot, scr, out, fmt, segs, limit):
     return wake_now(mem, r[0] | lock_release(w)), r[1], r[2], r[3], r[4]
 
 
-@njit(**_JIT)
+@kernel((SEGMENT, INT, INT, INT))
 def op_adopt(mem, lockval, slot, dead):
     """Take over durable ``slot`` from its dead owner ``dead`` (judged dead by
     the caller), keeping its cursor; its unpublished reservations are voided.
@@ -234,7 +241,7 @@ def op_adopt(mem, lockval, slot, dead):
     return status | lock_release(w)
 
 
-@njit(**_JIT)
+@kernel((SEGMENT, INT, INT, SCREEN, BUFFER, INT64S, INT, INT))
 def op_read_ahead(mem, lockval, slot, scr, out, lens, limit, start):
     """Copy up to ``limit`` records that ``slot`` does not screen, from
     position ``start`` (its cursor if ``start`` is behind it), into ``out``,
@@ -292,7 +299,7 @@ def op_read_ahead(mem, lockval, slot, scr, out, lens, limit, start):
     return status | lock_release(w), n, cur
 
 
-@njit(**_JIT)
+@kernel((SEGMENT, INT, INT, INT, INT))
 def op_commit_to(mem, lockval, slot, pos, count):
     """Move reader ``slot``'s cursor forward to ``pos`` (a position that
     ``op_read_ahead`` returned), counting ``count`` records received."""

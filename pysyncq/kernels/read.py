@@ -3,7 +3,6 @@ peek and commit of one record, with the lock (``ring_*``) or without it
 (``pop_free``)."""
 
 import numpy as np
-from numba import njit
 
 from ..layout import (
     BUSY,
@@ -38,7 +37,7 @@ from ..layout import (
     W_SPACE,
 )
 from ._intrinsics import atomic_add, atomic_cas, atomic_load, atomic_store, copy_bytes
-from ._jit import _JIT
+from ._jit import kernel
 from .check import (
     _SEQ32,
     _corrupt,
@@ -53,7 +52,7 @@ from .slots import head_refresh
 from .wait import wake_flags
 
 
-@njit(**_JIT)
+@kernel()
 def _screened(mem, p, length, scr, sw, first, stop):
     """True if bytes ``mem[p:p+length]`` equal one of entries first..stop-1 of
     screen table ``scr``, whose int64 view ``sw`` the caller makes once (a
@@ -72,7 +71,7 @@ def _screened(mem, p, length, scr, sw, first, stop):
     return False
 
 
-@njit(**_JIT)
+@kernel()
 def _next_record(w, mem, slot, scr, cur, end):
     """Scan from position ``cur`` for the next record ``slot`` does not screen.
 
@@ -85,7 +84,7 @@ def _next_record(w, mem, slot, scr, cur, end):
     return _next_in_batch(w, mem, slot, scr, scr.view(np.int64), cur, end)
 
 
-@njit(**_JIT)
+@kernel()
 def _next_in_batch(w, mem, slot, scr, sw, cur, end):
     """``_next_record`` with the screen table's view ``sw`` made once by the
     caller (a batch, or a pop that may scan again)."""
@@ -95,7 +94,7 @@ def _next_in_batch(w, mem, slot, scr, sw, cur, end):
     return code, cur, size, meta
 
 
-@njit(**_JIT)
+@kernel()
 def _scan(w, mem, scr, sw, cur, end):
     """``_next_in_batch`` that returns the count of screened records passed
     as a fifth value instead of adding it to a slot."""
@@ -142,7 +141,7 @@ def _scan(w, mem, scr, sw, cur, end):
     return EMPTY, cur, 0, 0, screened
 
 
-@njit(**_JIT)
+@kernel()
 def _reader_start(w, slot, token):
     """The cursor of reader ``slot``, or -1 (not a reader member) or -2
     (outside ``[head, write position]``).  Header checked."""
@@ -156,7 +155,7 @@ def _reader_start(w, slot, token):
     return start
 
 
-@njit(**_JIT)
+@kernel()
 def _reader_move(w, slot, start, cur, status):
     """Store the cursor ``cur`` (from ``start``) and refresh the head if this
     reader held it; returns ``status`` with the wake bits, or ``CORRUPT``."""
@@ -170,7 +169,7 @@ def _reader_move(w, slot, start, cur, status):
     return status
 
 
-@njit(**_JIT)
+@kernel()
 def ring_pop(w, mem, slot, token, scr, out):
     """Copy the next record that ``slot`` has not read and does not screen.
 
@@ -231,7 +230,7 @@ def ring_pop(w, mem, slot, token, scr, out):
     return moved, slen, tlen, blen, kind
 
 
-@njit(**_JIT)
+@kernel()
 def ring_peek(w, mem, slot, token, scr):
     """Find the next record ``slot`` has not read and does not screen, for a
     zero-copy view: pass what comes before it (padding, screened) but leave
@@ -272,7 +271,7 @@ def ring_peek(w, mem, slot, token, scr):
     return moved, slen, tlen, blen, kind, offset, cur, size
 
 
-@njit(**_JIT)
+@kernel()
 def ring_commit(w, slot, token, pos, size, pin):
     """End a view: move reader ``slot``'s cursor from ``pos`` (the viewed
     record) past it (``size`` bytes), counting it received.  With ``pin``
@@ -302,7 +301,7 @@ def ring_commit(w, slot, token, pos, size, pin):
 _POP_TRIES = 8
 
 
-@njit(**_JIT)
+@kernel()
 def pop_free(w, mem, slot, token, scr, out):
     """``ring_pop`` without the lock: what it returns, the same way.
 

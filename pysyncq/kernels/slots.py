@@ -2,7 +2,6 @@
 the head, the lowest cursor or pin of the members."""
 
 import numpy as np
-from numba import njit
 
 from ..layout import (
     C_CURSOR,
@@ -48,12 +47,12 @@ from ..layout import (
     WAKE_SPACE,
 )
 from ._intrinsics import atomic_add, atomic_cas, atomic_load, atomic_store, copy_bytes
-from ._jit import _JIT
+from ._jit import SEGMENT, kernel
 from .check import _corrupt, header_check, is_member, record_check, slot_hwm, slot_word, table_slots
 from .wait import store_wait, wake_flags
 
 
-@njit(**_JIT)
+@kernel()
 def head_refresh(w):
     """Set the head to the smallest reader cursor or slot pin (the write
     position if none).
@@ -87,7 +86,7 @@ def head_refresh(w):
     return wake_flags(w, W_SPACE)
 
 
-@njit(**_JIT)
+@kernel()
 def slot_open(w, token, reader):
     """Claim the lowest free slot for ``token``; return its index or -1.
 
@@ -114,7 +113,7 @@ def slot_open(w, token, reader):
     return -1
 
 
-@njit(**_JIT)
+@kernel()
 def slot_set_name(mem, slot, name):
     """Store the first ``SLOT_NAME_BYTES`` of ``name`` and its length in ``slot``."""
     w = mem.view(np.int64)
@@ -125,7 +124,7 @@ def slot_set_name(mem, slot, name):
     w[slot_word(slot, S_NAME_LEN)] = len(name)
 
 
-@njit(**_JIT)
+@kernel()
 def ring_void(w, slot):
     """Void every unpublished reservation of ``slot`` (which is being freed):
     readers then pass them.  Returns how many.  Stops quietly at a corrupt
@@ -153,7 +152,7 @@ def ring_void(w, slot):
     return n
 
 
-@njit(**_JIT)
+@kernel()
 def count_members(w):
     """Active slots, plus one while the creator holds the queue."""
     n = 1 if w[H_CREATOR] != 0 else 0
@@ -163,7 +162,7 @@ def count_members(w):
     return n
 
 
-@njit(**_JIT)
+@kernel()
 def slot_leave(w, slot, token, creator):
     """Free ``slot`` if ``token`` owns it; drop the creator's hold if ``creator``.
 
@@ -196,7 +195,7 @@ def slot_leave(w, slot, token, creator):
     return status
 
 
-@njit(**_JIT)
+@kernel()
 def ring_recover(w):
     """Make the queue consistent after its lock holder died.  Lock held.
 
@@ -212,7 +211,7 @@ def ring_recover(w):
     return WAKE_DATA | WAKE_SPACE | WAKE_MEMBERS
 
 
-@njit(**_JIT)
+@kernel((SEGMENT,))
 def members(mem):
     """``(slot, token, is_reader)`` rows for every active slot, and a row
     ``(-1, creator_token, 0)`` while the creator holds the queue.  Safe on any

@@ -2,7 +2,6 @@
 itself, futex sleeps and spinning before a sleep, without the GIL."""
 
 import numpy as np
-from numba import njit
 
 from ..layout import (
     H_DATA_SEQ,
@@ -24,11 +23,11 @@ from ..layout import (
     WAKE_SPACE,
 )
 from ._intrinsics import HAVE_FUTEX, atomic_add, atomic_load, atomic_store, futex
-from ._jit import _JIT
+from ._jit import INT, SEGMENT, kernel
 from .check import _SEQ32, geometry_check, slot_hwm, slot_word, table_slots
 
 
-@njit(**_JIT)
+@kernel()
 def store_wait(w, slot, bits):
     """Store ``bits`` in ``slot``'s ``S_WAIT`` and keep ``H_WAITERS`` (see
     layout.py): raised before the first bit is stored, lowered after the
@@ -45,7 +44,7 @@ def store_wait(w, slot, bits):
         atomic_add(w, H_WAITERS, -1)
 
 
-@njit(**_JIT)
+@kernel()
 def wake_flags(w, bit):
     """The wake bits for the sleepers on ``bit`` (``W_DATA`` or ``W_SPACE``):
     ``WAKE_DATA`` / ``WAKE_SPACE`` if some slot's owner sleeps on it, with
@@ -76,7 +75,7 @@ _FUTEX_WAIT = 0
 _FUTEX_WAKE = 1
 
 
-@njit(**_JIT)
+@kernel((SEGMENT, INT))
 def wake_now(mem, status):
     """Make the futex wakes that ``status`` asks for (after the lock is
     released) and add ``WAKE_DONE`` to it, so that ``_wait.wake`` only
@@ -96,7 +95,7 @@ def wake_now(mem, status):
     return status
 
 
-@njit(nogil=True, **_JIT)
+@kernel((SEGMENT, INT, INT, INT, INT), nogil=True)
 def spin_for(mem, index, expected, cpus, rounds):
     """Before a sleep: watch the low 32 bits of header word ``index`` for up
     to ``rounds`` loads while they equal ``expected``, without the GIL, but
@@ -120,7 +119,7 @@ def spin_for(mem, index, expected, cpus, rounds):
     return 0
 
 
-@njit(nogil=True, **_JIT)
+@kernel((SEGMENT, INT, INT, INT), nogil=True)
 def futex_wait(mem, index, expected, timeout_ns):
     """Sleep while the low 32 bits of header word ``index`` equal
     ``expected``, at most ``timeout_ns``; without the GIL.  May return early
@@ -129,13 +128,13 @@ def futex_wait(mem, index, expected, timeout_ns):
         futex(mem.view(np.int64), index, _FUTEX_WAIT, expected, timeout_ns)
 
 
-@njit(**_JIT)
+@kernel((SEGMENT, INT))
 def seq_load(mem, index):
     """The low 32 bits of header word ``index`` (a futex word)."""
     return atomic_load(mem.view(np.int64), index) & _SEQ32
 
 
-@njit(**_JIT)
+@kernel((SEGMENT, INT, INT))
 def set_waiting(mem, slot, bits):
     """Set the owner's wait bits (only the slot's owner calls this)."""
     w = mem.view(np.int64)

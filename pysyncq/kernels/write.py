@@ -2,7 +2,6 @@
 ring's end), publishing reservations, pins and header flags."""
 
 import numpy as np
-from numba import njit
 
 from ..layout import (
     APPEND_SKIP,
@@ -46,7 +45,7 @@ from ..layout import (
     W_SPACE,
 )
 from ._intrinsics import atomic_add, atomic_cas, atomic_load, atomic_store, copy_bytes
-from ._jit import _JIT
+from ._jit import INT, SEGMENT, kernel
 from .check import (
     _SEQ32,
     _corrupt,
@@ -61,7 +60,7 @@ from .slots import head_refresh
 from .wait import wake_flags, wake_now
 
 
-@njit(**_JIT)
+@kernel((SEGMENT, INT, INT, INT, INT, INT, INT, INT, INT))
 def ring_format(
     mem, capacity, nslots, ring_offset, instance, creator, start_pos, pidns=0, timens=0
 ):
@@ -86,7 +85,7 @@ def ring_format(
     atomic_store(w, H_MAGIC, MAGIC)
 
 
-@njit(**_JIT)
+@kernel((SEGMENT, INT))
 def flags_set(mem, bits):
     """Set ``bits`` in ``H_FLAGS`` without the lock (compare-and-swap)."""
     w = mem.view(np.int64)
@@ -97,7 +96,7 @@ def flags_set(mem, bits):
     return False
 
 
-@njit(**_JIT)
+@kernel()
 def _copy_in(mem, p, src):
     copy_bytes(mem, p, src, 0, len(src))
     return p + len(src)
@@ -106,7 +105,7 @@ def _copy_in(mem, p, src):
 _NO_DATA = np.zeros(0, np.uint8)
 
 
-@njit(**_JIT)
+@kernel()
 def _make_room(w, pos, head, size, cap):
     """Make room for a record of ``size`` bytes at write position ``pos``,
     the head cached as ``head``; lock held, header checked.
@@ -155,13 +154,13 @@ def _make_room(w, pos, head, size, cap):
     return OK, flags, pos, head
 
 
-@njit(**_JIT)
+@kernel()
 def ring_append(w, mem, slot, token, sender, mtype, body, kind):
     """Append one record from ``slot``: ``ring_put`` with the body in one piece."""
     return ring_put(w, mem, slot, token, sender, mtype, body, _NO_DATA, kind, -1)[0]
 
 
-@njit(**_JIT)
+@kernel()
 def ring_put(w, mem, slot, token, sender, mtype, body, data, kind, reserve):
     """Append one record from ``slot`` whose body is ``body`` then ``data``
     (an array record: its descriptor, then its raw bytes).  Lock held.
@@ -230,7 +229,7 @@ def ring_put(w, mem, slot, token, sender, mtype, body, data, kind, reserve):
     return OK | flags | wake_flags(w, W_DATA), pos
 
 
-@njit(**_JIT)
+@kernel((SEGMENT, INT, INT, INT))
 def record_publish(mem, slot, pos, kind):
     """Publish (``kind`` a ``KIND_*``, with ``APPEND_SKIP`` as for an append)
     or discard (``KIND_VOID``) the record that ``slot`` reserved at ``pos``.
@@ -265,7 +264,7 @@ def record_publish(mem, slot, pos, kind):
     return wake_now(mem, OK | wake_flags(w, W_DATA))
 
 
-@njit(**_JIT)
+@kernel((SEGMENT, INT, INT))
 def pin_set(mem, slot, pos):
     """Set ``slot``'s pin to ``pos`` (-1: none); only its owner calls this,
     holding its handle's thread lock, with a value no lower than the pin it
