@@ -104,7 +104,6 @@ from .read import (
     pop_free,
     ring_commit,
     ring_peek,
-    ring_pop,
 )
 from .slots import (
     count_members,
@@ -135,7 +134,6 @@ from .write import (
     flags_set,
     pin_set,
     record_publish,
-    ring_append,
     ring_format,
     ring_put,
 )

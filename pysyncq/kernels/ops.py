@@ -47,7 +47,7 @@ from .lock import lock_release
 from .read import _next_record, _reader_move, _reader_start, pop_free, ring_commit, ring_peek
 from .slots import ring_recover, ring_void, slot_leave, slot_open, slot_set_name
 from .wait import store_wait, wake_now
-from .write import _NO_DATA, ring_append, ring_put
+from .write import _NO_DATA, ring_put
 
 
 @kernel((SEGMENT, INT, INT))
@@ -73,11 +73,13 @@ def op_steal(mem, dead, lockval):
     hot=True,
 )
 def op_append(mem, lockval, slot, sender, mtype, body, kind):
-    """``ring_append`` under the lock, or ``BUSY``."""
+    """``ring_put`` of one record, the body in one piece, under the lock, or
+    ``BUSY``."""
     w = mem.view(np.int64)
     if atomic_cas(w, H_LOCK, 0, lockval) != 0:
         return BUSY
-    status = ring_append(w, mem, slot, lockval & ~CONTENDED, sender, mtype, body, kind)
+    token = lockval & ~CONTENDED
+    status = ring_put(w, mem, slot, token, sender, mtype, body, _NO_DATA, kind, -1)[0]
     return wake_now(mem, status | lock_release(w))
 
 

@@ -155,12 +155,6 @@ def _make_room(w, pos, head, size, cap):
 
 
 @kernel()
-def ring_append(w, mem, slot, token, sender, mtype, body, kind):
-    """Append one record from ``slot``: ``ring_put`` with the body in one piece."""
-    return ring_put(w, mem, slot, token, sender, mtype, body, _NO_DATA, kind, -1)[0]
-
-
-@kernel()
 def ring_put(w, mem, slot, token, sender, mtype, body, data, kind, reserve):
     """Append one record from ``slot`` whose body is ``body`` then ``data``
     (an array record: its descriptor, then its raw bytes).  Lock held.
