@@ -31,7 +31,7 @@ grep -E ' /dev/shm ' /proc/mounts
 uptime
 
 echo "== compile every kernel once (numba's cache is cold on a fresh machine)"
-time "$PY" -c "from pysyncq import _lifecycle; _lifecycle.load_all()"
+time "$PY" -c "from pysyncq import _load; _load.load_all()"
 
 if [[ $STEPS == *" scaling "* ]]; then
     echo "== fanout 64 B, 1, 4 and 15 readers"

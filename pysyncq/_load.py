@@ -1,5 +1,12 @@
 """Loading the compiled kernels: each on its first call, straight from numba's cache.
 
+The policy is here; the facts it works from (which kernels Python calls, with
+which argument types, and which are called past numba's dispatcher) are the
+registry of :mod:`pysyncq.kernels._jit`.  :func:`warm_up` readies a process,
+:func:`load_all` loads every registered signature (before the first fork, so
+that forked children load and compile nothing), :func:`fast` gives a hot
+kernel's entry point.
+
 Why this module exists
 ----------------------
 A spawned child that is handed a queue needs a handful of kernels, all of them
@@ -30,7 +37,11 @@ to the cache exactly as before.  Nothing is hidden from numba: the user's own
 loads, as it always did.
 """
 
+import os
+
 import numpy as np
+
+from .kernels import _jit
 
 try:
     from numba.core import types as _nbtypes
@@ -53,8 +64,8 @@ def is_kernel(obj):
     return Dispatcher is not None and isinstance(obj, Dispatcher)
 
 
-def install(module, on_miss=None):
-    """Route the first call of every dispatcher in ``module`` through :func:`load`.
+def install(kernels, on_miss=None):
+    """Route the first call of every dispatcher in ``kernels`` through :func:`load`.
 
     Numba's C dispatcher calls the dispatcher's ``_compile_for_args`` when no
     compiled overload matches the argument types; an instance attribute of that
@@ -62,7 +73,7 @@ def install(module, on_miss=None):
     ``on_miss()`` is called first (pysyncq compiles all its kernels at once
     then), and then numba's own path.  Idempotent.
     """
-    for obj in list(vars(module).values()):
+    for obj in kernels:
         if is_kernel(obj) and id(obj) not in _hooked:
             obj._compile_for_args = _first_call(obj, on_miss)
             _hooked.add(id(obj))
@@ -146,3 +157,110 @@ def loaded(disp, args):
     has it, else None."""
     cres = disp.overloads.get(signature(args))
     return None if cres is None else cres.entry_point
+
+
+# -- The policy: what a process loads, and when.
+
+
+def kernel_calls():
+    """``(kernel name, sample arguments)`` for every signature pysyncq calls.
+
+    The sample arguments have exactly the types of the real calls (the
+    segment's writable uint8 array, ints, bytes, read-only and writable
+    arrays, the screen table), so that a kernel loaded for a sample is the one
+    a real call uses.  They are registered where each kernel is defined
+    (``@kernel`` in pysyncq.kernels): ``tests/test_startup.py`` checks that
+    a process loads nothing else, and that forked children load nothing.
+    """
+    return [(k.name, args) for k in _jit.KERNELS.values() for args in k.calls]
+
+
+_warmed = False
+_all_loaded = False
+
+
+def warm_up():
+    """Make this process ready to call kernels, loading only what it must.
+
+    Called when a handle is made or unpickled.  Each kernel is loaded from
+    numba's cache on its first call (:func:`load`: a few ms each, without
+    numba's compiler setup), so a process loads only the kernels it uses;
+    here only the two of the hot path (``FAST``).  When the cache lacks them
+    (a cold cache; numba's entries for the kernels also go stale all together
+    when one of their files changes), every kernel is compiled here and now,
+    not later in the middle of a reservation or a wait, where seconds of
+    compilation would stall the other processes; any later miss, too, has
+    them all compiled at once.  A process that forks loads every kernel just
+    before its first fork (``os.register_at_fork``), so forked children load
+    and compile nothing.
+    """
+    global _warmed
+    if _warmed:
+        return
+    _find_entry_points()
+    os.register_at_fork(before=_before_fork)
+    _warmed = True
+
+
+def load_all():
+    """Load every kernel pysyncq calls (compiling those not in the cache)."""
+    global _all_loaded
+    if not _all_loaded:
+        for name, args in kernel_calls():
+            ensure(_jit.KERNELS[name].dispatcher, args)
+        _all_loaded = True
+
+
+def _before_fork():
+    # Exceptions from fork hooks are only printed: load what can be loaded,
+    # and a child that misses a kernel loads it itself.
+    try:
+        load_all()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+#: The compiled entry points of the hot kernels (``hot=True`` in the
+#: registry), by name: calling them skips numba's dispatcher (type checks and
+#: a lookup, about half the cost of an append or a pop).  Only for calls whose
+#: argument types are exactly those of the kernel's first registered sample,
+#: which its callers ensure (the segment's uint8 array, ints, bytes; the
+#: screen table and buffer): an argument of another type would be misread,
+#: not refused.
+FAST = {}
+
+#: The entry points ``warm_up`` finds: append's and pop's, which a handle is
+#: made to call.  The other hot ones are found on first use (:func:`fast`).
+_AT_WARM_UP = ("op_append", "op_pop")
+
+
+def fast(name):
+    """The entry point of hot kernel ``name`` (see ``FAST``), found (and
+    loaded) on first use: for kernels a process may never call."""
+    entry = FAST.get(name)
+    if entry is None:
+        _find_entry_points((name,))
+        entry = FAST[name]
+    return entry
+
+
+def _find_entry_points(names=_AT_WARM_UP):
+    for name in names:
+        k = _jit.KERNELS[name]
+        if not k.hot:
+            raise KeyError(f"{name} is not a hot kernel (@kernel(..., hot=True))")
+        args, disp = k.calls[0], k.dispatcher
+        if not is_kernel(disp):  # NUMBA_DISABLE_JIT: plain functions
+            FAST[name] = disp
+            continue
+        entry = loaded(disp, args) or load(disp, args)
+        if entry is None:  # not in the cache: compile everything now
+            load_all()
+            entry = ensure(disp, args)
+        FAST[name] = entry
+
+
+# Every kernel's first call loads it from numba's cache without numba's compiler
+# setup, also for calls made before any handle exists; a kernel missing from the
+# cache has them all compiled at once.
+install([k.dispatcher for k in _jit.KERNELS.values()], on_miss=load_all)

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from . import _handle, _lifecycle, _outside, _retry, _status, _wait, kernels
+from . import _handle, _load, _outside, _retry, _status, _wait, kernels
 from ._args import check_timer
 from ._wait import WAKE_BITS, LockBusy, locked, wake
 from .codec import decode_at, decode_text, record_fields
@@ -46,7 +46,7 @@ def use_entry_points():
     """Call the hot kernels past numba's dispatcher from now on (after
     ``warm_up`` found their entry points)."""
     global _op_pop
-    _op_pop = _lifecycle.FAST.get("op_pop", kernels.op_pop)
+    _op_pop = _load.FAST.get("op_pop", kernels.op_pop)
 
 
 def pop(q, block=False, timer=0.5, decode=True):

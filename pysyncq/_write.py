@@ -11,7 +11,7 @@ once and it never pins space for it.
 
 import numpy as np
 
-from . import _handle, _lifecycle, _outside, _retry, _status, kernels
+from . import _handle, _load, _outside, _retry, _status, kernels
 from ._args import check_timer, msgtype_bytes
 from ._wait import WAKE_BITS, wake
 from .codec import encode_array, warn_array_as_text
@@ -38,7 +38,7 @@ def use_entry_points():
     """Call the hot kernels past numba's dispatcher from now on (after
     ``warm_up`` found their entry points)."""
     global _op_append
-    _op_append = _lifecycle.FAST.get("op_append", kernels.op_append)
+    _op_append = _load.FAST.get("op_append", kernels.op_append)
 
 
 def append(q, msgtype="", msg="", block=False, timer=0.5):
@@ -140,7 +140,7 @@ def append_array(q, mtype, arr, block=False, timer=0.5):
     # The entry point past numba's dispatcher takes exactly the warm-up's
     # types: a writable flat uint8 view (a read-only array's is not).
     if data.flags.writeable:
-        op = _lifecycle.FAST.get("op_append_array") or _lifecycle.fast("op_append_array")
+        op = _load.FAST.get("op_append_array") or _load.fast("op_append_array")
     else:
         op = kernels.op_append_array
     status = op(q._mem, m.token, *args)

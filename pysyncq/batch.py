@@ -46,10 +46,9 @@ import threading
 import time
 from itertools import repeat
 
-import numba
 import numpy as np
 
-from . import _handle, _lifecycle, _outside, _read, _retry, _status, _wait, kernels
+from . import _handle, _load, _outside, _read, _retry, _status, _wait, kernels
 from ._args import check_int, check_timer, msgtype_bytes
 from ._wait import WAKE_BITS, LockBusy, locked, wake
 from .codec import decode_at, decode_text, encode_body
@@ -198,7 +197,7 @@ def extend(q, mtype, bodies, block=False, timer=0.5):
 def _extend_run(q, m, t, blob, lens, kinds, kind, first, off, count, block, timer):
     """Bodies ``first`` (at ``off`` in ``blob``) up to ``count`` of a batch,
     by the batch kernel; returns ``count``."""
-    op = _op_extend or _entry_points()[0]
+    op = _op_extend or _entry_point("op_extend")
     args = (m.slot, m.sender_bytes, t, blob, lens, kinds, kind, first, off, count)
     status, n, off = op(q._mem, m.token, *args)
     written = first + n
@@ -382,7 +381,7 @@ def _pop_into(msgs, mem, lockval, q, m, want, decode):
         if b is None or b.room < want:
             b = m.lens = _Buffers(max(want, 64))
         scr = q._scr if q._scr_at == q._changes[0] else _handle.screens(q)
-        op = _op_pop_many or _entry_points()[1]
+        op = _op_pop_many or _entry_point("op_pop_many")
         status, count, flen, nsegs, arrays = op(
             mem, lockval, m.slot, scr, m.out, b.fmt, b.segs, want
         )
@@ -442,26 +441,15 @@ def _runs(msgs, m, items, segs, decode):
 _op_extend = _op_pop_many = None
 
 
-def _entry_points():
-    """``(op_extend, op_pop_many)`` called past numba's dispatcher (its type
-    checks and lookup cost about 0.3 µs a call), as ``_lifecycle.FAST`` does
-    for append and pop: the compiled wrapper of the one signature every call
-    here has (the segment, the handle's buffers and the bodies' blob as the
-    warm-up typed them).  The dispatchers themselves on another numba."""
+def _entry_point(name):
+    """Kernel ``name`` (``op_extend`` or ``op_pop_many``) called past numba's
+    dispatcher (its type checks and lookup cost about 0.3 µs a call), as
+    append and pop are: its compiled entry point from the registry's sample
+    (``_load.fast``), kept in this module's ``_op_extend`` / ``_op_pop_many``."""
     global _op_extend, _op_pop_many
-    _lifecycle.warm_up()
-    u8, i64 = np.zeros(8, np.uint8), np.zeros(1, np.int64)
-    samples = {
-        "op_extend": (u8, 1, 0, b"", b"", b"", i64, i64[:0], 0, 0, 0, 1),
-        "op_pop_many": (u8, 1, 0, u8, u8, u8, i64, 1),
-    }
-    found = []
-    for name, args in samples.items():
-        disp = getattr(kernels, name)
-        try:
-            sig = tuple(numba.typeof(a) for a in args)
-            found.append(disp.overloads[sig].entry_point)
-        except (AttributeError, KeyError, TypeError):
-            found.append(disp)
-    _op_extend, _op_pop_many = found
-    return found
+    op = _load.fast(name)
+    if name == "op_extend":
+        _op_extend = op
+    else:
+        _op_pop_many = op
+    return op

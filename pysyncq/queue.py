@@ -39,7 +39,8 @@ from . import (
     views,
 )
 from ._args import check_int, check_name
-from ._lifecycle import State, create_segment, warm_up
+from ._lifecycle import State, create_segment
+from ._load import warm_up
 from .errors import QueueClosed
 from .layout import F_FOREIGN_NS, H_PIDNS, H_TIMENS, max_payload
 from .screen import Screened, ScreenSet, as_bytes

@@ -86,6 +86,8 @@ __all__ = [
     "queues_in_shm",
     "raw_append",
     "raw_pop",
+    "read_ahead",
+    "commit_to",
     "read_header",
     "reads",
     "call_kernels_by_name",
@@ -294,6 +296,17 @@ def raw_pop(q, block=False, timer=0.5):
     return _read.pop_raw(q, block, timer)
 
 
+def read_ahead(q, n, start=None):
+    """``(records, next)``: at most ``n`` records ``q`` has not read, from
+    ``start`` (default: its cursor), without reading them, as a relay does."""
+    return _read.read_ahead(q, n, start)
+
+
+def commit_to(q, pos, count=0):
+    """Read everything before position ``pos`` (from :func:`read_ahead`)."""
+    _read.commit_to(q, pos, count)
+
+
 def crash(q):
     """Make ``q`` as if its process had died: it will never close, release
     its membership or its creator's hold, or remove the queue."""
@@ -383,11 +396,11 @@ def is_kernel(obj):
 
 def kernel_calls():
     """``(kernel name, sample arguments)`` for every kernel signature pysyncq calls."""
-    return _lifecycle.kernel_calls()
+    return _load.kernel_calls()
 
 
 #: Where pysyncq keeps that table (for a test's message: add a new kernel there).
-KERNEL_TABLE = "_lifecycle.kernel_calls()"
+KERNEL_TABLE = "the @kernel registry (pysyncq.kernels._jit)"
 
 
 def kernel_signature(args):
@@ -408,17 +421,17 @@ def loaded_kernel(disp, args):
 def fast_entry(name):
     """The entry point that append or pop (``name``: "op_append", "op_pop")
     call directly, past numba's dispatcher."""
-    return _lifecycle.FAST[name]
+    return _load.FAST[name]
 
 
 def warm_up():
     """What a process does before its first kernel call (as making a handle does)."""
-    _lifecycle.warm_up()
+    _load.warm_up()
 
 
 def compile_all():
     """Load every kernel pysyncq calls, compiling into numba's cache what it lacks."""
-    _lifecycle.load_all()
+    _load.load_all()
 
 
 # -- Exit ----------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ crash-consistency property.  No shared memory and no other process is used.
 """
 
 import numpy as np
+import oracles
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -85,14 +86,14 @@ class Rig:
 
     def append(self, slot, sender=b"", mtype=b"", body=b"", kind=L.KIND_BYTES, token=None):
         token = self._tok(slot, token)
-        return K.ring_append(self.w, self.mem, slot, token, sender, mtype, body, kind)
+        return oracles.ring_append(self.w, self.mem, slot, token, sender, mtype, body, kind)
 
     def pop(self, slot, senders=(), types=(), out=None, token=None):
         """``(status, (sender, type, body, kind))`` on OK, else ``(status, (slen,
         tlen, blen, kind))`` as the kernel returned them."""
         out = self.out if out is None else out
         scr = screen_table(list(senders), list(types)) if senders or types else NO_SCREEN
-        status, slen, tlen, blen, kind = K.ring_pop(
+        status, slen, tlen, blen, kind = oracles.ring_pop(
             self.w, self.mem, slot, self._tok(slot, token), scr, out
         )
         if code(status) == L.OK:
@@ -885,7 +886,7 @@ class Pair:
             lockval = self._lockval(token, contended)
             status = woken(K.op_append(rig.mem, lockval, slot, sender, mtype, body, flagged))
         else:
-            status = K.ring_append(rig.w, rig.mem, slot, token, sender, mtype, body, flagged)
+            status = oracles.ring_append(rig.w, rig.mem, slot, token, sender, mtype, body, flagged)
         expected = self.model.append(slot, token, sender, mtype, body, kind, skip)
         assert code(status) == expected
         assert not status & (L.WAKE_MEMBERS | L.UNLINK)
@@ -923,7 +924,7 @@ class Pair:
             lockval = self._lockval(token, contended)
             result = woken(K.op_pop(rig.mem, lockval, slot, scr, out, waits))
         else:
-            result = K.ring_pop(rig.w, rig.mem, slot, token, scr, out)
+            result = oracles.ring_pop(rig.w, rig.mem, slot, token, scr, out)
         status, slen, tlen, blen, kind = result
         expected, value = self.model.pop(slot, token, senders, types, room)
         if via_op and expected in (L.OK, L.EMPTY, L.PENDING):

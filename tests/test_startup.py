@@ -14,7 +14,6 @@ under test (and then ``tests/``, for ``introspect``).
 
 import json
 import os
-import re
 import subprocess
 import sys
 import textwrap
@@ -27,6 +26,7 @@ from conftest import shm_exists
 
 import pysyncq
 from pysyncq import PySyncQ, kernels
+from pysyncq.kernels import _jit
 
 TREE = Path(pysyncq.__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
@@ -60,19 +60,106 @@ def loaded_now():
     return {n: len(d.overloads) for n, d in vars(kernels).items() if introspect.is_kernel(d)}
 
 
-# -- The table of kernel signatures -------------------------------------------
+# -- The registry of kernel signatures (pysyncq.kernels._jit) -------------------
 
 
-def test_the_table_names_every_kernel_pysyncq_calls():
-    called = set()
-    for path in (TREE / "pysyncq").glob("*.py"):
-        if path.name != "kernels.py":
-            # (not ``kernels.name`` in a docstring: a mention, not a call)
-            called |= set(re.findall(r"(?<!`)\bkernels\.([a-z_]\w*)\b", path.read_text()))
-    called = {n for n in called if introspect.is_kernel(getattr(kernels, n, None))}
-    table = {name for name, _ in introspect.kernel_calls()}
-    assert called <= table, f"add to {introspect.KERNEL_TABLE}: {sorted(called - table)}"
-    assert all(introspect.is_kernel(getattr(kernels, n)) for n in table)
+def test_the_registry_holds_the_packages_kernels_with_samples_of_the_real_types(qname):
+    for name, _ in introspect.kernel_calls():
+        assert getattr(kernels, name) is _jit.KERNELS[name].dispatcher
+        assert introspect.is_kernel(getattr(kernels, name))
+    hot = {k.name for k in _jit.KERNELS.values() if k.hot}
+    assert hot == {"op_append", "op_pop", "op_append_array", "op_extend", "op_pop_many"}
+    # The samples stand for the segment, the screen table and the buffers.
+    q = PySyncQ(qname, size=4096)
+    q.open("me")
+    real = (introspect.mem(q), introspect.screen_table([b"s"], [b"t"]), introspect.copy_buffer(q))
+    real += (introspect.words(q),)
+    samples = (_jit.SEGMENT, _jit.SCREEN, _jit.BUFFER, _jit.WORDS)
+    assert introspect.kernel_signature(real) == introspect.kernel_signature(samples)
+    q.close()
+
+
+EVERY_OPERATION = """
+import asyncio, json, multiprocessing as mp, os, subprocess, sys
+import numpy as np
+import pysyncq
+import introspect
+from pysyncq import PySyncQ, kernels
+from pysyncq.kernels import _jit
+from pysyncq.layout import H_LOCK
+
+def overloads():
+    disps = {n: d for n, d in vars(kernels).items() if hasattr(d, "overloads")}
+    disps.update((k.name, k.dispatcher) for k in _jit.KERNELS.values())
+    return sorted([n, str(sig)] for n, d in disps.items() for sig in d.overloads)
+
+def misses():
+    return sum(sum(k.dispatcher.stats.cache_misses.values()) for k in _jit.KERNELS.values())
+
+def dead_token():
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    token = introspect.token_of(p.pid)
+    p.kill()
+    p.wait(60)
+    return token
+
+def join_and_die(q, sender, durable):
+    q.open(sender, durable=durable)
+    os._exit(0)  # no close: its slot is left for the others to reap or adopt
+
+async def aio(q):
+    await q.aappend("t", "async")
+    await q.aappend_array("a", np.arange(3.0))
+    return [await q.apop(timer=5), await q.apop(timer=5)]
+
+if __name__ == "__main__":
+    q = PySyncQ(sys.argv[1], size=1 << 20)
+    q.open("me", filtself=False)
+    q.append("s", "text")
+    q.append(b"b", memoryview(b"bytes"))
+    q.append("big", b"x" * (q.copy_outside + 8))
+    q.append_array("a", np.arange(6.0).reshape(2, 3))
+    q.append_array("ro", np.frombuffer(b"12345678", np.uint8))
+    q.extend("e", ["one", b"two", 3])
+    q.extend("e", [b"same"] * 3)
+    with q.loan("loan", (4,), np.int32) as arr:
+        arr[:] = 7
+    assert q.pop()[2] == "text"
+    with q.pop_view() as m:
+        assert bytes(m[2]) == b"bytes"
+    assert len(q.pop_many(3)) == 3
+    records, nxt = introspect.read_ahead(q, 10)
+    introspect.commit_to(q, nxt, len(records))
+    assert q.pop(block=True, timer=0.05) is None
+    assert len(asyncio.run(aio(q))) == 2
+    q.stats()
+    introspect.words(q)[H_LOCK] = dead_token()  # held by a process that died: stolen
+    q.append("t", "after the steal", block=True, timer=5)
+    for sender, durable in (("gone", False), ("relay", True)):
+        p = mp.get_context("fork").Process(target=join_and_die, args=(q, sender, durable))
+        p.start()
+        p.join(60)
+    relay = PySyncQ(sys.argv[1], create=False).open("relay", durable=True)  # adopted
+    q.wait_for_readers(1, timer=5)
+    assert [n for n, _ in pysyncq.list_queues() if n == sys.argv[1]]
+    relay.close()
+    q.close()  # reaps "gone"
+    print(json.dumps({"overloads": overloads(), "misses": misses()}))
+"""
+
+
+def test_every_kernel_python_calls_is_in_the_registry(tmp_path, qname):
+    """What a process that runs every operation loads is registered (where
+    each kernel is defined: ``@kernel``), so that ``load_all`` loads it
+    before a fork and forked children load nothing."""
+    run(tmp_path, WARM_THE_CACHE)
+    seen = json.loads(run(tmp_path, EVERY_OPERATION, qname))
+    registered = {
+        (name, str(introspect.kernel_signature(args))) for name, args in introspect.kernel_calls()
+    }
+    assert {tuple(o) for o in seen["overloads"]} <= registered
+    assert seen["misses"] == 0
+    assert not shm_exists(qname)
 
 
 @pytest.mark.parametrize(("name", "args"), introspect.kernel_calls())

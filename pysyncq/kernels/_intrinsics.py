@@ -9,8 +9,9 @@ takes a 1-d int64 array (a view of the shared memory) and an element index.
 one that is easiest to reason about (a release store followed by a load of
 another word, as the waking protocol needs, is only ordered under ``seq_cst``).
 
-Numba's on-disk cache does not track this module: after changing it, delete
-the ``*.nbi``/``*.nbc`` files under ``pysyncq/__pycache__``.
+Numba's on-disk cache would not notice a change to this module by itself (it
+looks at the file that defines each kernel): the stamp of every kernel covers
+it too (pysyncq.kernels._jit), so a change here recompiles them all.
 """
 
 import platform
