@@ -31,6 +31,7 @@ p >= 0.05).
 """
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -303,6 +304,13 @@ def run_all(benches, chosen, sides, opts, pool):
                             timeout=opts.timeout,
                             env=sides.env(cls, side),
                         )
+                        got = (r or {}).get("env", {}).get("pysyncq_file")
+                        if (
+                            not err
+                            and cls.pysyncq == "tree"
+                            and not harness.imports_from({"pysyncq_file": got}, sides.trees[side])
+                        ):
+                            err = f"{cls.name}: imported {got}, not {sides.trees[side]}"
                         if err:
                             print("\n".join(err.splitlines()[:2]), file=sys.stderr)
                             pool.fail(mod, cls.name, side, err)
@@ -437,7 +445,9 @@ def verdict(mod, x_a, x_b):
     ratio = median(b) / median(a) if median(a) else float("nan")
     p = harness.rank_test(a, b)
     higher = higher_of(mod, x_a)
-    if p >= ALPHA or p != p:
+    if 2 / math.comb(len(a) + len(b), len(a)) >= ALPHA:
+        word = "too few"  # no order of so few samples could reach p < ALPHA
+    elif p >= ALPHA or p != p:
         word = "noise"
     elif higher is None:
         word = "differs"
@@ -583,7 +593,8 @@ def main(argv=None):
             + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
             + f".  'noise': the rank test finds no difference (p ≥ {ALPHA}); at that level "
             "about 1 cell in 20 is flagged by chance alone: rerun a flagged cell before "
-            "believing it.\n"
+            "believing it.  'too few': too few samples a side for the test to find "
+            "anything (more rounds).\n"
         )
     else:
         t = targets_table(POOL)
