@@ -95,16 +95,11 @@ def median(xs):
 
 
 def stats(xs):
-    """What a summary keeps of a cell's samples: n, median, min, max, quartiles,
-    and p90/p99 where there are enough samples for them to mean something."""
-    s = {
-        "n": len(xs),
-        "median": median(xs),
-        "min": min(xs),
-        "max": max(xs),
-        "p25": quantile(xs, 0.25),
-        "p75": quantile(xs, 0.75),
-    }
+    """What a summary keeps of a cell's samples: n, median, min, max, and the
+    quartiles, p90 and p99 where there are enough samples for them to mean something."""
+    s = {"n": len(xs), "median": median(xs), "min": min(xs), "max": max(xs)}
+    if len(xs) >= 10:
+        s.update(p25=quantile(xs, 0.25), p75=quantile(xs, 0.75))
     if len(xs) >= 50:
         s.update(p90=quantile(xs, 0.9), p99=quantile(xs, 0.99))
     return s

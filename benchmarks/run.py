@@ -521,7 +521,8 @@ def summary_cells(sides, ab):
 
 
 def _r(x):
-    return None if x != x else float(f"{x:.4g}")
+    """Two decimals (the tables show fewer), four significant digits below 1."""
+    return None if x != x else round(x, 2) if abs(x) >= 1 else float(f"{x:.4g}")
 
 
 def _rounded(st):
