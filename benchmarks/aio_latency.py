@@ -1,29 +1,61 @@
 """Wake-up latency of ``await q.apop()`` against the blocking ``q.pop(block=True)``.
 
-One-way: a writer process appends its ``time.monotonic_ns()`` every 2 ms
-(so the reader is always asleep when a message comes), the reader takes the
-difference on arrival.  Readers: blocking ``pop``, ``apop`` (socket wake-up),
-``apop`` with the polling fallback forced, and ``apop`` with 50 other
-coroutines (tasks sleeping in a loop) sharing the loop.
+    python benchmarks/aio_latency.py [--aio-n 2000] [--rounds 3] [--quick]
 
-    python benchmarks/aio_latency.py [--n 2000] [--repeats 3]
+(the same as ``python benchmarks/run.py --only aio_latency``).  One-way: a
+writer process appends its ``time.monotonic_ns()`` every 2 ms (so the reader
+is always asleep when a message comes), the reader takes the difference on
+arrival.  Readers: blocking ``pop``, ``apop`` (socket wake-up), ``apop`` with
+50 other coroutines (tasks sleeping in a loop) sharing the loop, and ``apop``
+with the polling fallback forced (a tenth of the samples).
 """
 
-import argparse
 import asyncio
-import json
 import multiprocessing as mp
-import statistics
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import contenders
+import harness
 
-from pysyncq import PySyncQ, aio  # noqa: E402
+NAME = "aio_latency"
+ROLE = contenders.Itself
+UNIT, HIGHER_IS_BETTER = "µs one-way", False
+ROUNDS, QUICK_SCALE = 3, 0.1
+KINDS = ["pop(block=True)", "apop", "apop, 50 busy tasks", "apop, polling fallback"]
+N = 2000
+GAP = 0.002
+
+
+def options(p):
+    p.add_argument("--aio-n", type=int, default=N, help="aio_latency: samples per reader and round")
+    p.add_argument("--aio-gap", type=float, default=GAP, help="aio_latency: s between appends")
+
+
+def accepts(cls):
+    return True
+
+
+def jobs(opts):
+    return [("", [])]
+
+
+def worker_argv(opts, cls):
+    n = max(50, int(opts.aio_n * opts.scale_of(NAME)))
+    return ["--n", n, "--gap", opts.aio_gap]
+
+
+def worker_options(p):
+    p.add_argument("--n", type=int, default=N)
+    p.add_argument("--gap", type=float, default=GAP)
+
+
+# -- The worker --------------------------------------------------------------------------
 
 
 def _writer(name, n, gap, ready):
+    from pysyncq import PySyncQ
+
     q = PySyncQ(name, create=False).open("w", reader=False)
     ready.wait(60)
     time.sleep(0.2)
@@ -59,7 +91,9 @@ async def _async(q, n, busy):
     return out
 
 
-def run(kind, n, gap):
+def one(kind, n, gap):
+    from pysyncq import PySyncQ, aio
+
     q = PySyncQ(None, size=1 << 16).open("r")
     ready = mp.Event()
     p = mp.get_context("fork").Process(target=_writer, args=(q.name, n, gap, ready))
@@ -72,7 +106,7 @@ def run(kind, n, gap):
             lat = asyncio.run(_async(q, n, 0))
         elif kind == "apop, 50 busy tasks":
             lat = asyncio.run(_async(q, n, 50))
-        else:  # the fallback: no socket
+        else:  # the fallback: no socket (a private hook of pysyncq.aio)
             join = aio._join
             aio._join = lambda *a: None
             try:
@@ -82,33 +116,43 @@ def run(kind, n, gap):
     finally:
         p.join(60)
         q.close()
-    return lat
+    return [x / 1e3 for x in lat]
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=2000)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--gap", type=float, default=0.002)
-    ap.add_argument("--json", default=None)
-    args = ap.parse_args()
-    kinds = ["pop(block=True)", "apop", "apop, 50 busy tasks", "apop, polling fallback"]
-    samples = {k: [] for k in kinds}
-    for _ in range(args.repeats):
-        for k in kinds:
-            n = args.n if "polling" not in k else max(50, args.n // 10)
-            samples[k] += run(k, n, args.gap)
-    print("| reader | samples | median µs | p90 µs | p99 µs |\n|---|---:|---:|---:|---:|")
-    for k in kinds:
-        s = sorted(samples[k])
-        q = statistics.quantiles(s, n=100)
-        print(
-            f"| {k} | {len(s)} | {statistics.median(s) / 1e3:.1f} | {q[89] / 1e3:.1f} | "
-            f"{q[98] / 1e3:.1f} |"
-        )
-    if args.json:
-        Path(args.json).write_text(json.dumps(samples))
+def work(cls, tag, args):
+    from pysyncq import PySyncQ, aio
+
+    if not hasattr(PySyncQ, "apop"):
+        raise harness.Skip("this tree has no PySyncQ.apop")
+    cells = []
+    for kind in KINDS:
+        if "polling" in kind and not hasattr(aio, "_join"):
+            contenders.log(
+                "  no pysyncq.aio._join in this tree: the polling fallback is not forced"
+            )
+            continue
+        n = args.n if "polling" not in kind else max(50, args.n // 10)
+        lat = one(kind, n, args.gap)
+        cells.append({"variant": kind, "size": None, "samples": lat})
+        contenders.log(f"  {kind:24} {harness.median(lat):8.1f} µs median")
+    return {"cells": cells}
+
+
+def table(cells, names):
+    """Today's table: the pooled samples' median, p90 and p99."""
+    lines = ["| reader | samples | median µs | p90 µs | p99 µs |", "|---|---:|---:|---:|---:|"]
+    for (kind, _), by_c in cells.items():
+        for x in by_c.values():
+            s = x["samples"]
+            if not s:
+                lines.append(f"| {kind} | failed | | | |")
+                continue
+            q = harness.quantile
+            lines.append(
+                f"| {kind} | {len(s)} | {q(s, 0.5):.1f} | {q(s, 0.9):.1f} | {q(s, 0.99):.1f} |"
+            )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(harness.worker_main(sys.modules[__name__]))

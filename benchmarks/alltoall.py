@@ -6,38 +6,66 @@ has arrived (without waiting), so that no transport can fill up and stall
 the others; when it has sent all M it waits for the rest.  A sample runs
 from the start barrier (the earliest peer's clock after it) until the last
 peer has read all (N - 1) x M; total msg/s = N x M / that time (messages
-sent; each is delivered N - 1 times).
+sent; each is delivered N - 1 times).  A mesh with batch calls
+(``pysyncq-batch``) sends a burst with one call and drains with one.
 
-Contenders (contenders.py ``MESHES``): pysyncq (one queue), pyzmq (a PUB per
-peer, a SUB connected to all others), Pipe (a duplex Pipe per pair), all one
-call per message; and pysyncq-batch, the same queue with a burst sent by one
-``extend`` and a drain made by one ``pop_many``.
-
-Run ``python benchmarks/run.py --only alltoall``.
+``python benchmarks/run.py --only alltoall``.
 """
 
 import gc
 import multiprocessing as mp
+import signal
 import sys
 import time
 
-from harness import join_children, median, start_children, worker_main, worker_parser
+import contenders
+import harness
+from harness import join_children, median, start_children
 
 NAME = "alltoall"
-CONTENDERS = ["pysyncq", "pysyncq-batch", "Pipe", "pyzmq"]
-SIZES = [64]
+ROLE = contenders.Mesh
+UNIT, HIGHER_IS_BETTER = "msg/s total", True
+ROUNDS, QUICK_SCALE = 3, 0.25
+SIZE = 64
 PEERS = 3
 CAPACITY = 1 << 22
 BURST = 32
-#: Messages each peer sends per sample (scaled by --scale): about 0.3 s.
-MESSAGES = {"pysyncq": 30000, "pysyncq-batch": 120000, "Pipe": 20000, "pyzmq": 30000}
+#: Messages each peer sends per sample without its own ``counts["alltoall"]``
+#: (scaled by --scale): about 0.3 s.
+MESSAGES = 10000
 SAMPLES = 3
 DEADLINE = 60.0  # seconds one sample may take before a peer gives up
 
 
-def peer(mesh, i, n, size, m, samples, barrier, results):
-    import signal
+def options(p):
+    p.add_argument("--peers", type=int, default=PEERS, help="alltoall: processes (3)")
 
+
+def accepts(cls):
+    return True
+
+
+def jobs(opts):
+    return [(f"{opts.peers} processes", ["--peers", opts.peers])]
+
+
+def worker_argv(opts, cls):
+    m = max(BURST, int(cls.count(NAME, MESSAGES) * opts.scale_of(NAME)))
+    samples = opts.tp_samples or (2 if opts.quick else SAMPLES)
+    return ["--m", m, "--samples", samples, "--size", SIZE]
+
+
+def worker_options(p):
+    p.add_argument("--peers", type=int, default=PEERS)
+    p.add_argument("--size", type=int, default=SIZE)
+    p.add_argument("--m", type=int, default=MESSAGES)
+    p.add_argument("--samples", type=int, default=SAMPLES)
+
+
+# -- The worker --------------------------------------------------------------------------
+
+
+def peer(mesh, i, n, size, m, samples, barrier, results):
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     gc.disable()
     try:
@@ -89,11 +117,9 @@ def peer(mesh, i, n, size, m, samples, barrier, results):
         raise
 
 
-def body(contender, tag, args):
-    from contenders import MESHES
-
+def work(cls, tag, args):
     n, size, m = args.peers, args.size, args.m
-    mesh = MESHES[contender](n, CAPACITY, tag)
+    mesh = cls(n, CAPACITY, tag)
     ctx = mp.get_context("fork")
     barrier, results = ctx.Barrier(n), ctx.Queue()
     procs, stuck, rates = [], [], []
@@ -111,54 +137,16 @@ def body(contender, tag, args):
             if k:
                 t = max(g[2] for g in got) - min(g[1] for g in got)
                 rates.append(n * m / t)
-        print(
-            f"  {contender:>14} N={n} {size} B: {median(rates):10.0f} msg/s total", file=sys.stderr
-        )
+        contenders.log(f"  {cls.name:>14} N={n} {size} B: {median(rates):10.0f} msg/s total")
     finally:
         stuck = join_children(procs, 10)
         left = mesh.cleanup()
     return {
-        "peers": n,
-        "sizes": [size],
-        "results": {str(size): {"messages_per_peer": m, "msgs_per_s": rates}},
+        "cells": [{"size": size, "samples": rates, "per_sample": m}],
         "stuck_children": stuck,
         "leftovers_removed_by_worker": left,
     }
 
 
-def variants(opts):
-    return [(f"{opts.peers} processes", ["--peers", opts.peers])]
-
-
-def worker_argv(opts, contender):
-    m = max(BURST, int(MESSAGES.get(contender, 10000) * opts.scale))
-    return ["--m", m, "--samples", opts.tp_samples, "--size", SIZES[0]]
-
-
-def table_rows(res, contenders, opts):
-    for label, _ in variants(opts):
-        yield (
-            SIZES[0],
-            label,
-            {
-                c: r["results"][str(SIZES[0])]["msgs_per_s"]
-                for c, r in res.get(label, {}).items()
-                if "error" not in r
-            },
-        )
-
-
-UNIT, HIGHER_IS_BETTER = "msg/s total", True
-
-
-def main(argv=None):
-    p = worker_parser(__doc__)
-    p.add_argument("--peers", type=int, default=PEERS)
-    p.add_argument("--size", type=int, default=SIZES[0])
-    p.add_argument("--m", type=int, default=10000)
-    p.add_argument("--samples", type=int, default=SAMPLES)
-    return worker_main(p, NAME, body, argv)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(harness.worker_main(sys.modules[__name__]))

@@ -1,22 +1,22 @@
 """Echo latency: the seed project's benchmark (pysyncq 0.0.1 ``tests/benchmark.py``).
 
-A parent and K children (default 2, as in issue 9).  The parent sends a message to all
-children; child 0 echoes it back, the other children read and discard
-everything; the parent waits for the echo before sending the next one.
-One-way latency = round-trip time / 2.  For each message size, several
+A parent and K children (default 2, as in issue 9).  The parent sends a
+message to all children; child 0 echoes it back, the other children read and
+discard everything; the parent waits for the echo before sending the next
+one.  One-way latency = round-trip time / 2.  For each message size, several
 samples of N round trips each are timed (``time.perf_counter``, gc disabled
-in every process during the timed loop) and the median one-way latency of
-the samples is reported.
+in every process during the timed loop); a barrier after each sample checks
+that every child counted every message.
 
-Run ``python benchmarks/run.py --only echo`` (this file alone does the same).
-The worker mode (``--worker``) is what ``run.py`` starts in a child
-interpreter, once per contender.
+``python benchmarks/run.py --only echo`` (this file run by hand does the same).
 """
 
 import gc
 import sys
 import time
 
+import contenders
+import harness
 from harness import (
     DATA,
     ECHO,
@@ -26,31 +26,66 @@ from harness import (
     Barrier,
     answer_barrier,
     child_setup,
+    ints,
     median,
     start_children,
     stop_children,
-    worker_main,
-    worker_parser,
 )
 
 NAME = "echo"
+ROLE = contenders.Transport
+UNIT, HIGHER_IS_BETTER = "µs one-way", False
+ROUNDS, QUICK_SCALE = 3, 0.25
 SIZES = [16, 1024, 65536]
 CHILDREN = 2
-#: Contenders that can run this scenario (the copy reference is one-way only).
-CONTENDERS = ["pysyncq", "pysyncq-0.0.1", "Pipe", "mp.Queue", "faster-fifo", "pyzmq"]
 CAPACITY = 1 << 22  # every contender gets 4 MiB of queue per queue
-#: Round trips per sample, by contender (scaled by --scale).
-#: Sizes above 4 KiB get a quarter of these.  The aim: about 0.3 s per sample.
-ROUND_TRIPS = {
-    "pysyncq": 5000,
-    "pysyncq-0.0.1": 1500,
-    "Pipe": 5000,
-    "mp.Queue": 2500,
-    "faster-fifo": 4000,
-    "pyzmq": 2000,
-}
-SAMPLES = 5  # per round; run.py runs 3 rounds
+#: Round trips per sample for a contender without its own ``counts["echo"]``
+#: (scaled by --scale; sizes above 4 KiB get a quarter).  Aim: about 0.3 s a sample.
+ROUND_TRIPS = 500
+SAMPLES = 5  # per round
 WARMUP = 50
+
+
+def options(p):
+    p.add_argument("--children", type=int, default=CHILDREN, help="echo: children (2)")
+    p.add_argument(
+        "--sizes",
+        "--echo-sizes",
+        dest="echo_sizes",
+        type=ints,
+        default=SIZES,
+        help="echo: message sizes in bytes (16,1024,65536)",
+    )
+    p.add_argument(
+        "--samples", type=int, default=None, help="echo: samples per size and round (5; 3 quick)"
+    )
+
+
+def accepts(cls):
+    return not cls.one_way  # the copy reference sends one way only
+
+
+def jobs(opts):
+    """``[(variant, worker arguments)]``: one variant, every size in one worker."""
+    return [(f"{opts.children} children", ["--children", opts.children])]
+
+
+def worker_argv(opts, cls):
+    n = max(1, int(cls.count(NAME, ROUND_TRIPS) * opts.scale_of(NAME)))
+    samples = opts.samples or (3 if opts.quick else SAMPLES)
+    sizes = ",".join(map(str, opts.echo_sizes))
+    return ["--sizes", sizes, "--n", n, "--samples", samples, "--warmup", min(WARMUP, n)]
+
+
+def worker_options(p):
+    p.add_argument("--children", type=int, default=CHILDREN)
+    p.add_argument("--sizes", type=ints, default=SIZES)
+    p.add_argument("--n", type=int, default=ROUND_TRIPS)
+    p.add_argument("--samples", type=int, default=SAMPLES)
+    p.add_argument("--warmup", type=int, default=WARMUP)
+
+
+# -- The worker --------------------------------------------------------------------------
 
 
 def child(t, i):
@@ -91,19 +126,24 @@ def round_trips(t, msg, n):
     return ts[-1] - t0, longest
 
 
-def body(contender, tag, args):
-    from contenders import TRANSPORTS
+def check(counts, expected, k, size):
+    if counts != [expected] * k:
+        raise AssertionError(
+            f"{size} B: children received {counts} data messages, expected {expected} each"
+        )
 
+
+def work(cls, tag, args):
     k = args.children
     sizes = args.sizes
-    t = TRANSPORTS[contender](k, CAPACITY, tag, max(sizes))
+    t = cls(k, CAPACITY, tag, max(sizes))
     procs, clean = [], False
-    out = {"children": k, "sizes": sizes, "warmup": args.warmup, "results": {}}
+    out = {"cells": []}
     try:
         procs = start_children(child, lambda i: (t, i), k)
         t.parent_open()
         barrier = Barrier(t, k)
-        barrier(PING, repeat=getattr(t, "needs_repeated_ping", False))
+        barrier(PING, repeat=t.needs_repeated_ping)
         for size in sizes:
             msg = bytes(size)
             n = args.n if size <= 4096 else max(1, args.n // 4)
@@ -115,16 +155,10 @@ def body(contender, tag, args):
                 check(barrier(), n, k, size)
                 samples.append(total / (2 * n) * 1e6)
                 longest.append(lng * 1e6)
-            out["results"][str(size)] = {
-                "n": n,
-                "one_way_us": samples,
-                "longest_round_trip_us": longest,
-                "median_us": median(samples),
-            }
-            print(
-                f"  {contender:>14} {size:>6} B: {median(samples):8.1f} us one-way",
-                file=sys.stderr,
+            out["cells"].append(
+                {"size": size, "samples": samples, "per_sample": n, "longest_us": max(longest)}
             )
+            contenders.log(f"  {cls.name:>14} {size:>6} B: {median(samples):8.1f} us one-way")
         clean = True
     finally:
         try:
@@ -135,60 +169,5 @@ def body(contender, tag, args):
     return out
 
 
-def check(counts, expected, k, size):
-    if counts != [expected] * k:
-        raise AssertionError(
-            f"{size} B: children received {counts} data messages, expected {expected} each"
-        )
-
-
-def variants(opts):
-    """``[(label, worker arguments)]``: one variant, every size in one worker."""
-    return [(f"{opts.children} children", ["--children", opts.children])]
-
-
-def worker_argv(opts, contender):
-    n = max(1, int(ROUND_TRIPS.get(contender, 500) * opts.scale))
-    return [
-        "--sizes",
-        ",".join(map(str, opts.echo_sizes)),
-        "--n",
-        n,
-        "--samples",
-        opts.samples,
-        "--warmup",
-        min(WARMUP, n),
-    ]
-
-
-def table_rows(res, contenders, opts):
-    """``(size, variant, samples by contender)`` for run.py's tables: one-way µs,
-    lower is better."""
-    for label, _ in variants(opts):
-        for size in opts.echo_sizes:
-            yield (
-                size,
-                label,
-                {
-                    c: r["results"][str(size)]["one_way_us"]
-                    for c, r in res.get(label, {}).items()
-                    if "error" not in r
-                },
-            )
-
-
-UNIT, HIGHER_IS_BETTER = "µs one-way", False
-
-
-def main(argv=None):
-    p = worker_parser(__doc__)
-    p.add_argument("--children", type=int, default=CHILDREN)
-    p.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=SIZES)
-    p.add_argument("--n", type=int, default=500)
-    p.add_argument("--samples", type=int, default=SAMPLES)
-    p.add_argument("--warmup", type=int, default=WARMUP)
-    return worker_main(p, NAME, body, argv)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(harness.worker_main(sys.modules[__name__]))

@@ -5,20 +5,20 @@ transport allows, blocking when it is full; every reader reads all M, checks
 each body's length, and reports the ``time.perf_counter`` at which it had the
 M-th (the clock is system-wide, CLOCK_MONOTONIC).  A sample's time runs from
 just before the first send until the last reader had all M: messages/s *per
-reader* = M / time (each reader receives all M); MB/s = that x S.  After each
-sample a barrier checks that every reader counted exactly M.
-
-``copy-ring`` (contenders.py) is the copy reference: one memcpy in by the
+reader* = M / time (each reader receives all M).  After each sample a barrier
+checks that every reader counted exactly M.  ``copy-ring``
+(contenders/references.py) is the copy reference: one memcpy in by the
 writer, one memcpy out by each reader, lock-free counters, nothing else.
 
-Run ``python benchmarks/run.py --only fanout``.  ``--worker`` is the mode that
-``run.py`` starts once per (contender, R).
+``python benchmarks/run.py --only fanout``.
 """
 
 import gc
 import sys
 import time
 
+import contenders
+import harness
 from harness import (
     DATA,
     DONE,
@@ -29,40 +29,71 @@ from harness import (
     Barrier,
     answer_barrier,
     child_setup,
+    ints,
     median,
     start_children,
     stop_children,
-    worker_main,
-    worker_parser,
 )
 
 NAME = "fanout"
+ROLE = contenders.Transport
+UNIT, HIGHER_IS_BETTER = "msg/s per reader", True
+ROUNDS, QUICK_SCALE = 3, 0.25
 SIZES = [64, 4096, 1 << 20]
 READERS = [1, 2]
-CONTENDERS = [
-    "pysyncq",
-    "pysyncq-0.0.1",
-    "Pipe",
-    "mp.Queue",
-    "faster-fifo",
-    "pyzmq",
-    "copy-ring",
-]
 CAPACITY = 1 << 22  # 4 MiB of queue per queue, or 8 messages if more
-#: Messages per sample at 64 B, by contender (scaled by --scale); the aim is
-#: about 0.3 s per sample.  Divided by SIZE_DIVISOR for larger sizes.
-MESSAGES = {
-    "pysyncq": 60000,
-    "pysyncq-0.0.1": 12000,
-    "Pipe": 40000,
-    "mp.Queue": 20000,
-    "faster-fifo": 15000,
-    "pyzmq": 60000,
-    "copy-ring": 30000,
-}
+#: Messages per sample at 64 B for a contender without its own
+#: ``counts["fanout"]`` (scaled by --scale); the aim is about 0.3 s per
+#: sample.  Divided by SIZE_DIVISOR for larger sizes.
+MESSAGES = 10000
 SIZE_DIVISOR = {64: 1, 4096: 2}  # larger: 30 (1 MiB: 2000 pysyncq messages)
-SAMPLES = 3  # per round; run.py runs 3 rounds
+SAMPLES = 3  # per round
 WARMUP = 500
+
+
+def options(p):
+    p.add_argument("--readers", type=ints, default=READERS, help="fanout: reader counts (1,2)")
+    p.add_argument(
+        "--fanout-sizes", type=ints, default=SIZES, help="fanout: message sizes (64,4096,1048576)"
+    )
+    p.add_argument(
+        "--tp-samples",
+        type=int,
+        default=None,
+        help="fanout, alltoall: samples per round (3; 2 quick)",
+    )
+
+
+def accepts(cls):
+    return True
+
+
+def jobs(opts):
+    return [(f"R={r}", ["--readers", r]) for r in opts.readers]
+
+
+def worker_argv(opts, cls):
+    m = max(2, int(cls.count(NAME, MESSAGES) * opts.scale_of(NAME)))
+    samples = opts.tp_samples or (2 if opts.quick else SAMPLES)
+    sizes = ",".join(map(str, opts.fanout_sizes))
+    return ["--sizes", sizes, "--m", m, "--samples", samples, "--warmup", min(WARMUP, m)]
+
+
+def worker_options(p):
+    p.add_argument("--readers", type=int, default=1)
+    p.add_argument("--sizes", type=ints, default=SIZES)
+    p.add_argument("--m", type=int, default=MESSAGES)
+    p.add_argument("--samples", type=int, default=SAMPLES)
+    p.add_argument("--warmup", type=int, default=WARMUP)
+
+
+def rows(cells):
+    """Table order: by size, then by variant (R=1, R=2)."""
+    variants = list(dict.fromkeys(v for v, _ in cells))
+    return sorted(cells, key=lambda c: (c[1], variants.index(c[0])))
+
+
+# -- The worker --------------------------------------------------------------------------
 
 
 def capacity_for(size):
@@ -126,52 +157,37 @@ def one_sample(t, barrier, k, msg, m):
     return max(ends.values()) - t0, sent - t0
 
 
-def body(contender, tag, args):
-    from contenders import TRANSPORTS
-
-    k = args.readers
-    out = {"readers": k, "sizes": args.sizes, "results": {}}
+def work(cls, tag, args):
+    out = {"cells": [], "stuck_children": [], "leftovers_removed_by_worker": []}
     for size in args.sizes:  # a transport per size: the queues are sized for it
-        out["results"][str(size)], stuck, left = one_size(contender, tag, args, size, TRANSPORTS)
-        out.setdefault("stuck_children", []).extend(stuck)
-        out.setdefault("leftovers_removed_by_worker", []).extend(left)
+        cell, stuck, left = one_size(cls, tag, args, size)
+        out["cells"].append(cell)
+        out["stuck_children"] += stuck
+        out["leftovers_removed_by_worker"] += left
     return out
 
 
-def one_size(contender, tag, args, size, transports):
+def one_size(cls, tag, args, size):
     k = args.readers
-    t = transports[contender](k, capacity_for(size), f"{tag}_{size}", size)
+    t = cls(k, capacity_for(size), f"{tag}_{size}", size)
     procs, clean, stuck, left = [], False, [], []
     try:
         procs = start_children(child, lambda i: (t, i), k)
         t.parent_open()
         barrier = Barrier(t, k)
-        barrier(PING, repeat=getattr(t, "needs_repeated_ping", False))
+        barrier(PING, repeat=t.needs_repeated_ping)
         msg = bytes(size)
         m = messages_for(args.m, size)
         one_sample(t, barrier, k, msg, min(m, args.warmup))
-        secs, send_secs = [], []
+        secs = []
         for _ in range(args.samples):
-            s, ss = one_sample(t, barrier, k, msg, m)
-            secs.append(s)
-            send_secs.append(ss)
+            secs.append(one_sample(t, barrier, k, msg, m)[0])
         rates = [m / s for s in secs]
-        print(
-            f"  {contender:>14} R={k} {size:>8} B: {median(rates):10.0f} msg/s per reader",
-            file=sys.stderr,
+        contenders.log(
+            f"  {cls.name:>14} R={k} {size:>8} B: {median(rates):10.0f} msg/s per reader"
         )
         clean = True
-        return (
-            {
-                "messages": m,
-                "seconds": secs,
-                "send_seconds": send_secs,
-                "msgs_per_s": rates,
-                "mb_per_s": [r * size / 1e6 for r in rates],
-            },
-            stuck,
-            left,
-        )
+        return {"size": size, "samples": rates, "per_sample": m}, stuck, left
     finally:
         try:
             stuck += stop_children(t, procs, clean)
@@ -180,50 +196,5 @@ def one_size(contender, tag, args, size, transports):
             left += t.cleanup()
 
 
-def variants(opts):
-    return [(f"R={r}", ["--readers", r]) for r in opts.readers]
-
-
-def worker_argv(opts, contender):
-    m = max(2, int(MESSAGES.get(contender, 10000) * opts.scale))
-    return [
-        "--sizes",
-        ",".join(map(str, opts.fanout_sizes)),
-        "--m",
-        m,
-        "--samples",
-        opts.tp_samples,
-        "--warmup",
-        min(WARMUP, m),
-    ]
-
-
-def table_rows(res, contenders, opts):
-    for size in opts.fanout_sizes:
-        for label, _ in variants(opts):
-            yield (
-                size,
-                label,
-                {
-                    c: r["results"][str(size)]["msgs_per_s"]
-                    for c, r in res.get(label, {}).items()
-                    if "error" not in r
-                },
-            )
-
-
-UNIT, HIGHER_IS_BETTER = "msg/s per reader", True
-
-
-def main(argv=None):
-    p = worker_parser(__doc__)
-    p.add_argument("--readers", type=int, default=1)
-    p.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=SIZES)
-    p.add_argument("--m", type=int, default=10000)
-    p.add_argument("--samples", type=int, default=SAMPLES)
-    p.add_argument("--warmup", type=int, default=WARMUP)
-    return worker_main(p, NAME, body, argv)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(harness.worker_main(sys.modules[__name__]))

@@ -1,22 +1,23 @@
-"""The benchmark harness: processes, timing and statistics.  Nothing else.
+"""The benchmark harness: processes, timing, deadlines, statistics, peers, trees, summaries.
 
-Layering (no module imports one above it; nothing imports ``run.py``)::
+Layering (each layer imports only from the ones below it; nothing imports
+``run.py``)::
 
-    run.py                    the command line: which scenarios, rounds, tables, JSON
-    echo.py fanout.py         one scenario each: a worker body, its arguments,
-    alltoall.py               its table rows
-    contenders.py             the transports, as plain classes
-    harness.py                this module: workers, children, barriers, stats
+    run.py                     the command line: scenarios, rounds, A/B, tables, summaries
+    echo.py fanout.py ...      one scenario each: its options, its worker body, its cells
+    contenders/                the contenders, one class each (transports, meshes, arrays, ...)
+    harness.py                 this module
 
-Every (scenario, contender) pair runs in a fresh ``python <scenario>.py
---worker ...`` interpreter (a *worker*) that forks its own children and
-writes its raw samples to a JSON file.  The ``pysyncq`` worker gets this
-checkout first on ``PYTHONPATH`` (whatever ``pip install -e`` points at);
-the ``pysyncq-0.0.1`` worker gets ``benchmarks/.peers/pysyncq001`` instead.
-The optional peers (faster-fifo, pyzmq) come from ``benchmarks/.peers/optional``
-(``run.py --install-optional``), never from the project's dependencies.
+Every (scenario, contender, round) runs in a fresh ``python <scenario>.py
+--worker ...`` interpreter (a *worker*) whose ``PYTHONPATH`` starts with the
+pysyncq that contender measures: the *tree* under test (this checkout, or
+tree A or tree B of an A/B run), or ``benchmarks/.peers/pysyncq001`` for
+pysyncq 0.0.1, then ``benchmarks/.peers/optional`` (faster-fifo, pyzmq: put
+there by ``run.py --install-optional``, never dependencies of pysyncq).  The
+worker forks its own children, and writes its *cells* (samples by variant and
+size) to a JSON file that ``run.py`` pools over the rounds.
 
-Every wait here has a deadline: children are joined with a timeout and
+Every wait here has a deadline: children are joined with a timeout and then
 terminated, a worker that overruns gets SIGTERM and then SIGKILL for its
 whole process group, and leftover ``/dev/shm/pqbench_*`` entries are removed
 and reported.
@@ -26,33 +27,37 @@ import argparse
 import faulthandler
 import gc
 import json
+import math
 import multiprocessing as mp
 import os
 import platform
+import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+RESULTS = HERE / "results"
 PEERS = HERE / ".peers"
 PQ001 = PEERS / "pysyncq001"
 OPTIONAL = PEERS / "optional"
 SHM = Path("/dev/shm")
-#: Every shared-memory name a worker creates starts with this (plus a tag).
+#: Every shared-memory name a worker creates starts with this (plus its tag).
 SHM_PREFIX = "pqbench_"
-BASELINE = "pysyncq"
-PQ001_NAME = "pysyncq-0.0.1"
-#: Module each optional contender needs.
-OPTIONAL_MODULES = {"faster-fifo": "faster_fifo", "pyzmq": "zmq"}
 #: For APIs that want a finite timeout; nothing waits that long.
 FOREVER = 3600.0
+#: Seconds a tree's warm-up may take: a cold numba cache compiles every kernel
+#: (30 s quiet, over a minute on a busy machine).
+WARM_TIMEOUT = 900
 
-# Message types of the protocol the scenarios share.
+# Message types of the protocol the star scenarios (echo, fanout) share.
 DATA, ECHO, PING, GC, READY, START, DONE, KILL = (
     b"data",
     b"echo",
@@ -67,7 +72,12 @@ DATA, ECHO, PING, GC, READY, START, DONE, KILL = (
 TO_PARENT = (ECHO, READY, DONE)
 
 
-# -- Statistics ---------------------------------------------------------------
+class Skip(Exception):  # noqa: N818 - not an error: the contender cannot run here
+    """Raised in a worker: this contender cannot run in this tree or on this
+    machine (a missing method, module or program); reported, not a failure."""
+
+
+# -- Statistics -------------------------------------------------------------------
 
 
 def quantile(xs, q):
@@ -84,7 +94,186 @@ def median(xs):
     return quantile(xs, 0.5)
 
 
-# -- The runner side: one worker interpreter per (scenario, contender) ---------
+def stats(xs):
+    """What a summary keeps of a cell's samples: n, median, min, max, and the
+    quartiles, p90 and p99 where there are enough samples for them to mean something."""
+    s = {"n": len(xs), "median": median(xs), "min": min(xs), "max": max(xs)}
+    if len(xs) >= 10:
+        s.update(p25=quantile(xs, 0.25), p75=quantile(xs, 0.75))
+    if len(xs) >= 50:
+        s.update(p90=quantile(xs, 0.9), p99=quantile(xs, 0.99))
+    return s
+
+
+def _ranks(values):
+    """Mid-ranks (1-based) of ``values``, ties sharing their mean rank."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def rank_test(a, b):
+    """Two-sided p-value of the Mann-Whitney U test that ``a`` and ``b`` come
+    from one distribution: exact (counting every split of the ranks) when both
+    are small and untied, else the normal approximation with tie correction."""
+    n1, n2 = len(a), len(b)
+    if not n1 or not n2:
+        return float("nan")
+    ranks = _ranks(list(a) + list(b))
+    u = sum(ranks[:n1]) - n1 * (n1 + 1) / 2
+    tied = len(set(ranks)) < n1 + n2
+    if n1 + n2 <= 40 and not tied:
+        # ways[k][s]: subsets of size k of the ranks seen so far with U-sum s
+        ways = [[0] * (n1 * n2 + 1) for _ in range(n1 + 1)]
+        ways[0][0] = 1
+        for i in range(n1 + n2):
+            for k in range(min(i + 1, n1), 0, -1):
+                shift = i - (k - 1)  # U contributed by putting element i at position k
+                row, prev = ways[k], ways[k - 1]
+                for s in range(n1 * n2, shift - 1, -1):
+                    row[s] += prev[s - shift]
+        total = math.comb(n1 + n2, n1)
+        lo = min(u, n1 * n2 - u)
+        tail = sum(ways[n1][: int(lo) + 1]) / total
+        return min(1.0, 2 * tail)
+    mu = n1 * n2 / 2
+    counts = {}
+    for r in ranks:
+        counts[r] = counts.get(r, 0) + 1
+    n = n1 + n2
+    ties = sum(t**3 - t for t in counts.values())
+    var = n1 * n2 / 12 * ((n + 1) - ties / (n * (n - 1)))
+    if var <= 0:
+        return 1.0
+    z = (abs(u - mu) - 0.5) / math.sqrt(var)
+    return min(1.0, math.erfc(max(z, 0.0) / math.sqrt(2)))
+
+
+# -- Trees and the environment of a worker --------------------------------------------
+
+
+def is_tree(path):
+    return (Path(path) / "pysyncq" / "__init__.py").is_file()
+
+
+def worker_env(kind, tree, extra=None):
+    """The environment of a worker for a contender whose ``pysyncq`` is
+    ``kind`` ("tree", "0.0.1" or None) when the tree under test is ``tree``:
+    that pysyncq first on ``PYTHONPATH`` (before whatever ``pip install -e``
+    points at), then the optional peers, then the caller's ``PYTHONPATH``."""
+    env = dict(os.environ)
+    paths = [str(PQ001) if kind == "0.0.1" else str(tree)]
+    if OPTIONAL.is_dir():
+        paths.append(str(OPTIONAL))
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env["PYTHONHASHSEED"] = "0"
+    env.update(extra or {})
+    return env
+
+
+def probe(env, modules=()):
+    """What an interpreter with ``env`` imports: ``{"pysyncq_file": ..., "modules":
+    {module: None or the import error}}``."""
+    code = (
+        "import json, sys\n"
+        "out = {'modules': {}}\n"
+        "try:\n"
+        "    import pysyncq; out['pysyncq_file'] = pysyncq.__file__\n"
+        "except Exception as e:\n"
+        "    out['pysyncq_file'] = None; out['error'] = repr(e)\n"
+        f"for m in {list(modules)!r}:\n"
+        "    try:\n"
+        "        __import__(m); out['modules'][m] = None\n"
+        "    except Exception as e:\n"
+        "        out['modules'][m] = f'{type(e).__name__}: {e}'\n"
+        "print(json.dumps(out))\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=str(HERE),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if r.returncode:
+        raise RuntimeError(f"probe failed:\n{r.stderr}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def imports_from(info, root):
+    f = info.get("pysyncq_file")
+    return bool(f) and Path(f).resolve().is_relative_to(Path(root).resolve())
+
+
+_WARM = """
+import os, sys, time
+t0 = time.perf_counter()
+import numpy as np
+import pysyncq
+from pysyncq import PySyncQ
+try:  # every kernel pysyncq calls, where the tree says which (pysyncq 0.1)
+    from pysyncq import _lifecycle
+    _lifecycle.load_all()
+except (ImportError, AttributeError):
+    pass
+# Then every call the scenarios make, through the public API only, so that
+# whatever a tree compiles lazily is compiled (and cached) now.
+q = PySyncQ(None, size=1 << 20)
+q.open("w", filtself=False)
+q.append("t", "x"); q.pop()
+q.append(b"t", b"x"); q.pop(True, 1.0, False)
+a = np.arange(16.0)
+if hasattr(q, "append_array"):
+    q.append_array("a", a); q.pop(); q.append_array("a", a, True, 1.0); q.pop(decode=False)
+if hasattr(q, "pop_view"):
+    q.append_array("a", a)
+    with q.pop_view(block=True, timer=1.0) as m:
+        pass
+if hasattr(q, "loan"):
+    with q.loan("a", a.shape, a.dtype, block=True, timer=1.0) as buf:
+        buf[...] = a
+    q.pop()
+if hasattr(q, "extend"):
+    q.extend("d", [b"x"] * 10, True, 1.0); q.pop_many(4096, True, 1.0, False)
+    q.extend("d", ["x"] * 10); q.pop_many(10)
+pid = os.fork()  # what a process loads before its first fork
+if pid == 0:
+    os._exit(0)
+os.waitpid(pid, 0)
+q.close()
+print(f"{pysyncq.__file__} ready in {time.perf_counter() - t0:.1f} s")
+"""
+
+
+def warm(tree, timeout=WARM_TIMEOUT):
+    """Make numba's cache of ``tree`` warm before anything is timed: compile
+    (or load) every kernel of every call the scenarios make, in an interpreter
+    of the tree's own environment.  Returns what it printed."""
+    r = subprocess.run(
+        [sys.executable, "-c", _WARM],
+        env=worker_env("tree", tree),
+        cwd=str(HERE),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if r.returncode:
+        raise RuntimeError(f"warm-up of {tree} failed:\n{r.stderr[-3000:]}")
+    return r.stdout.strip()
+
+
+# -- Installing the peers (never dependencies of pysyncq) ---------------------------------
 
 
 def _pip_target(target, *pkgs, deps=True):
@@ -96,7 +285,7 @@ def _pip_target(target, *pkgs, deps=True):
 
 
 def ensure_pysyncq001():
-    """Install pysyncq 0.0.1 under ``benchmarks/.peers/pysyncq001`` unless present."""
+    """pysyncq 0.0.1 under ``benchmarks/.peers/pysyncq001`` unless present."""
     if not (PQ001 / "pysyncq" / "pysyncq.py").is_file():
         _pip_target(PQ001, "pysyncq==0.0.1", deps=False)
     if not (PQ001 / "pysyncq" / "pysyncq.py").is_file():
@@ -104,80 +293,15 @@ def ensure_pysyncq001():
     return PQ001
 
 
-def install_optional():
-    """faster-fifo and pyzmq under ``benchmarks/.peers/optional`` (never as dependencies)."""
-    _pip_target(OPTIONAL, "faster-fifo", "pyzmq")
+def install_optional(packages):
+    """``packages`` (what the contenders' ``pip`` name) under
+    ``benchmarks/.peers/optional``, and pysyncq 0.0.1 under ``.peers/pysyncq001``."""
+    if packages:
+        _pip_target(OPTIONAL, *sorted(packages))
     ensure_pysyncq001()
 
 
-def contender_env(contender):
-    """The environment a worker for ``contender`` runs in."""
-    env = dict(os.environ)
-    paths = [str(PQ001) if contender == PQ001_NAME else str(REPO)]
-    if OPTIONAL.is_dir():
-        paths.append(str(OPTIONAL))
-    if env.get("PYTHONPATH"):
-        paths.append(env["PYTHONPATH"])
-    env["PYTHONPATH"] = os.pathsep.join(paths)
-    env["PYTHONHASHSEED"] = "0"
-    return env
-
-
-def probe(contender):
-    """What the worker environment of ``contender`` imports: the pysyncq file
-    and which optional modules import (the dict ``harness.py --probe`` prints)."""
-    out = subprocess.run(
-        [sys.executable, str(HERE / "harness.py"), "--probe"],
-        env=contender_env(contender),
-        cwd=str(HERE),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if out.returncode:
-        raise RuntimeError(f"probe for {contender} failed:\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def _probe_here():
-    import pysyncq
-
-    optional = {}
-    for mod in OPTIONAL_MODULES.values():
-        try:
-            __import__(mod)
-            optional[mod] = None
-        except Exception as e:  # noqa: BLE001
-            optional[mod] = f"{type(e).__name__}: {e}"
-    return {"pysyncq_file": pysyncq.__file__, "optional": optional}
-
-
-def available(names):
-    """``(runnable, skipped)``: the contenders of ``names`` that can run here,
-    in the given order; ``skipped`` maps the others to the reason."""
-    skipped, ok = {}, []
-    ours = probe(BASELINE)
-    for c in names:
-        if c == BASELINE and not ours["pysyncq_file"].startswith(str(REPO)):
-            skipped[c] = f"import pysyncq resolved to {ours['pysyncq_file']}, not {REPO}"
-            continue
-        if c == PQ001_NAME:
-            try:
-                ensure_pysyncq001()
-                info = probe(c)
-            except Exception as e:  # noqa: BLE001 - report it, keep the others
-                skipped[c] = f"cannot install/import pysyncq 0.0.1: {e}"
-                continue
-            if not info["pysyncq_file"].startswith(str(PQ001)):
-                skipped[c] = f"import pysyncq resolved to {info['pysyncq_file']}"
-                continue
-        elif c in OPTIONAL_MODULES:
-            err = ours["optional"].get(OPTIONAL_MODULES[c])
-            if err:
-                skipped[c] = f"not importable ({err}); try run.py --install-optional"
-                continue
-        ok.append(c)
-    return ok, skipped
+# -- The runner side: one worker interpreter per (scenario, contender, round) ----------
 
 
 def shm_entries():
@@ -201,7 +325,8 @@ def remove_shm(tag):
 
 
 def _kill_group(proc, grace=5.0):
-    """SIGTERM the worker (its handler cleans up), then SIGKILL its whole group."""
+    """SIGTERM the worker (its handler unwinds its ``finally`` blocks), then
+    SIGKILL its whole process group."""
     try:
         proc.send_signal(signal.SIGTERM)
         proc.wait(grace)
@@ -226,12 +351,13 @@ def _relay(stream, lines, echo):
     stream.close()
 
 
-def run_worker(script, contender, args, timeout, echo=True):
+def run_worker(script, contender, args, timeout, env, echo=True):
     """Run ``script --worker --contender C args`` in a child interpreter.
 
     Returns ``(result, error)``: the dict the worker wrote (plus ``leftovers``,
     the /dev/shm entries removed after it, and ``wall_s``), or a message if it
-    failed, timed out or wrote nothing.
+    failed, timed out or wrote nothing.  A worker that raised ``Skip`` writes
+    ``{"skipped": why}``.
     """
     tag = f"{os.getpid()}_{int(time.monotonic() * 1000) % 10**8}"
     fd, out_path = tempfile.mkstemp(prefix="pqbench-", suffix=".json")
@@ -242,7 +368,7 @@ def run_worker(script, contender, args, timeout, echo=True):
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         cmd,
-        env=contender_env(contender),
+        env=env,
         cwd=str(HERE),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -268,7 +394,7 @@ def run_worker(script, contender, args, timeout, echo=True):
     if error is None and proc.returncode:
         error = f"exited with status {proc.returncode}"
     leftovers = remove_shm(tag)
-    new = sorted(shm_entries() - before)
+    new = sorted(n for n in shm_entries() - before if n.startswith(SHM_PREFIX))
     try:
         text = Path(out_path).read_text()
         result = json.loads(text) if text.strip() else None
@@ -290,11 +416,11 @@ def run_worker(script, contender, args, timeout, echo=True):
     return result, None
 
 
-# -- The worker side: children, barriers ----------------------------------------
+# -- The worker side: children, barriers -----------------------------------------------
 
 
 class Barrier:
-    """Parent side of the ping/gc barrier.
+    """Parent side of the ping/gc barrier of the star scenarios.
 
     The parent sends ``PING`` or ``GC`` with a sequence number; every child
     answers ``READY`` with ``b"seq child count"`` where ``count`` is how many
@@ -391,37 +517,44 @@ def _on_sigterm(signum, frame):
     raise Terminated()
 
 
-def worker_parser(doc):
-    """An argument parser with the options every worker takes."""
-    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
-    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--contender", help=argparse.SUPPRESS)
-    p.add_argument("--tag", default=str(os.getpid()), help=argparse.SUPPRESS)
-    p.add_argument("--out", help=argparse.SUPPRESS)
-    p.add_argument("--timeout", type=float, default=600, help=argparse.SUPPRESS)
-    return p
+def ints(s):
+    return [int(x) for x in str(s).split(",") if x]
 
 
-def worker_main(parser, name, body, argv=None):
-    """The ``main`` of a scenario script.
+def worker_main(scenario):
+    """The ``main`` of a scenario file.
 
-    As a worker (``--worker``, how ``run.py`` starts it): run
-    ``body(contender, tag, args) -> dict`` with a SIGTERM handler that unwinds
-    through its ``finally`` blocks and a traceback dump shortly before the
-    runner's timeout, and write the JSON.  By hand: hand over to ``run.py``
-    in a new process (nothing imports the runner).
+    As a worker (``--worker``, how ``run.py`` starts it): look up the
+    contender's class, run ``scenario.work(cls, tag, args) -> {"cells": [...]}``
+    with a SIGTERM handler that unwinds through its ``finally`` blocks and a
+    traceback dump shortly before the runner's deadline, and write the JSON.
+    By hand (``python benchmarks/echo.py ...``): hand over to ``run.py --only
+    <scenario>`` in this process (``exec``; nothing imports the runner).
     """
-    args, _ = parser.parse_known_args(argv)
-    if not args.worker:
-        rest = list(sys.argv[1:] if argv is None else argv)
-        os.execv(sys.executable, [sys.executable, str(HERE / "run.py"), "--only", name, *rest])
+    if "--worker" not in sys.argv[1:]:
+        rest = getattr(scenario, "by_hand", lambda argv: ["--only", scenario.NAME, *argv])
+        argv = rest(sys.argv[1:])
+        os.execv(sys.executable, [sys.executable, str(HERE / "run.py"), *argv])
+    p = argparse.ArgumentParser(description=(scenario.__doc__ or "").split("\n\n")[0])
+    p.add_argument("--worker", action="store_true")
+    p.add_argument("--contender", required=True)
+    p.add_argument("--tag", default=str(os.getpid()))
+    p.add_argument("--out")
+    p.add_argument("--timeout", type=float, default=600)
+    scenario.worker_options(p)
+    args = p.parse_args()
     signal.signal(signal.SIGTERM, _on_sigterm)
     faulthandler.dump_traceback_later(max(5.0, args.timeout - 15), exit=False)
     mp.set_start_method("fork", force=True)
+    import contenders
+
+    cls = contenders.get(scenario.ROLE, args.contender)
     result = {"contender": args.contender, "env": describe()}
     try:
-        result.update(body(args.contender, args.tag, args))
+        result.update(scenario.work(cls, args.tag, args))
         result["ok"] = True
+    except Skip as e:
+        result.update(skipped=str(e), ok=True)
     finally:
         faulthandler.cancel_dump_traceback_later()
         if args.out and result.get("ok"):
@@ -431,14 +564,16 @@ def worker_main(parser, name, body, argv=None):
 
 
 def describe():
-    import pysyncq
+    """The worker's interpreter and the pysyncq it imports (if any)."""
+    d = {"python": sys.version.split()[0], "implementation": platform.python_implementation()}
+    try:
+        import pysyncq
 
-    d = {
-        "python": sys.version.split()[0],
-        "implementation": platform.python_implementation(),
-        "pysyncq_file": pysyncq.__file__,
-        "pysyncq_version": getattr(pysyncq, "__version__", None),
-    }
+        d.update(
+            pysyncq_file=pysyncq.__file__, pysyncq_version=getattr(pysyncq, "__version__", None)
+        )
+    except ImportError:
+        d.update(pysyncq_file=None, pysyncq_version=None)
     for mod in ("numba", "numpy"):
         try:
             d[mod] = __import__(mod).__version__
@@ -447,8 +582,74 @@ def describe():
     return d
 
 
-if __name__ == "__main__":
-    if sys.argv[1:] == ["--probe"]:
-        print(json.dumps(_probe_here()))
-    else:
-        sys.exit("usage: harness.py --probe")
+# -- Tables and summaries ------------------------------------------------------------
+
+
+def fmt_size(n):
+    if n is None:
+        return ""
+    if n >= 1 << 20 and n % (1 << 20) == 0:
+        return f"{n >> 20} MiB"
+    if n >= 1024 and n % 1024 == 0:
+        return f"{n >> 10} KiB"
+    return f"{n} B"
+
+
+def fmt_val(x):
+    if x != x:
+        return "n/a"
+    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.1f}" if abs(x) >= 1 else f"{x:.3g}"
+
+
+def git_state(tree):
+    """The commit of ``tree`` and its modified files (None outside git)."""
+
+    def git(*a):
+        r = subprocess.run(["git", "-C", str(tree), *a], capture_output=True, text=True)
+        return r.stdout.strip() if r.returncode == 0 else None
+
+    return {
+        "tree": str(tree),
+        "commit": git("rev-parse", "HEAD"),
+        "dirty": [ln for ln in (git("status", "--porcelain") or "").splitlines() if ln],
+    }
+
+
+def machine():
+    """The machine a run was on, for a summary's header."""
+    v = {"python": sys.version.split()[0]}
+    for mod in ("numba", "numpy"):
+        try:
+            v[mod] = __import__(mod).__version__
+        except ImportError:
+            v[mod] = None
+    return {
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": len(os.sched_getaffinity(0)),
+        "versions": v,
+    }
+
+
+def result_path(folder, prefix, when=None):
+    """``folder/<prefix-><date>-<time>-<host>.json``."""
+    when = when or datetime.now()
+    host = re.sub(r"[^A-Za-z0-9_-]+", "-", socket.gethostname().split(".")[0] or "host")[:24]
+    return Path(folder) / f"{prefix + '-' if prefix else ''}{when:%Y%m%d-%H%M%S}-{host}.json"
+
+
+def write_summary(doc, path, text=None):
+    """Write the summary ``doc`` as JSON (one cell a line, so that a diff of
+    two summaries reads), and the printed tables ``text`` beside it (.txt)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cells = doc.get("cells")
+    head = {k: v for k, v in doc.items() if k != "cells"}
+    body = json.dumps(head, indent=1, ensure_ascii=False)
+    if cells is not None:
+        rows = ",\n".join("  " + json.dumps(c, ensure_ascii=False) for c in cells)
+        body = body[:-2] + ',\n "cells": [\n' + rows + "\n ]\n}"
+    path.write_text(body + "\n")
+    if text is not None:
+        path.with_suffix(".txt").write_text(text)
+    return path

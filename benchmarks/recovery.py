@@ -1,31 +1,60 @@
 """How long after a process dies do the others proceed?
 
-    python benchmarks/recovery.py [--repeat 5]
+    python benchmarks/recovery.py [--rounds 5]
+
+(the same as ``python benchmarks/run.py --only recovery``; one sample of each
+per round):
 
 1. dead reader: a reader that holds a full queue is SIGKILLed while a writer
    is blocked in ``append(block=True)``; time from the kill to the append
    returning.  Bounded by ``PySyncQ.reap_interval`` (1 s by default).
 2. dead lock holder: a process dies holding the queue lock (simulated by
-   writing its token into the lock word after killing it); time for the next
-   ``append`` to take the lock over.  Bounded by ``_wait.LOCK_CHECK`` (0.2 s).
+   writing its token into the lock word after killing it: this reaches into
+   pysyncq's internals, and is skipped where they have moved); time for the
+   next ``append`` to take the lock over.  Bounded by ``LOCK_CHECK`` (0.2 s).
 3. dead sleeper: a process SIGKILLed while asleep in ``pop(block=True)``;
-   the others' append + pop round is timed before and after.  Until the dead
-   slot is reaped (the next time the queue is full) every append makes one
-   futex wake for it: a cost of microseconds, never a wait.
-
-Prints the median and range of each over ``--repeat`` runs.
+   the others' append + pop round is timed before and after (the ratio).
+   Until the dead slot is reaped (the next time the queue is full) every
+   append makes one futex wake for it: a cost of microseconds, never a wait.
 """
 
-import argparse
 import multiprocessing as mp
 import os
 import signal
-import statistics
+import sys
 import threading
 import time
 
-from pysyncq import PySyncQ, _proc
-from pysyncq.layout import H_LOCK
+import contenders
+import harness
+
+NAME = "recovery"
+ROLE = contenders.Itself
+UNIT, HIGHER_IS_BETTER = None, False  # seconds, and a ratio; lower is better
+ROUNDS, QUICK_SCALE = 5, 1.0
+
+
+def options(p):
+    pass
+
+
+def accepts(cls):
+    return True
+
+
+def jobs(opts):
+    return [("", [])]
+
+
+def worker_argv(opts, cls):
+    return []
+
+
+def worker_options(p):
+    pass
+
+
+# -- The worker --------------------------------------------------------------------------
 
 
 def idle_reader(q, started):
@@ -51,6 +80,8 @@ def start(target, q):
 
 
 def dead_reader():
+    from pysyncq import PySyncQ
+
     q = PySyncQ(size=4096)
     try:
         q.open("writer", reader=False)
@@ -79,6 +110,13 @@ def dead_reader():
 
 
 def dead_lock_holder():
+    from pysyncq import PySyncQ
+
+    try:  # internals: the token of a process and the lock word
+        from pysyncq import _proc
+        from pysyncq.layout import H_LOCK
+    except ImportError as e:
+        raise harness.Skip(f"pysyncq internals moved: {e}") from None
     q = PySyncQ(size=4096)
     try:
         q.open("writer", reader=False)
@@ -95,6 +133,8 @@ def dead_lock_holder():
 
 
 def dead_sleeper():
+    from pysyncq import PySyncQ
+
     q = PySyncQ(size=1 << 20)  # the dead sleeper's slot pins what follows
     r = PySyncQ(q.name, create=False)
     try:
@@ -120,21 +160,27 @@ def dead_sleeper():
         q.close()
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=5)
-    args = parser.parse_args()
-    for name, fn, unit in (
-        ("dead reader -> blocked writer proceeds", dead_reader, "s"),
-        ("dead lock holder -> next append proceeds", dead_lock_holder, "s"),
-        ("dead sleeper: append+pop time after / before", dead_sleeper, "x"),
-    ):
-        xs = [fn() for _ in range(args.repeat)]
-        print(
-            f"{name:48s} median {statistics.median(xs):.3f} {unit} "
-            f"(min {min(xs):.3f}, max {max(xs):.3f}, n={len(xs)})"
-        )
+MEASURES = [
+    ("dead reader -> blocked writer proceeds", dead_reader, "s"),
+    ("dead lock holder -> next append proceeds", dead_lock_holder, "s"),
+    ("dead sleeper: append+pop time after / before", dead_sleeper, "×"),
+]
+
+
+def work(cls, tag, args):
+    cells = []
+    for name, fn, unit in MEASURES:
+        cell = {"variant": name, "size": None, "unit": unit}
+        try:
+            x = fn()
+        except (harness.Skip, AttributeError) as e:
+            cell["skipped"] = str(e)
+        else:
+            cell["samples"] = [x]
+            contenders.log(f"  {name:48s} {x:.3f} {unit}")
+        cells.append(cell)
+    return {"cells": cells}
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(harness.worker_main(sys.modules[__name__]))
