@@ -250,6 +250,7 @@ class Pool:
                 x["error"] = c["error"]
                 self.failures.append(f"{where}/{fmt_size(key[1])}: {c['error']}")
             if "skipped" in c:
+                x["skipped"] = c["skipped"]
                 self.notes.append(f"{where}/{key[0]}: skipped: {c['skipped']}")
             x["samples"] += c.get("samples", [])
             if c.get("longest_us", 0) > 100_000:
@@ -374,7 +375,8 @@ def generic_table(mod, cells, names, side, rounds, failed):
             row = [fmt_size(size)] * sized + [variant, n]
             if x is None or not x["samples"]:
                 if x is not None or (mod.NAME, n, side) in failed:
-                    lines.append("| " + " | ".join(row + ["failed"]) + " |")
+                    word = "skipped" if x and x.get("skipped") else "failed"
+                    lines.append("| " + " | ".join(row + [word]) + " |")
                 continue
             xs = x["samples"]
             med = median(xs)
@@ -441,6 +443,8 @@ def verdict(mod, x_a, x_b):
     """``(B/A, p, verdict)`` of one cell."""
     a, b = x_a.get("samples") or [], x_b.get("samples") or []
     if not a or not b:
+        if x_a.get("skipped") or x_b.get("skipped"):
+            return float("nan"), float("nan"), "skipped"
         return float("nan"), float("nan"), "failed" if x_a.get("error") or x_b.get("error") else "-"
     ratio = median(b) / median(a) if median(a) else float("nan")
     p = harness.rank_test(a, b)
@@ -466,6 +470,9 @@ def ab_table(mod, cells, names, rounds):
         "| B/A | p | verdict |",
         "|---:|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
+    sized = any(size is not None for _, size in cells)
+    if not sized:
+        lines[2], lines[3] = lines[2][len("| size ") :], lines[3][len("|---:") :]
     counts = {}
     for (variant, size), by_c in cells.items():
         for n in names:
@@ -483,7 +490,8 @@ def ab_table(mod, cells, names, rounds):
 
             (ma, ra), (mb, rb) = rng(x_a), rng(x_b)
             lines.append(
-                f"| {fmt_size(size)} | {variant} | {n} | {ma} | {ra} | {mb} | {rb} | "
+                (f"| {fmt_size(size)} " if sized else "")
+                + f"| {variant} | {n} | {ma} | {ra} | {mb} | {rb} | "
                 f"{'' if ratio != ratio else f'{ratio:.3f}'} | {'' if p != p else f'{p:.2f}'} "
                 f"| {word} |"
             )
@@ -509,6 +517,8 @@ def summary_cells(sides, ab):
                     st = harness.stats(x["samples"]) if x.get("samples") else {}
                     if x.get("error"):
                         st["error"] = x["error"]
+                    if x.get("skipped"):
+                        st["skipped"] = x["skipped"]
                     if ab:
                         row[side] = _rounded(st)
                     else:
@@ -636,9 +646,9 @@ def main(argv=None):
         },
         "rounds": {b: rounds_of(SCENARIOS[b], opts) for b in benches},
         **m,
-        "trees": trees,
-        "worker_env": POOL.envs,
-        "warm_up_s": warmed,
+        "trees": {(k or "tree"): v for k, v in trees.items()},
+        "worker_env": {(k or "tree"): v for k, v in POOL.envs.items()},
+        "warm_up_s": {(k or "tree"): v for k, v in warmed.items()},
         "load_average_before": load_before,
         "load_average_after": load_after,
         "elapsed_s": round(elapsed, 1),

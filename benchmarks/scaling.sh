@@ -10,7 +10,7 @@
 # (default: scaling): `scaling` (fanout 64 B to 1, 4 and 15 readers; echo
 # with 8 processes), `standard` (run.py's default scenarios, 2 rounds),
 # `alltoall` (3 peers, pysyncq one call per message and with batch calls),
-# `arrays` (arrays.py at 8 MiB and its batches), `cold` (profile_coldstart.py).  Each step
+# `arrays` (arrays.py at 8 MiB and its batches), `cold` (coldstart.py).  Each step
 # is bounded by `timeout`, so a stuck step costs its bound, not the run.
 set -u
 OUT=${1:-benchmarks/results}
@@ -31,7 +31,7 @@ grep -E ' /dev/shm ' /proc/mounts
 uptime
 
 echo "== compile every kernel once (numba's cache is cold on a fresh machine)"
-time "$PY" -c "from pysyncq import _load; _load.load_all()"
+time "$PY" -c "import sys; sys.path.insert(0, 'benchmarks'); import harness; print(harness.warm(harness.REPO))"
 
 if [[ $STEPS == *" scaling "* ]]; then
     echo "== fanout 64 B, 1, 4 and 15 readers"
@@ -54,6 +54,6 @@ if [[ $STEPS == *" arrays "* ]]; then
 fi
 if [[ $STEPS == *" cold "* ]]; then
     echo "== start and exit of a process that uses pysyncq"
-    timeout 90 "$PY" benchmarks/profile_coldstart.py --repeat 5 --json "$OUT/coldstart.json"
+    timeout 180 "$PY" benchmarks/run.py --only coldstart --rounds 5 --out "$OUT"
 fi
 uptime

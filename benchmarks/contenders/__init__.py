@@ -21,7 +21,7 @@ which modules it needs and which pip packages provide them (``requires``,
 suit it, the work per sample (``counts``).  Put it in the module of its
 library (or a new module here: every module of this package is imported).
 Configure it as its own users would at their best, and say how in its
-docstring: the README's tables quote these docstrings.
+docstring (benchmarks/README.md's table of contenders summarises them).
 
 Modules: ``ours`` (pysyncq, this tree's and 0.0.1), ``stdlib``
 (``multiprocessing``), ``references`` (copy-ring, memcpy: floors, not
