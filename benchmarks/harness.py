@@ -223,8 +223,12 @@ import numpy as np
 import pysyncq
 from pysyncq import PySyncQ
 try:  # every kernel pysyncq calls, where the tree says which (pysyncq 0.1)
-    from pysyncq import _lifecycle
-    _lifecycle.load_all()
+    try:
+        from pysyncq import _load as _loader
+        _loader.load_all()
+    except AttributeError:  # trees before the kernels registry
+        from pysyncq import _lifecycle as _loader
+        _loader.load_all()
 except (ImportError, AttributeError):
     pass
 # Then every call the scenarios make, through the public API only, so that
