@@ -2,13 +2,12 @@
 
 Why
 ---
-A spawned child that used pysyncq took 0.3-0.6 s to exit after its target
-returned, against 0.014 s for a forked one (benchmarks/PROFILE.md section 5).
-The time goes to the interpreter's shutdown garbage collection, which walks
-every object alive at exit, numba's typing and code objects included (65k
-objects with only pysyncq's kernels loaded, 118k once numba has set itself up
-to compile).  A forked child skips it because multiprocessing ends it with
-``os._exit``.
+A spawned child that used pysyncq takes far longer to exit after its target
+returned than a forked one (benchmarks/PROFILE.md section 5).  The time goes
+to the interpreter's shutdown garbage collection, which walks every object
+alive at exit, numba's typing and code objects included (tens of thousands,
+more once numba has set itself up to compile).  A forked child skips it
+because multiprocessing ends it with ``os._exit``.
 
 What
 ----

@@ -16,9 +16,9 @@ first call (``Dispatcher._compile_for_args`` -> ``compile`` ->
 context's ``refresh()``: numba's one-time setup *for compiling*, which imports
 the implementation of everything numba can compile (``numba.np.linalg``,
 ``arraymath``, the typed containers, ...) and, through ``arraymath``'s BLAS
-check, ``scipy.linalg`` when scipy is installed.  That setup took 0.3-0.4 s of
-a child's 0.8 s start, of which scipy was 0.2-0.34 s (benchmarks/PROFILE.md
-section 5), and its objects made the child's exit 0.2 s slower.
+check, ``scipy.linalg`` when scipy is installed.  That setup is a large part
+of a spawned child's start (scipy most of it), and its objects make the
+child's exit slower (figures: benchmarks/PROFILE.md, section 5).
 
 Running machine code that is already in the cache needs none of it: only
 numba's memory runtime (NRT, for kernels that return arrays) and the cached

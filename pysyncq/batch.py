@@ -7,8 +7,9 @@ as methods of the handle.
 Where the time goes, and why the code looks like this
 -----------------------------------------------------
 A batch is worth having only if its cost per message is far below a single
-``append`` + ``pop`` (about 1 + 1.3 µs, mostly per-call overhead).  So nothing
-here runs Python code per message that C can run instead:
+``append`` + ``pop``, whose cost is mostly per-call overhead.  So nothing
+here runs Python code per message that C can run instead (the figures are in
+``benchmarks/PROFILE.md``):
 
 * ``extend`` joins the bodies into one ``bytes`` (a batch of ``str`` that is
   all ASCII is joined first and encoded once), and passes their lengths as
@@ -27,16 +28,14 @@ here runs Python code per message that C can run instead:
   break the runs and are decoded one by one, as ``pop`` does.
 * ``pop_many`` holds the garbage collector off while it builds the list
   (``_GcHold``).  Every tuple is a new object the collector tracks; beyond
-  about 2000 per call (CPython keeps that many 3-tuples for reuse) a call
-  of 4096 messages set off two or three young collections and now and then
-  a full one: 240 ns a message instead of 130 (``benchmarks/arrays.py``'s
-  batches fell from about 6 M to 4-5 M messages/s).  The tuples hold only
-  str, bytes and arrays, so there is no cycle for the collector to find in
-  them; it runs as usual once the call has returned.  The hold spans the
-  whole batch, a wait for a busy queue lock included: held only around the
-  building of the tuples, the collector ran at the next allocation after it
-  (the tuple a function returns), over the same young tuples, and the call
-  cost 223 ns a message again.
+  about 2000 per call (CPython keeps that many 3-tuples for reuse) a large
+  call sets off young collections, and now and then a full one, which
+  nearly double its cost per message.  The tuples hold only str, bytes and
+  arrays, so there is no cycle for the collector to find in them; it runs
+  as usual once the call has returned.  The hold spans the whole batch, a
+  wait for a busy queue lock included: held only around the building of the
+  tuples, the collector would run at the next allocation after it (the tuple
+  a function returns), over the same young tuples.
 """
 
 import gc
@@ -443,7 +442,7 @@ _op_extend = _op_pop_many = None
 
 def _entry_point(name):
     """Kernel ``name`` (``op_extend`` or ``op_pop_many``) called past numba's
-    dispatcher (its type checks and lookup cost about 0.3 µs a call), as
+    dispatcher (its type checks and lookup are a large part of a call), as
     append and pop are: its compiled entry point from the registry's sample
     (``_load.fast``), kept in this module's ``_op_extend`` / ``_op_pop_many``."""
     global _op_extend, _op_pop_many

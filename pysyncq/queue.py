@@ -56,8 +56,8 @@ DEFAULT_SLOTS = 128
 MAX_SLOTS = 1 << 16
 #: Seconds between checks for dead members while the queue is full.
 REAP_INTERVAL = 1.0
-#: Default of ``PySyncQ.spin``: a wake-up through the futex costs about 10 us
-#: here, a message that comes within this while the reader watches far less.
+#: Default of ``PySyncQ.spin``: of the order of a futex wake-up, so that a
+#: message that comes while the reader watches costs far less than a sleep.
 SPIN = 20e-6
 
 
