@@ -136,6 +136,12 @@ S_PIN = 10  # 0, or 1 + the lowest position this slot still needs kept: the
 #            record of an open pop_view, or an unpublished reservation (a loan)
 S_NAME = 11  # words 11..15: the first SLOT_NAME_BYTES bytes of the sender name
 SLOT_NAME_BYTES = 8 * (SLOT_WORDS - S_NAME)
+#: ``pin_set``'s position when nothing is pinned (``S_PIN`` holds it + 1: 0).
+NO_PIN = -1
+#: A slot index that names no slot: what slot_open answers when every slot is
+#: taken, op_leave's slot when only the creator's hold goes, and the slot of
+#: the creator's row in ``kernels.members``.
+NOT_A_SLOT = -1
 
 SLOT_FREE = 0
 SLOT_ACTIVE = 1
@@ -149,6 +155,11 @@ W_SPACE = 2
 #: With W_DATA or W_SPACE: the owner waits in an asyncio loop, on a datagram
 #: socket that ``_wait.wake`` signals (see pysyncq._aiowake), not on the futex.
 W_ASYNC = 4
+#: op_pop's ``waits`` (see ``pop_waits``): in the low byte (``WAITS_MASK``)
+#: what the slot's ``S_WAIT`` must hold after a pop that got a record, above
+#: this shift what it must hold after one that found nothing.
+WAITS_EMPTY_SHIFT = 8
+WAITS_MASK = 0xFF
 
 # -- Record kinds (byte 4 of the meta word).
 KIND_STR = 1  # body was given as str (or as an object converted with str())
@@ -163,6 +174,17 @@ APPEND_SKIP = 1 << 8
 
 #: Bits of the meta word above the pad byte: the writer's slot + 1 (0: none).
 META_WRITER_SHIFT = 48
+#: The other fields of the meta word (see Records above), and the widths of all.
+META_TYPE_SHIFT = 16
+META_KIND_SHIFT = 32
+META_PAD_SHIFT = 40
+LEN_MASK = 0xFFFF  # a sender's or a type's length
+KIND_MASK = 0xFF  # a record kind (also what an append's kind holds below APPEND_SKIP)
+PAD_MASK = 0xFF
+WRITER_MASK = 0xFFFF  # the writer's slot + 1
+#: A pop's ``kind`` (op_pop, op_peek, op_read_ahead): the record's kind in its
+#: low byte (``KIND_MASK``), the writer's slot + 1 above this shift.
+KIND_WRITER_SHIFT = 8
 
 #: Upper limit of the sender and the type, in bytes (they are stored in 16 bits).
 MAX_NAME_BYTES = 0xFFFF
@@ -182,6 +204,10 @@ EMPTY = 1
 FULL = 2
 TOO_LARGE = 3
 BUSY = 4  # the lock is held by someone else: nothing was done
+#: BUSY also answers a kernel that lost a race it may win by trying again:
+#: op_steal of a lock its dead holder no longer holds, a pop whose cursor
+#: writers kept moving (pop_free).  Nothing was done; the caller looks again.
+RETRY = BUSY
 NO_SLOT = 5  # every reader slot is taken
 NOT_MEMBER = 6  # the slot is not (any more) owned by this token
 NEED_SPACE = 7  # the caller's output buffer is too small for the next record
@@ -201,6 +227,7 @@ WAKE_DONE = 1 << 13
 WAKE_ASYNC_DATA = 1 << 14
 WAKE_ASYNC_SPACE = 1 << 15
 SEQ_SHIFT = 16  # FULL: the space sequence the caller must wait on, above this bit
+SEQ_MASK = 0xFFFFFFFF  # a futex word's low 32 bits: what a sleeper compares
 
 
 # -- Why a segment is corrupt: the reason carried by a CORRUPT status.
@@ -212,6 +239,16 @@ C_CURSOR = 5  # a reader's cursor outside [head, write position]
 C_RECORD = 6  # a record's size, field lengths or kind
 #: Most slots a segment may declare (the table must fit in the mapping too).
 MAX_SLOTS = 1 << 16
+
+# -- op_read_ahead: from ``start`` (FROM_CURSOR: the reader's cursor), each
+# -- record's fields go to ``lens``, AHEAD_WORDS int64 words a record, in this order.
+FROM_CURSOR = -1
+AHEAD_SENDER_LEN = 0
+AHEAD_TYPE_LEN = 1
+AHEAD_BODY_LEN = 2
+AHEAD_KIND = 3  # a pop's kind: with the writer's slot + 1 above KIND_WRITER_SHIFT
+AHEAD_POS = 4
+AHEAD_WORDS = 5
 
 
 def ring_offset(nslots):
@@ -227,6 +264,12 @@ def segment_bytes(capacity, nslots):
 def record_bytes(payload):
     """Bytes a record with ``payload`` bytes of sender, type and body occupies."""
     return (REC_HEADER + payload + 7) & ~7
+
+
+def pop_waits(found, empty):
+    """op_pop's ``waits``: the wait bits its slot must hold after a pop that
+    got a record (``found``) and after one that found nothing (``empty``)."""
+    return found | (empty << WAITS_EMPTY_SHIFT)
 
 
 def max_payload(capacity):

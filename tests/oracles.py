@@ -12,40 +12,35 @@ this file alone and miss a change in the kernels it is made of.
 from numba import njit
 
 from pysyncq.kernels._intrinsics import atomic_load, copy_bytes
-from pysyncq.kernels.check import (
-    _SEQ32,
-    _corrupt,
-    header_check,
-    record_lens,
-    slot_word,
+from pysyncq.kernels.check import _corrupt, header_check, slot_word
+from pysyncq.kernels.read import (
+    _next_record,
+    _reader_move,
+    _reader_start,
+    bad_cursor,
+    pop_fields,
+    reply,
+    scan_status,
 )
-from pysyncq.kernels.read import _next_record, _reader_move, _reader_start
-from pysyncq.kernels.write import _NO_DATA, ring_put
+from pysyncq.kernels.write import _NO_DATA, COPY_WHOLE, ring_put
 from pysyncq.layout import (
-    C_CURSOR,
-    C_RECORD,
     CODE_MASK,
     CORRUPT,
-    EMPTY,
-    H_CAPACITY,
     H_DATA_SEQ,
-    H_RING_OFFSET,
     H_WRITE_POS,
-    META_WRITER_SHIFT,
     NEED_SPACE,
     NOT_MEMBER,
     OK,
-    PENDING,
-    REC_HEADER,
     S_CURSOR,
     S_RECEIVED,
+    SEQ_MASK,
 )
 
 
 @njit
 def ring_append(w, mem, slot, token, sender, mtype, body, kind):
     """Append one record from ``slot``: ``ring_put`` with the body in one piece."""
-    return ring_put(w, mem, slot, token, sender, mtype, body, _NO_DATA, kind, -1)[0]
+    return ring_put(w, mem, slot, token, sender, mtype, body, _NO_DATA, kind, COPY_WHOLE).status
 
 
 @njit
@@ -71,39 +66,26 @@ def ring_pop(w, mem, slot, token, scr, out):
     if bad:
         return _corrupt(bad), 0, 0, 0, 0
     start = _reader_start(w, slot, token)
-    if start == -1:
+    if start.status == NOT_MEMBER:
         return NOT_MEMBER, 0, 0, 0, 0
-    if start == -2:
-        c = w[slot_word(slot, S_CURSOR)]
-        return _corrupt(C_CURSOR), c, 0, c, 0
+    if start.status != OK:
+        return start.status, start.pos, 0, start.pos, 0
     # The sequence is read before the scan: a reservation published after the
     # scan saw it changes the sequence, so a sleeper is never left behind.
-    seq = atomic_load(w, H_DATA_SEQ) & _SEQ32
-    code, cur, size, meta = _next_record(w, mem, slot, scr, start, w[H_WRITE_POS])
-    slen = tlen = blen = kind = 0
-    status = code
-    if code == OK:
-        slen, tlen, blen = record_lens(meta, size)
-        n = slen + tlen + blen
-        if n > len(out):
+    seq = atomic_load(w, H_DATA_SEQ) & SEQ_MASK
+    found = _next_record(w, mem, slot, scr, start.pos, w[H_WRITE_POS])
+    r = reply(found, seq)
+    status = scan_status(found)
+    cur = found.pos
+    if found.code == OK:
+        if r.need > len(out):
             status = NEED_SPACE
-            blen = n
-            kind = (meta >> 32) & 0xFF
         else:
-            p = w[H_RING_OFFSET] + cur % w[H_CAPACITY] + REC_HEADER
-            copy_bytes(out, 0, mem, p, n)
-            cur += size
+            copy_bytes(out, 0, mem, r.offset, r.need)
+            cur += found.size
             w[slot_word(slot, S_RECEIVED)] += 1
-            kind = ((meta >> 32) & 0xFF) | (((meta >> META_WRITER_SHIFT) & 0xFFFF) << 8)
-    elif code == EMPTY or code == PENDING:
-        blen = seq
-        if code == PENDING:
-            kind = (meta >> META_WRITER_SHIFT) & 0xFFFF
-    else:  # CORRUPT
-        status = _corrupt(C_RECORD)
-        slen, blen = meta, cur
-    moved = _reader_move(w, slot, start, cur, status)
+    moved = _reader_move(w, slot, start.pos, cur, status)
     if moved & CODE_MASK == CORRUPT and status & CODE_MASK != CORRUPT:
-        c = w[slot_word(slot, S_CURSOR)]
-        return moved, c, 0, c, 0
-    return moved, slen, tlen, blen, kind
+        status, r = moved, bad_cursor(w[slot_word(slot, S_CURSOR)])
+    sender, mtype, body, kind = pop_fields(status, r)
+    return moved, sender, mtype, body, kind

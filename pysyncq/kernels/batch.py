@@ -1,11 +1,12 @@
 """Batches (pysyncq.batch): many records per kernel call and per lock, the ring
 kernels of ``extend`` and ``pop_many``."""
 
+from collections import namedtuple
+
 import numpy as np
 
 from ..layout import (
     APPEND_SKIP,
-    C_CURSOR,
     C_RECORD,
     CODE_MASK,
     CORRUPT,
@@ -16,7 +17,6 @@ from ..layout import (
     H_RING_OFFSET,
     H_WRITE_POS,
     KIND_ARRAY,
-    META_WRITER_SHIFT,
     NEED_SPACE,
     NOT_MEMBER,
     OK,
@@ -26,6 +26,7 @@ from ..layout import (
     S_RECEIVED,
     S_SCREENED,
     S_SENT,
+    SEQ_MASK,
     SEQ_SHIFT,
     SF_READER,
     TOO_LARGE,
@@ -33,10 +34,26 @@ from ..layout import (
 )
 from ._intrinsics import atomic_add, atomic_cas, atomic_load, atomic_store, copy_bytes
 from ._jit import kernel
-from .check import _SEQ32, _corrupt, header_check, is_member, record_lens, slot_word
+from .check import (
+    _corrupt,
+    header_check,
+    is_member,
+    meta_kind,
+    record_lens,
+    record_meta,
+    record_size,
+    slot_word,
+)
 from .read import _next_in_batch, _reader_move, _reader_start
 from .wait import wake_flags
 from .write import _copy_in, _make_room
+
+#: ``ring_put_many``'s answer: ``status``, ``count`` records went in, and the
+#: byte ``off`` of the blob where the next body starts.
+PutMany = namedtuple("PutMany", "status count off")
+#: ``ring_pop_many``'s answer: ``status``, ``count`` records popped, the bytes
+#: of the format (``fmt_len``), the runs in ``segs`` and the array records.
+PopMany = namedtuple("PopMany", "status count fmt_len runs arrays")
 
 
 @kernel()
@@ -51,8 +68,8 @@ def ring_put_many(w, mem, slot, token, sender, mtype, blob, lens, kinds, kind, f
     for ``ring_put``).  Each record is published (``H_WRITE_POS``) as soon as
     it is written, so a writer killed here leaves whole records only.
 
-    Returns ``(status, n, off)``: ``n`` records went in and ``off`` is the
-    byte of ``blob`` where the next body starts.  ``status`` is ``OK`` (with
+    Returns ``PutMany(status, n, off)``: ``n`` records went in and ``off`` is
+    the byte of ``blob`` where the next body starts.  ``status`` is ``OK`` (with
     the ``WAKE_*`` bits of all) when all went in, else that of the first that
     did not, as ``ring_put`` gives it (``FULL`` with the space sequence above
     ``SEQ_SHIFT``, ``TOO_LARGE``, ``NOT_MEMBER``, ``CORRUPT``), with the
@@ -61,13 +78,12 @@ def ring_put_many(w, mem, slot, token, sender, mtype, blob, lens, kinds, kind, f
     """
     bad = header_check(w)
     if bad:
-        return _corrupt(bad), 0, off
+        return PutMany(_corrupt(bad), 0, off)
     if not is_member(w, slot, token):
-        return NOT_MEMBER, 0, off
+        return PutMany(NOT_MEMBER, 0, off)
     cap = w[H_CAPACITY]
     base = w[H_RING_OFFSET]
     heads = len(sender) + len(mtype)
-    meta0 = len(sender) | (len(mtype) << 16) | ((slot + 1) << META_WRITER_SHIFT)
     reader = w[slot_word(slot, S_FLAGS)] & SF_READER
     cw = slot_word(slot, S_CURSOR)
     uniform = len(lens) == 1
@@ -87,17 +103,18 @@ def ring_put_many(w, mem, slot, token, sender, mtype, blob, lens, kinds, kind, f
             status = TOO_LARGE
             break
         payload = heads + blen
-        size = (REC_HEADER + payload + 7) & ~7
+        size = record_size(payload)
         if size > cap:
             status = TOO_LARGE
             break
-        status, more, pos, head = _make_room(w, pos, head, size, cap)
-        flags |= more
+        room = _make_room(w, pos, head, size, cap)
+        status, pos, head = room.status, room.pos, room.head
+        flags |= room.flags
         if status & CODE_MASK:
             break
         at = base + pos % cap
         w[at // 8] = size
-        w[at // 8 + 1] = meta0 | ((size - REC_HEADER - payload) << 40) | ((k & 0xFF) << 32)
+        w[at // 8 + 1] = record_meta(len(sender), len(mtype), size - REC_HEADER - payload, k, slot)
         p = _copy_in(mem, at + REC_HEADER, sender)
         p = _copy_in(mem, p, mtype)
         copy_bytes(mem, p, blob, off, blen)
@@ -115,16 +132,28 @@ def ring_put_many(w, mem, slot, token, sender, mtype, blob, lens, kinds, kind, f
         atomic_add(w, slot_word(slot, S_SCREENED), screened)
         atomic_add(w, H_DATA_SEQ, n)  # one bump per record, as n appends make
         flags |= wake_flags(w, W_DATA)
-    return status | flags, n, off
+    return PutMany(status | flags, n, off)
 
 
 #: Bytes of ``fmt`` that ``ring_pop_many`` needs free for one more message:
 #: three struct codes of at most 15 digits and a letter.
 FMT_PER_MESSAGE = 48
+#: The struct codes of ``fmt``: ``<n>s`` a field's bytes, ``<n>x`` bytes
+#: passed over (an array record's body, which the caller decodes itself).
+_FIELD = ord("s")
+_SKIP = ord("x")
+_DIGIT_0 = ord("0")
 
-
-#: int64 words of ``segs`` per run of messages (see ``ring_pop_many``).
+#: int64 words of ``segs`` per run of messages (see ``ring_pop_many``), and
+#: where each of them is in a run.
 SEG_WORDS = 4
+RUN_COUNT = 0  # messages in the run
+RUN_NEW_HEAD = 1  # 1: the run starts with a sender and a type in out
+RUN_OFFSET = 2  # an array record's body: where it is in out
+RUN_LENGTH = 3  # and its length; BODIES for a run of str or bytes bodies
+BODIES = -1
+#: ``ring_pop_many``'s offset of the last sender and type before it copied any.
+_NO_HEAD = -1
 
 
 @kernel()
@@ -138,7 +167,7 @@ def _fmt_code(fmt, fp, value, letter):
         digits += 1
     v = value
     for d in range(digits - 1, -1, -1):
-        fmt[fp + d] = 48 + v % 10
+        fmt[fp + d] = _DIGIT_0 + v % 10
         v //= 10
     fmt[fp + digits] = letter
     return fp + digits + 1
@@ -164,14 +193,14 @@ def ring_pop_many(w, mem, slot, token, scr, out, fmt, segs, limit):
     sender, type and body, ``<n>x`` for the body of an array record (which
     the caller decodes from ``out`` itself).  Into ``segs`` go runs of
     messages, ``SEG_WORDS`` words each: ``(count, new_head, offset,
-    length)``, where ``new_head`` says the run starts with a sender and type,
-    and ``length`` is -1 for a run of ``count`` str or bytes bodies, or for
-    an array record (``count`` 1) the length of its body at ``offset`` in
-    ``out``.  A run holds one sender and type and no array.  It stops when
+    length)`` (``RUN_*``), where ``new_head`` says the run starts with a
+    sender and type, and ``length`` is ``BODIES`` (-1) for a run of ``count``
+    str or bytes bodies, or for an array record (``count`` 1) the length of
+    its body at ``offset`` in ``out``.  A run holds one sender and type and no array.  It stops when
     ``fmt`` or ``segs`` has no room for one more message (``OK``).
 
-    Returns ``(status, count, fmt_len, nsegs, arrays)``, ``arrays`` the number
-    of array records; ``status`` is ``OK`` (``limit`` popped, or no room
+    Returns ``PopMany(status, count, fmt_len, nsegs, arrays)``, ``arrays``
+    the number of array records; ``status`` is ``OK`` (``limit`` popped, or no room
     left), or what ended the batch: ``EMPTY``/``PENDING`` with the data
     sequence above ``SEQ_SHIFT``, ``NEED_SPACE`` with the bytes ``out`` must
     hold for the next record (alone) above it, ``NOT_MEMBER``, ``CORRUPT``;
@@ -179,22 +208,19 @@ def ring_pop_many(w, mem, slot, token, scr, out, fmt, segs, limit):
     """
     bad = header_check(w)
     if bad:
-        return _corrupt(bad), 0, 0, 0, 0
-    start = _reader_start(w, slot, token)
-    if start == -1:
-        return NOT_MEMBER, 0, 0, 0, 0
-    if start == -2:
-        return _corrupt(C_CURSOR), 0, 0, 0, 0
-    seq = atomic_load(w, H_DATA_SEQ) & _SEQ32
+        return PopMany(_corrupt(bad), 0, 0, 0, 0)
+    cursor = _reader_start(w, slot, token)
+    if cursor.status != OK:  # NOT_MEMBER, or CORRUPT (C_CURSOR)
+        return PopMany(cursor.status, 0, 0, 0, 0)
+    start = cursor.pos
+    seq = atomic_load(w, H_DATA_SEQ) & SEQ_MASK
     end = w[H_WRITE_POS]
-    cap = w[H_CAPACITY]
-    base = w[H_RING_OFFSET]
     cur = start
     at = 0  # bytes used in out
     fp = 0  # bytes used in fmt
     ns = 0  # runs in segs
     n = 0
-    prev = -1  # offset in out of the last sender and type copied
+    prev = _NO_HEAD  # offset in out of the last sender and type copied
     prev_s = prev_t = 0
     last_array = False
     arrays = 0
@@ -203,17 +229,18 @@ def ring_pop_many(w, mem, slot, token, scr, out, fmt, segs, limit):
     while n < limit:
         if fp + FMT_PER_MESSAGE > len(fmt) or SEG_WORDS * (ns + 1) > len(segs):
             break
-        code, cur, size, meta = _next_in_batch(w, mem, slot, scr, sw, cur, end)
-        if code != OK:
+        found = _next_in_batch(w, mem, slot, scr, sw, cur, end)
+        cur = found.pos  # what the scan passed is read, whatever it found
+        if found.code != OK:
+            code = found.code
             status = code | (seq << SEQ_SHIFT) if code != CORRUPT else _corrupt(C_RECORD)
             break
-        slen, tlen, blen = record_lens(meta, size)
-        is_array = (meta >> 32) & 0xFF == KIND_ARRAY
-        p = base + cur % cap + REC_HEADER
+        slen, tlen, blen = record_lens(found.meta, found.size)
+        is_array = meta_kind(found.meta) == KIND_ARRAY
+        p = found.offset
         hl = slen + tlen
-        same = (
-            prev >= 0 and slen == prev_s and tlen == prev_t and _head_equal(mem, p, out, prev, hl)
-        )
+        same = prev != _NO_HEAD and slen == prev_s and tlen == prev_t
+        same = same and _head_equal(mem, p, out, prev, hl)
         need = blen if same else hl + blen
         if at + need > len(out):
             status = NEED_SPACE | ((hl + blen) << SEQ_SHIFT)
@@ -222,25 +249,26 @@ def ring_pop_many(w, mem, slot, token, scr, out, fmt, segs, limit):
             copy_bytes(out, at, mem, p, hl)
             prev, prev_s, prev_t = at, slen, tlen
             at += hl
-            fp = _fmt_code(fmt, fp, slen, 115)  # 's'
-            fp = _fmt_code(fmt, fp, tlen, 115)
+            fp = _fmt_code(fmt, fp, slen, _FIELD)
+            fp = _fmt_code(fmt, fp, tlen, _FIELD)
         if ns == 0 or not same or is_array or last_array:
-            segs[SEG_WORDS * ns] = 1
-            segs[SEG_WORDS * ns + 1] = 0 if same else 1
-            segs[SEG_WORDS * ns + 2] = at if is_array else 0
-            segs[SEG_WORDS * ns + 3] = blen if is_array else -1
+            run = SEG_WORDS * ns
+            segs[run + RUN_COUNT] = 1
+            segs[run + RUN_NEW_HEAD] = 0 if same else 1
+            segs[run + RUN_OFFSET] = at if is_array else 0
+            segs[run + RUN_LENGTH] = blen if is_array else BODIES
             ns += 1
         else:
-            segs[SEG_WORDS * (ns - 1)] += 1
+            segs[SEG_WORDS * (ns - 1) + RUN_COUNT] += 1
         last_array = is_array
         if is_array:
             arrays += 1
         copy_bytes(out, at, mem, p + hl, blen)
         at += blen
-        fp = _fmt_code(fmt, fp, blen, 120 if is_array else 115)  # 'x' or 's'
-        cur += size
+        fp = _fmt_code(fmt, fp, blen, _SKIP if is_array else _FIELD)
+        cur += found.size
         n += 1
     if n:
         w[slot_word(slot, S_RECEIVED)] += n
     moved = _reader_move(w, slot, start, cur, status)
-    return moved, n, fp, ns, arrays
+    return PopMany(moved, n, fp, ns, arrays)

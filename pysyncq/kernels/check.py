@@ -14,6 +14,8 @@ so a scan of a ring of ``cap`` bytes ends within ``cap / 8`` steps).  Only
 close: it frees its own slot by a checked index and nothing else.
 """
 
+from collections import namedtuple
+
 from ..layout import (
     C_GEOMETRY,
     C_HEADER,
@@ -31,27 +33,47 @@ from ..layout import (
     HEADER_BYTES,
     HEADER_WORDS,
     KIND_ARRAY,
+    KIND_MASK,
     KIND_PAD,
     KIND_RESERVED,
     KIND_STR,
     KIND_VOID,
+    KIND_WRITER_SHIFT,
     LAYOUT_VERSION,
+    LEN_MASK,
     MAGIC,
     MAX_SLOTS,
+    META_KIND_SHIFT,
+    META_PAD_SHIFT,
+    META_TYPE_SHIFT,
+    META_WRITER_SHIFT,
+    PAD_MASK,
     REC_HEADER,
     S_STATE,
     S_TOKEN,
+    SEQ_MASK,
     SEQ_SHIFT,
     SLOT_ACTIVE,
     SLOT_BYTES,
     SLOT_WORDS,
+    WRITER_MASK,
 )
 from ._jit import INT, WORDS, kernel
 
-_SEQ32 = 0xFFFFFFFF
-
-
+_SEQ32 = SEQ_MASK
 _MAX_SLOTS = MAX_SLOTS
+#: ``header_check``'s and ``geometry_check``'s answer for a sound header
+#: (every ``C_*`` reason is above it).
+SOUND = 0
+#: ``record_check``'s size for a record that is not well-formed (no record is
+#: smaller than its header).
+NOT_A_RECORD = 0
+
+#: ``record_check``'s answer: ``size`` the record's bytes, ``word`` its meta
+#: word; or ``size`` NOT_A_RECORD, ``word`` the size or meta word that failed.
+Checked = namedtuple("Checked", "size word")
+#: A record's field lengths, as ``record_lens`` decodes them.
+Lens = namedtuple("Lens", "sender mtype body")
 
 
 @kernel()
@@ -104,7 +126,7 @@ def header_check(w):
     head = w[H_HEAD]
     if head < 0 or end < head or end - head > w[H_CAPACITY] or end % 8 != 0 or head % 8 != 0:
         return C_POSITIONS
-    return 0
+    return SOUND
 
 
 @kernel()
@@ -123,7 +145,7 @@ def geometry_check(w):
     hwm = w[H_SLOT_HWM]
     if hwm < 0 or hwm > ns:
         return C_SLOTS
-    return 0
+    return SOUND
 
 
 @kernel()
@@ -138,11 +160,11 @@ def is_member(w, slot, token):
 def record_check(w, cur, end):
     """Check the record at position ``cur`` (``cur < end``, the write position).
 
-    Returns ``(size, meta)`` with ``size`` > 0 if it is a well-formed record
-    or padding, else ``(0, value)`` with the offending size or meta word.
-    A record lies wholly before the ring's end and the write position, is at
-    least a header and a multiple of 8, and its fields fit in it; a padding
-    record fills exactly the rest of the ring.
+    Returns ``Checked(size, meta)`` with ``size`` > 0 if it is a well-formed
+    record or padding, else ``Checked(NOT_A_RECORD, value)`` with the
+    offending size or meta word.  A record lies wholly before the ring's end
+    and the write position, is at least a header and a multiple of 8, and its
+    fields fit in it; a padding record fills exactly the rest of the ring.
     """
     cap = w[H_CAPACITY]
     room = cap - cur % cap
@@ -150,24 +172,64 @@ def record_check(w, cur, end):
     size = w[at]
     meta = w[at + 1]
     if size < REC_HEADER or size % 8 != 0 or size > room or size > end - cur:
-        return 0, size
-    kind = (meta >> 32) & 0xFF
+        return Checked(NOT_A_RECORD, size)
+    kind = meta_kind(meta)
     if kind == KIND_PAD:
-        return (size, meta) if size == room else (0, size)
+        return Checked(size, meta) if size == room else Checked(NOT_A_RECORD, size)
     if not (KIND_STR <= kind <= KIND_ARRAY or kind == KIND_RESERVED or kind == KIND_VOID):
-        return 0, meta
-    fields = (meta & 0xFFFF) + ((meta >> 16) & 0xFFFF)
-    pad = (meta >> 40) & 0xFF
+        return Checked(NOT_A_RECORD, meta)
+    fields = (meta & LEN_MASK) + ((meta >> META_TYPE_SHIFT) & LEN_MASK)
+    pad = (meta >> META_PAD_SHIFT) & PAD_MASK
     if pad > 7 or REC_HEADER + fields + pad > size:
-        return 0, meta
-    return size, meta
+        return Checked(NOT_A_RECORD, meta)
+    return Checked(size, meta)
 
 
 @kernel()
 def record_lens(meta, size):
-    """``(sender, type, body)`` lengths of a record of ``size`` bytes whose
-    meta word is ``meta`` (layout.py: the body is what the header, the two
-    names and the padding leave)."""
-    slen = meta & 0xFFFF
-    tlen = (meta >> 16) & 0xFFFF
-    return slen, tlen, size - REC_HEADER - slen - tlen - ((meta >> 40) & 0xFF)
+    """``Lens(sender, mtype, body)``: the lengths of the fields of a record of
+    ``size`` bytes whose meta word is ``meta`` (layout.py: the body is what
+    the header, the two names and the padding leave)."""
+    slen = meta & LEN_MASK
+    tlen = (meta >> META_TYPE_SHIFT) & LEN_MASK
+    return Lens(slen, tlen, size - REC_HEADER - slen - tlen - ((meta >> META_PAD_SHIFT) & PAD_MASK))
+
+
+@kernel()
+def record_size(payload):
+    """Bytes a record of ``payload`` bytes of sender, type and body takes:
+    its header, the payload and the zeros up to a multiple of 8."""
+    return (REC_HEADER + payload + 7) & ~7
+
+
+@kernel()
+def record_meta(slen, tlen, pad, kind, slot):
+    """The meta word of a record from ``slot`` (its writer) of ``kind`` with a
+    sender and a type of ``slen`` and ``tlen`` bytes, ``pad`` zeros at its end."""
+    meta = slen | (tlen << META_TYPE_SHIFT) | (pad << META_PAD_SHIFT)
+    return meta | ((kind & KIND_MASK) << META_KIND_SHIFT) | ((slot + 1) << META_WRITER_SHIFT)
+
+
+@kernel()
+def meta_kind(meta):
+    """The record kind (a ``KIND_*``) in meta word ``meta``."""
+    return (meta >> META_KIND_SHIFT) & KIND_MASK
+
+
+@kernel()
+def meta_writer(meta):
+    """The writer's slot + 1 (0: none) in meta word ``meta``."""
+    return (meta >> META_WRITER_SHIFT) & WRITER_MASK
+
+
+@kernel()
+def meta_with_kind(meta, kind):
+    """Meta word ``meta`` with its kind set to ``kind`` (a publication, a void)."""
+    return (meta & ~(KIND_MASK << META_KIND_SHIFT)) | ((kind & KIND_MASK) << META_KIND_SHIFT)
+
+
+@kernel()
+def pop_kind(meta):
+    """What a pop answers as a record's kind: its kind, and the writer's slot
+    + 1 above ``KIND_WRITER_SHIFT``."""
+    return meta_kind(meta) | (meta_writer(meta) << KIND_WRITER_SHIFT)

@@ -1,68 +1,119 @@
 """Entry points: the ``op_*`` kernels that Python calls, one per operation: the
 queue lock tried once (``BUSY`` when someone else holds it) around one ring
-kernel, then its release and the wakes."""
+kernel, then its release and the wakes.
+
+Plain tuples at the boundary
+----------------------------
+Inside the kernels, results travel as named tuples (``read.Reply``,
+``read.Scan``, ``write.Put`` ...), which cost nothing there.  What an entry
+point returns to Python is a plain tuple all the same: numba boxes a named
+tuple by calling its class, a Python-level ``__new__``, which costs about
+0.7 us a call, as much as the rest of an ``op_pop``.  So each entry point
+below says what each place of its tuple holds; the places of the longer ones
+are named too (``POP_*``, ``PEEK_*``, ``POP_MANY_*``).
+"""
 
 import numpy as np
 
 from ..layout import (
+    AHEAD_BODY_LEN,
+    AHEAD_KIND,
+    AHEAD_POS,
+    AHEAD_SENDER_LEN,
+    AHEAD_TYPE_LEN,
+    AHEAD_WORDS,
     BUSY,
-    C_CURSOR,
     C_RECORD,
     CODE_MASK,
     CONTENDED,
     CORRUPT,
     EMPTY,
     F_UNLINKED,
-    H_CAPACITY,
     H_DATA_SEQ,
     H_FLAGS,
     H_LOCK,
     H_MEMBER_SEQ,
     H_REAPED,
-    H_RING_OFFSET,
     H_WRITE_POS,
-    META_WRITER_SHIFT,
     NEED_SPACE,
     NO_SLOT,
+    NOT_A_SLOT,
     NOT_MEMBER,
     OK,
     OPEN_DURABLE,
     OPEN_READER,
     PENDING,
-    REC_HEADER,
+    RETRY,
     S_FLAGS,
     S_PIN,
     S_RECEIVED,
     S_TOKEN,
+    SEQ_MASK,
     SEQ_SHIFT,
     SF_DURABLE,
+    WAITS_EMPTY_SHIFT,
+    WAITS_MASK,
     WAKE_DATA,
     WAKE_MEMBERS,
 )
 from ._intrinsics import atomic_add, atomic_cas, atomic_load, atomic_store, copy_bytes
 from ._jit import BOOL, BUFFER, BYTES, INT, INT64S, READONLY, SCREEN, SEGMENT, kernel
 from .batch import ring_pop_many, ring_put_many
-from .check import _SEQ32, _corrupt, header_check, is_member, record_lens, slot_word
-from .lock import lock_release
-from .read import _next_record, _reader_move, _reader_start, pop_free, ring_commit, ring_peek
+from .check import _corrupt, header_check, is_member, pop_kind, record_lens, slot_word
+from .lock import FREE, lock_release, lock_token, lock_try
+from .read import (
+    _next_record,
+    _reader_move,
+    _reader_start,
+    pop_fields,
+    pop_free,
+    ring_commit,
+    ring_peek,
+)
 from .slots import ring_recover, ring_void, slot_leave, slot_open, slot_set_name
 from .wait import store_wait, wake_now
-from .write import _NO_DATA, ring_put
+from .write import _NO_DATA, COPY_WHOLE, ring_put
+
+#: op_pop's tuple: ``(status, sender_len, type_len, body_len, kind)``, the last
+#: four as ``read.pop_fields`` gives them, by status: OK, the record's field
+#: lengths (copied to ``out``) and its kind, the writer's slot + 1 above
+#: ``KIND_WRITER_SHIFT``; NEED_SPACE, the bytes ``out`` must hold in place of
+#: ``body_len``, the kind alone; EMPTY and PENDING, the data sequence to wait on
+#: in place of ``body_len`` and (PENDING) the reservation's writer slot + 1 in
+#: place of ``kind``; CORRUPT, the value that failed in place of ``sender_len``
+#: and its position in place of ``body_len``; otherwise zeros.
+POP_STATUS = 0
+POP_SENDER_LEN = 1
+POP_TYPE_LEN = 2
+POP_BODY_LEN = 3
+POP_KIND = 4
+#: op_peek's tuple: op_pop's five, then the record's offset in ``mem`` (of its
+#: sender; OK only), and the position and size of what the scan stopped at.
+PEEK_OFFSET = 5
+PEEK_POS = 6
+PEEK_SIZE = 7
+#: op_pop_many's tuple: ``(status, count, fmt_len, runs, arrays)``.
+POP_MANY_STATUS = 0
+POP_MANY_COUNT = 1
+POP_MANY_FMT_LEN = 2
+POP_MANY_RUNS = 3
+POP_MANY_ARRAYS = 4
 
 
 @kernel((SEGMENT, INT, INT))
 def op_steal(mem, dead, lockval):
     """Take the lock from the dead holder ``dead`` and recover the queue.
 
-    Returns ``BUSY`` if ``dead`` no longer holds the lock (released, or taken
-    over by someone else first), else the status of the recovery.
+    Returns ``RETRY`` (``BUSY``) if ``dead`` no longer holds the lock
+    (released, or taken over by someone else first), else the status of the
+    recovery.
     """
     w = mem.view(np.int64)
-    if dead == 0:
-        return BUSY  # a free lock is taken with op_*, not stolen
+    if dead == FREE:
+        return RETRY  # a free lock is taken with op_*, not stolen
     if atomic_cas(w, H_LOCK, dead, lockval) != dead:
         if atomic_cas(w, H_LOCK, dead | CONTENDED, lockval | CONTENDED) != dead | CONTENDED:
-            return BUSY
+            return RETRY
     status = ring_recover(w)
     return status | lock_release(w)
 
@@ -74,12 +125,12 @@ def op_steal(mem, dead, lockval):
 )
 def op_append(mem, lockval, slot, sender, mtype, body, kind):
     """``ring_put`` of one record, the body in one piece, under the lock, or
-    ``BUSY``."""
+    ``BUSY``: a status."""
     w = mem.view(np.int64)
-    if atomic_cas(w, H_LOCK, 0, lockval) != 0:
+    if not lock_try(w, lockval):
         return BUSY
-    token = lockval & ~CONTENDED
-    status = ring_put(w, mem, slot, token, sender, mtype, body, _NO_DATA, kind, -1)[0]
+    token = lock_token(lockval)
+    status = ring_put(w, mem, slot, token, sender, mtype, body, _NO_DATA, kind, COPY_WHOLE).status
     return wake_now(mem, status | lock_release(w))
 
 
@@ -89,12 +140,12 @@ def op_append(mem, lockval, slot, sender, mtype, body, kind):
     hot=True,
 )
 def op_append_array(mem, lockval, slot, sender, mtype, desc, data, kind):
-    """``ring_put`` of an array record under the lock, or ``BUSY``."""
+    """``ring_put`` of an array record under the lock, or ``BUSY``: a status."""
     w = mem.view(np.int64)
-    if atomic_cas(w, H_LOCK, 0, lockval) != 0:
+    if not lock_try(w, lockval):
         return BUSY
-    token = lockval & ~CONTENDED
-    status = ring_put(w, mem, slot, token, sender, mtype, desc, data, kind, -1)[0]
+    token = lock_token(lockval)
+    status = ring_put(w, mem, slot, token, sender, mtype, desc, data, kind, COPY_WHOLE).status
     return wake_now(mem, status | lock_release(w))
 
 
@@ -104,31 +155,31 @@ def op_reserve(mem, lockval, slot, sender, mtype, head, nbytes, kind):
     descriptor, or nothing) written, ``nbytes`` after them left to fill.
     ``(OK, position)`` or ``(status, 0)`` as ``ring_put``; ``(BUSY, 0)``."""
     w = mem.view(np.int64)
-    if atomic_cas(w, H_LOCK, 0, lockval) != 0:
+    if not lock_try(w, lockval):
         return BUSY, 0
-    status, pos = ring_put(
-        w, mem, slot, lockval & ~CONTENDED, sender, mtype, head, _NO_DATA, kind, nbytes
-    )
-    return status | lock_release(w), pos
+    put = ring_put(w, mem, slot, lock_token(lockval), sender, mtype, head, _NO_DATA, kind, nbytes)
+    return put.status | lock_release(w), put.pos
 
 
 @kernel((SEGMENT, INT, INT, SCREEN))
 def op_peek(mem, lockval, slot, scr):
-    """``ring_peek`` under the lock, or ``BUSY`` (8 values)."""
+    """``ring_peek`` under the lock: the eight values of ``PEEK_*``, or
+    ``BUSY`` and zeros."""
     w = mem.view(np.int64)
-    if atomic_cas(w, H_LOCK, 0, lockval) != 0:
+    if not lock_try(w, lockval):
         return BUSY, 0, 0, 0, 0, 0, 0, 0
-    r = ring_peek(w, mem, slot, lockval & ~CONTENDED, scr)
-    return r[0] | lock_release(w), r[1], r[2], r[3], r[4], r[5], r[6], r[7]
+    status, r = ring_peek(w, mem, slot, lock_token(lockval), scr)
+    sender, mtype, body, kind = pop_fields(status, r)
+    return status | lock_release(w), sender, mtype, body, kind, r.offset, r.pos, r.size
 
 
 @kernel((SEGMENT, INT, INT, INT, INT, BOOL))
 def op_commit(mem, lockval, slot, pos, size, pin):
-    """``ring_commit`` under the lock, or ``BUSY``."""
+    """``ring_commit`` under the lock, or ``BUSY``: a status."""
     w = mem.view(np.int64)
-    if atomic_cas(w, H_LOCK, 0, lockval) != 0:
+    if not lock_try(w, lockval):
         return BUSY
-    status = ring_commit(w, slot, lockval & ~CONTENDED, pos, size, pin)
+    status = ring_commit(w, slot, lock_token(lockval), pos, size, pin)
     return status | lock_release(w)
 
 
@@ -136,40 +187,43 @@ def op_commit(mem, lockval, slot, pos, size, pin):
 def op_pop(mem, lockval, slot, scr, out, waits):
     """``pop_free``, then the slot's wait bits and the wakes; never takes the
     lock (``lockval`` is the caller's token, as for the other ``op_*``).
+    Returns the five values of ``POP_*``.
 
     ``waits`` sets the slot's wait bits in the same step, so that a blocking
     pop that finds nothing needs no other call before it sleeps: its low
     byte is what ``S_WAIT`` must hold after a pop that got a record (the
     bits of the handle's other sleepers), the next byte what it must hold
     after ``EMPTY`` or ``PENDING`` (the same, with ``W_DATA`` for a caller
-    about to sleep).  The word is written only when it changes; only its
-    owner writes it, holding its handle's thread lock.
+    about to sleep): ``layout.pop_waits``.  The word is written only when it
+    changes; only its owner writes it, holding its handle's thread lock.
     """
     w = mem.view(np.int64)
-    status, slen, tlen, blen, kind = pop_free(w, mem, slot, lockval & ~CONTENDED, scr, out)
+    status, r = pop_free(w, mem, slot, lock_token(lockval), scr, out)
     code = status & CODE_MASK
     # pop_free checked the header and the membership for these codes.
     if code == OK or code == EMPTY or code == PENDING:
-        store_wait(w, slot, waits & 0xFF if code == OK else (waits >> 8) & 0xFF)
-    return wake_now(mem, status), slen, tlen, blen, kind
+        bits = waits if code == OK else waits >> WAITS_EMPTY_SHIFT
+        store_wait(w, slot, bits & WAITS_MASK)
+    sender, mtype, body, kind = pop_fields(status, r)
+    return wake_now(mem, status), sender, mtype, body, kind
 
 
 @kernel((SEGMENT, INT, INT, BYTES))
 def op_open(mem, lockval, flags, name):
-    """``slot_open`` under the lock: ``(OK, slot)``, ``(NO_SLOT, -1)``,
-    ``(CORRUPT, -1)`` or ``(BUSY, -1)``.  ``flags``: ``OPEN_READER`` for a
-    reader slot.  ``name`` (the sender) is stored in the slot for
-    :meth:`stats`.  A queue whose name is already unlinked cannot be joined:
-    ``(NOT_MEMBER, -1)``."""
+    """``slot_open`` under the lock: ``(OK, slot)``, ``(NO_SLOT, NOT_A_SLOT)``,
+    ``(CORRUPT, NOT_A_SLOT)`` or ``(BUSY, NOT_A_SLOT)``.  ``flags``:
+    ``OPEN_READER`` for a reader slot.  ``name`` (the sender) is stored in
+    the slot for :meth:`stats`.  A queue whose name is already unlinked
+    cannot be joined: ``(NOT_MEMBER, NOT_A_SLOT)``."""
     w = mem.view(np.int64)
-    if atomic_cas(w, H_LOCK, 0, lockval) != 0:
-        return BUSY, -1
+    if not lock_try(w, lockval):
+        return BUSY, NOT_A_SLOT
     bad = header_check(w)
     if bad:
-        return _corrupt(bad) | lock_release(w), -1
+        return _corrupt(bad) | lock_release(w), NOT_A_SLOT
     if w[H_FLAGS] & F_UNLINKED:
-        return NOT_MEMBER | lock_release(w), -1
-    slot = slot_open(w, lockval & ~CONTENDED, flags & OPEN_READER)
+        return NOT_MEMBER | lock_release(w), NOT_A_SLOT
+    slot = slot_open(w, lock_token(lockval), flags & OPEN_READER)
     if slot >= 0:
         slot_set_name(mem, slot, name)
         if flags & OPEN_DURABLE:
@@ -180,16 +234,16 @@ def op_open(mem, lockval, flags, name):
 
 @kernel((SEGMENT, INT, INT, INT, BOOL))
 def op_leave(mem, lockval, slot, token, creator):
-    """``slot_leave`` under the lock, or ``BUSY``.
+    """``slot_leave`` under the lock, or ``BUSY``: a status.
 
     ``token`` is the member that leaves: the caller's own for a close, a dead
     process's for a reap.
     """
     w = mem.view(np.int64)
-    if atomic_cas(w, H_LOCK, 0, lockval) != 0:
+    if not lock_try(w, lockval):
         return BUSY
     status = slot_leave(w, slot, token, creator)
-    if token != lockval & ~CONTENDED and status & 0xFF == OK:
+    if token != lock_token(lockval) and status & CODE_MASK == OK:
         w[H_REAPED] += 1
     return status | lock_release(w)
 
@@ -197,26 +251,26 @@ def op_leave(mem, lockval, slot, token, creator):
 @kernel((SEGMENT, INT, INT, BYTES, BYTES, BYTES, INT64S, INT64S, INT, INT, INT, INT), hot=True)
 def op_extend(mem, lockval, slot, sender, mtype, blob, lens, kinds, kind, first, off, count):
     """``ring_put_many`` under the lock, then the wakes (``wake_now``):
-    ``(status, n, off)``, or ``(BUSY, 0, off)``."""
+    ``(status, n, off)`` as its ``PutMany``, or ``(BUSY, 0, off)``."""
     w = mem.view(np.int64)
-    if atomic_cas(w, H_LOCK, 0, lockval) != 0:
+    if not lock_try(w, lockval):
         return BUSY, 0, off
-    token = lockval & ~CONTENDED
-    status, n, off = ring_put_many(
+    token = lock_token(lockval)
+    put = ring_put_many(
         w, mem, slot, token, sender, mtype, blob, lens, kinds, kind, first, off, count
     )
-    return wake_now(mem, status | lock_release(w)), n, off
+    return wake_now(mem, put.status | lock_release(w)), put.count, put.off
 
 
 @kernel((SEGMENT, INT, INT, SCREEN, BUFFER, BUFFER, INT64S, INT), hot=True)
 def op_pop_many(mem, lockval, slot, scr, out, fmt, segs, limit):
-    """``ring_pop_many`` under the lock, then the wakes (``wake_now``), or
-    ``(BUSY, 0, 0, 0, 0)``."""
+    """``ring_pop_many`` under the lock, then the wakes (``wake_now``): the
+    five values of ``POP_MANY_*`` as its ``PopMany``, or ``(BUSY, 0, 0, 0, 0)``."""
     w = mem.view(np.int64)
-    if atomic_cas(w, H_LOCK, 0, lockval) != 0:
+    if not lock_try(w, lockval):
         return BUSY, 0, 0, 0, 0
-    r = ring_pop_many(w, mem, slot, lockval & ~CONTENDED, scr, out, fmt, segs, limit)
-    return wake_now(mem, r[0] | lock_release(w)), r[1], r[2], r[3], r[4]
+    r = ring_pop_many(w, mem, slot, lock_token(lockval), scr, out, fmt, segs, limit)
+    return wake_now(mem, r.status | lock_release(w)), r.count, r.fmt_len, r.runs, r.arrays
 
 
 @kernel((SEGMENT, INT, INT, INT))
@@ -226,7 +280,7 @@ def op_adopt(mem, lockval, slot, dead):
     ``OK`` (with wake bits), ``NOT_MEMBER`` if the slot is no longer that
     durable member, ``CORRUPT`` or ``BUSY``."""
     w = mem.view(np.int64)
-    if atomic_cas(w, H_LOCK, 0, lockval) != 0:
+    if not lock_try(w, lockval):
         return BUSY
     bad = header_check(w)
     if bad:
@@ -238,7 +292,7 @@ def op_adopt(mem, lockval, slot, dead):
         status |= WAKE_DATA
     w[slot_word(slot, S_PIN)] = 0
     store_wait(w, slot, 0)
-    atomic_store(w, slot_word(slot, S_TOKEN), lockval & ~CONTENDED)
+    atomic_store(w, slot_word(slot, S_TOKEN), lock_token(lockval))
     atomic_add(w, H_MEMBER_SEQ, 1)
     return status | lock_release(w)
 
@@ -246,57 +300,61 @@ def op_adopt(mem, lockval, slot, dead):
 @kernel((SEGMENT, INT, INT, SCREEN, BUFFER, INT64S, INT, INT))
 def op_read_ahead(mem, lockval, slot, scr, out, lens, limit, start):
     """Copy up to ``limit`` records that ``slot`` does not screen, from
-    position ``start`` (its cursor if ``start`` is behind it), into ``out``,
-    without moving the cursor: they stay pinned until ``op_commit_to``.
+    position ``start`` (its cursor if ``start`` is behind it, or is
+    ``FROM_CURSOR``), into ``out``, without moving the cursor: they stay
+    pinned until ``op_commit_to``.
 
-    ``lens`` gets ``(sender_len, type_len, body_len, kind, position)`` per
-    record (``kind`` with the writer's slot + 1 above its low byte).  Returns
-    ``(status, count, next)``: ``next`` the position after the last record
-    copied (or passed: padding, void, screened); status ``OK``, or what ended
-    the batch: ``EMPTY``/``PENDING`` with the data sequence above
-    ``SEQ_SHIFT``, ``NEED_SPACE`` with the bytes needed above it,
-    ``NOT_MEMBER``, ``CORRUPT``; ``BUSY`` with 0 records.
+    ``lens`` gets ``AHEAD_WORDS`` words per record: ``(sender_len, type_len,
+    body_len, kind, position)`` (``AHEAD_*``; ``kind`` with the writer's
+    slot + 1 above ``KIND_WRITER_SHIFT``).  Returns ``(status, count,
+    next)``: ``next`` the position after the last record copied (or passed:
+    padding, void, screened); status ``OK``, or what ended the batch:
+    ``EMPTY``/``PENDING`` with the data sequence above ``SEQ_SHIFT``,
+    ``NEED_SPACE`` with the bytes needed above it, ``NOT_MEMBER``,
+    ``CORRUPT``; ``BUSY`` with 0 records.
     """
     w = mem.view(np.int64)
-    if atomic_cas(w, H_LOCK, 0, lockval) != 0:
+    if not lock_try(w, lockval):
         return BUSY, 0, start
     bad = header_check(w)
     if bad:
         return _corrupt(bad) | lock_release(w), 0, start
-    cursor = _reader_start(w, slot, lockval & ~CONTENDED)
+    cursor = _reader_start(w, slot, lock_token(lockval))
     end = w[H_WRITE_POS]
-    if cursor < 0:
-        return (NOT_MEMBER if cursor == -1 else _corrupt(C_CURSOR)) | lock_release(w), 0, start
-    # Behind the cursor (or -1): from the cursor.  A writer that pads the end
-    # of the ring moves a cursor at the write position past the padding, so a
-    # position read ahead to earlier can fall behind it.
-    start = max(start, cursor)
+    if cursor.status != OK:  # NOT_MEMBER, or CORRUPT (C_CURSOR)
+        return cursor.status | lock_release(w), 0, start
+    # Behind the cursor (or FROM_CURSOR): from the cursor.  A writer that pads
+    # the end of the ring moves a cursor at the write position past the
+    # padding, so a position read ahead to earlier can fall behind it.
+    start = max(start, cursor.pos)
     if start > end or start % 8 != 0:
         return NOT_MEMBER | lock_release(w), 0, start
-    seq = atomic_load(w, H_DATA_SEQ) & _SEQ32
-    cap = w[H_CAPACITY]
+    seq = atomic_load(w, H_DATA_SEQ) & SEQ_MASK
     cur = start
     at = 0
     n = 0
     status = OK
     while n < limit:
-        code, cur, size, meta = _next_record(w, mem, slot, scr, cur, end)
-        if code != OK:
+        found = _next_record(w, mem, slot, scr, cur, end)
+        cur = found.pos  # what the scan passed is read ahead, whatever it found
+        if found.code != OK:
+            code = found.code
             status = code | (seq << SEQ_SHIFT) if code != CORRUPT else _corrupt(C_RECORD)
             break
-        slen, tlen, blen = record_lens(meta, size)
+        slen, tlen, blen = record_lens(found.meta, found.size)
         k = slen + tlen + blen
         if at + k > len(out):
             status = NEED_SPACE | (k << SEQ_SHIFT)
             break
-        copy_bytes(out, at, mem, w[H_RING_OFFSET] + cur % cap + REC_HEADER, k)
-        lens[5 * n] = slen
-        lens[5 * n + 1] = tlen
-        lens[5 * n + 2] = blen
-        lens[5 * n + 3] = ((meta >> 32) & 0xFF) | (((meta >> META_WRITER_SHIFT) & 0xFFFF) << 8)
-        lens[5 * n + 4] = cur
+        copy_bytes(out, at, mem, found.offset, k)
+        row = AHEAD_WORDS * n
+        lens[row + AHEAD_SENDER_LEN] = slen
+        lens[row + AHEAD_TYPE_LEN] = tlen
+        lens[row + AHEAD_BODY_LEN] = blen
+        lens[row + AHEAD_KIND] = pop_kind(found.meta)
+        lens[row + AHEAD_POS] = cur
         at += k
-        cur += size
+        cur += found.size
         n += 1
     return status | lock_release(w), n, cur
 
@@ -304,16 +362,18 @@ def op_read_ahead(mem, lockval, slot, scr, out, lens, limit, start):
 @kernel((SEGMENT, INT, INT, INT, INT))
 def op_commit_to(mem, lockval, slot, pos, count):
     """Move reader ``slot``'s cursor forward to ``pos`` (a position that
-    ``op_read_ahead`` returned), counting ``count`` records received."""
+    ``op_read_ahead`` returned), counting ``count`` records received: a
+    status."""
     w = mem.view(np.int64)
-    if atomic_cas(w, H_LOCK, 0, lockval) != 0:
+    if not lock_try(w, lockval):
         return BUSY
     bad = header_check(w)
     if bad:
         return _corrupt(bad) | lock_release(w)
-    start = _reader_start(w, slot, lockval & ~CONTENDED)
-    if start < 0 or pos > w[H_WRITE_POS] or pos % 8 != 0:
+    cursor = _reader_start(w, slot, lock_token(lockval))
+    if cursor.status != OK or pos > w[H_WRITE_POS] or pos % 8 != 0:
         return NOT_MEMBER | lock_release(w)
+    start = cursor.pos
     if pos <= start:  # passed already (a writer moved the cursor past padding)
         return OK | lock_release(w)
     w[slot_word(slot, S_RECEIVED)] += count

@@ -2,10 +2,11 @@
 peek and commit of one record, with the lock (``ring_*``) or without it
 (``pop_free``)."""
 
+from collections import namedtuple
+
 import numpy as np
 
 from ..layout import (
-    BUSY,
     C_CURSOR,
     C_RECORD,
     CODE_MASK,
@@ -22,34 +23,44 @@ from ..layout import (
     KIND_RESERVED,
     KIND_STR,
     KIND_VOID,
-    META_WRITER_SHIFT,
+    KIND_WRITER_SHIFT,
     NEED_SPACE,
     NOT_MEMBER,
     OK,
     PENDING,
     REC_HEADER,
+    RETRY,
     S_CURSOR,
     S_FLAGS,
-    S_PIN,
     S_RECEIVED,
     S_SCREENED,
+    SEQ_MASK,
     SF_READER,
     W_SPACE,
 )
 from ._intrinsics import atomic_add, atomic_cas, atomic_load, atomic_store, copy_bytes
 from ._jit import kernel
 from .check import (
-    _SEQ32,
+    NOT_A_RECORD,
     _corrupt,
     geometry_check,
     header_check,
     is_member,
+    meta_kind,
+    meta_writer,
     record_check,
     record_lens,
     slot_word,
 )
-from .slots import head_refresh
+from .slots import head_refresh, slot_pin
 from .wait import wake_flags
+
+# The screen table (screen.screen_table), in int64 words: the counts of
+# senders and of types, then an (offset, length) pair per entry.
+_SCR_SENDERS = 0
+_SCR_TYPES = 1
+_SCR_ENTRY_OFFSET = 2  # + 2 * k for entry k
+_SCR_ENTRY_LEN = 3
 
 
 @kernel()
@@ -58,9 +69,9 @@ def _screened(mem, p, length, scr, sw, first, stop):
     screen table ``scr``, whose int64 view ``sw`` the caller makes once (a
     view per call costs a reference count, twice, per record)."""
     for k in range(first, stop):
-        if sw[3 + 2 * k] != length:
+        if sw[_SCR_ENTRY_LEN + 2 * k] != length:
             continue
-        off = sw[2 + 2 * k]
+        off = sw[_SCR_ENTRY_OFFSET + 2 * k]
         same = True
         for j in range(length):
             if mem[p + j] != scr[off + j]:
@@ -71,15 +82,105 @@ def _screened(mem, p, length, scr, sw, first, stop):
     return False
 
 
+#: What the scan for a reader's next record found (``_scan``): ``code`` OK,
+#: the record at ``pos`` (``size`` bytes, meta word ``meta``, its sender at
+#: byte ``offset`` of ``mem``); EMPTY, nothing before the write position
+#: ``pos``; PENDING, an unpublished reservation at ``pos`` (``size``, ``meta``);
+#: CORRUPT, the record at ``pos`` is not well formed (``meta``: the word that
+#: failed).  ``screened``: the records passed on the way because the reader
+#: screens them.
+Scan = namedtuple("Scan", "code pos size meta offset screened")
+
+#: A reader's cursor (``_reader_start``): ``status`` OK, the cursor at
+#: ``pos``; NOT_MEMBER, not a reader member; or CORRUPT (``C_CURSOR``), the
+#: cursor ``pos`` lies outside ``[head, write position]``.
+Cursor = namedtuple("Cursor", "status pos")
+
+#: What a pop or a peek answers besides its status, a field for each meaning;
+#: which ones hold depends on the status (``pop_fields`` gives them to Python
+#: in the places of op_pop's tuple):
+#:
+#: * OK, NEED_SPACE: ``sender_len``, ``type_len``, ``body_len`` and ``kind`` of
+#:   the record, ``need`` bytes in all (NEED_SPACE: more than the caller's
+#:   buffer holds); OK also ``writer``, the slot + 1 that appended it, and
+#:   ``offset``, where its sender starts in ``mem``.
+#: * EMPTY, PENDING: ``seq``, the data sequence to wait on; PENDING also
+#:   ``writer``, the reservation's.
+#: * CORRUPT: ``word``, the value that failed, and ``at``, its position.
+#: * Whenever a scan ran: ``pos`` and ``size``, what the scan stopped at (a
+#:   peek's record, to commit).
+Reply = namedtuple(
+    "Reply", "sender_len type_len body_len kind writer need offset seq word at pos size"
+)
+
+
+@kernel()
+def no_reply():
+    """The ``Reply`` of a status that says it all (NOT_MEMBER, a bad header)."""
+    return Reply(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+
+
+@kernel()
+def bad_cursor(cursor):
+    """The ``Reply`` for a reader's cursor that lies outside ``[head, write
+    position]``: its value, and where it was found (the cursor itself)."""
+    return Reply(0, 0, 0, 0, 0, 0, 0, 0, cursor, cursor, 0, 0)
+
+
+@kernel()
+def reply(found, seq):
+    """The ``Reply`` for scan result ``found``, ``seq`` the data sequence read
+    before the scan: the one place a found record is decoded."""
+    if found.code == OK:
+        lens = record_lens(found.meta, found.size)
+        need = lens.sender + lens.mtype + lens.body
+        kind, writer = meta_kind(found.meta), meta_writer(found.meta)
+        return Reply(
+            lens.sender, lens.mtype, lens.body, kind, writer, need, found.offset, 0, 0, 0,
+            found.pos, found.size,
+        )  # fmt: skip
+    if found.code == EMPTY or found.code == PENDING:
+        writer = meta_writer(found.meta) if found.code == PENDING else 0
+        return Reply(0, 0, 0, 0, writer, 0, 0, seq, 0, 0, found.pos, found.size)
+    return Reply(0, 0, 0, 0, 0, 0, 0, 0, found.meta, found.pos, found.pos, found.size)
+
+
+@kernel()
+def scan_status(found):
+    """The status a pop answers for scan result ``found``: its code, with the
+    reason ``C_RECORD`` when it is ``CORRUPT``."""
+    return _corrupt(C_RECORD) if found.code == CORRUPT else found.code
+
+
+@kernel()
+def pop_fields(status, r):
+    """The four values after the status that Python reads from a pop's (and
+    a peek's) tuple, for ``status`` and ``Reply`` ``r``: ``(sender_len,
+    type_len, body_len, kind)`` for OK, ``kind`` with the writer's slot + 1
+    above ``KIND_WRITER_SHIFT``; for NEED_SPACE the bytes needed in place of
+    ``body_len``; for EMPTY and PENDING ``(0, 0, seq, writer)``; for CORRUPT
+    ``(word, 0, at, 0)``; else zeros."""
+    code = status & CODE_MASK
+    if code == OK:
+        return r.sender_len, r.type_len, r.body_len, r.kind | (r.writer << KIND_WRITER_SHIFT)
+    if code == NEED_SPACE:
+        return r.sender_len, r.type_len, r.need, r.kind
+    if code == EMPTY or code == PENDING:
+        return 0, 0, r.seq, r.writer
+    if code == CORRUPT:
+        return r.word, 0, r.at, 0
+    return 0, 0, 0, 0
+
+
 @kernel()
 def _next_record(w, mem, slot, scr, cur, end):
     """Scan from position ``cur`` for the next record ``slot`` does not screen.
 
     Passes padding, void records and screened records (counting the latter
-    in the slot's ``S_SCREENED``).  Returns ``(code, cur, size, meta)``:
-    ``OK`` with the record at ``cur``; ``EMPTY`` (``cur == end``) or
-    ``PENDING`` (an unpublished reservation at ``cur``); or ``CORRUPT`` with
-    the bad word in ``meta``.  Header checked.
+    in the slot's ``S_SCREENED``).  Returns a ``Scan``: ``OK`` with the record
+    at ``pos``; ``EMPTY`` (``pos == end``) or ``PENDING`` (an unpublished
+    reservation at ``pos``); or ``CORRUPT`` with the bad word in ``meta``.
+    Header checked.
     """
     return _next_in_batch(w, mem, slot, scr, scr.view(np.int64), cur, end)
 
@@ -88,71 +189,70 @@ def _next_record(w, mem, slot, scr, cur, end):
 def _next_in_batch(w, mem, slot, scr, sw, cur, end):
     """``_next_record`` with the screen table's view ``sw`` made once by the
     caller (a batch, or a pop that may scan again)."""
-    code, cur, size, meta, screened = _scan(w, mem, scr, sw, cur, end)
-    if screened:
-        atomic_add(w, slot_word(slot, S_SCREENED), screened)
-    return code, cur, size, meta
+    found = _scan(w, mem, scr, sw, cur, end)
+    if found.screened:
+        atomic_add(w, slot_word(slot, S_SCREENED), found.screened)
+    return found
 
 
 @kernel()
 def _scan(w, mem, scr, sw, cur, end):
-    """``_next_in_batch`` that returns the count of screened records passed
-    as a fifth value instead of adding it to a slot."""
+    """``_next_in_batch`` that leaves the count of screened records passed in
+    the ``Scan`` instead of adding it to a slot."""
     screened = 0
     cap = w[H_CAPACITY]
     base = w[H_RING_OFFSET]
-    ns = sw[0]
-    nt = sw[1]
+    ns = sw[_SCR_SENDERS]
+    nt = sw[_SCR_TYPES]
     while cur < end:
         off = cur % cap
         room = cap - off
         if room < REC_HEADER:
             cur += room
             continue
-        size, meta = record_check(w, cur, end)
-        if size == 0:
-            return CORRUPT, cur, 0, meta, screened
-        kind = (meta >> 32) & 0xFF
+        rec = record_check(w, cur, end)
+        size, meta = rec.size, rec.word
+        if size == NOT_A_RECORD:
+            return Scan(CORRUPT, cur, 0, meta, 0, screened)
+        kind = meta_kind(meta)
         if kind == KIND_PAD or kind == KIND_VOID:
             cur += size
             continue
         if kind == KIND_RESERVED:
             # Published by a swap of this word: read it again, atomically.
             meta = atomic_load(w, (base + off) // 8 + 1)
-            kind = (meta >> 32) & 0xFF
+            kind = meta_kind(meta)
             if kind == KIND_RESERVED:
-                return PENDING, cur, size, meta, screened
+                return Scan(PENDING, cur, size, meta, 0, screened)
             if kind == KIND_VOID:
                 cur += size
                 continue
             if not KIND_STR <= kind <= KIND_ARRAY:
-                return CORRUPT, cur, 0, meta, screened
+                return Scan(CORRUPT, cur, 0, meta, 0, screened)
+        p = base + off + REC_HEADER
         if ns + nt:
-            slen = meta & 0xFFFF
-            tlen = (meta >> 16) & 0xFFFF
-            p = base + off + REC_HEADER
-            if _screened(mem, p, slen, scr, sw, 0, ns) or _screened(
-                mem, p + slen, tlen, scr, sw, ns, ns + nt
+            lens = record_lens(meta, size)
+            if _screened(mem, p, lens.sender, scr, sw, 0, ns) or _screened(
+                mem, p + lens.sender, lens.mtype, scr, sw, ns, ns + nt
             ):
                 cur += size
                 screened += 1
                 continue
-        return OK, cur, size, meta, screened
-    return EMPTY, cur, 0, 0, screened
+        return Scan(OK, cur, size, meta, p, screened)
+    return Scan(EMPTY, cur, 0, 0, 0, screened)
 
 
 @kernel()
 def _reader_start(w, slot, token):
-    """The cursor of reader ``slot``, or -1 (not a reader member) or -2
-    (outside ``[head, write position]``).  Header checked."""
+    """The ``Cursor`` of reader ``slot``.  Header checked."""
     # A writer-only slot's cursor pins nothing, so the records behind it may
     # be overwritten: reading from it could meet garbage.  Refuse.
     if not is_member(w, slot, token) or not w[slot_word(slot, S_FLAGS)] & SF_READER:
-        return -1
+        return Cursor(NOT_MEMBER, 0)
     start = w[slot_word(slot, S_CURSOR)]
     if start < w[H_HEAD] or start > w[H_WRITE_POS] or start % 8 != 0:
-        return -2
-    return start
+        return Cursor(_corrupt(C_CURSOR), start)
+    return Cursor(OK, start)
 
 
 @kernel()
@@ -173,41 +273,26 @@ def _reader_move(w, slot, start, cur, status):
 def ring_peek(w, mem, slot, token, scr):
     """Find the next record ``slot`` has not read and does not screen, for a
     zero-copy view: pass what comes before it (padding, screened) but leave
-    the cursor at it.  Returns ``(status, sender_len, type_len, body_len,
-    kind, offset)`` as ``pop_free`` (``offset`` is the byte offset of the
-    sender in ``mem``, the body following the type), plus the record's
-    position and size in ``(status, ...)``'s last two places: see
-    ``op_peek``.  Lock held.
+    the cursor at it.  Returns ``(status, Reply)`` as ``pop_free`` does, the
+    record's ``offset`` (of its sender in ``mem``, the type and body
+    following), ``pos`` and ``size`` in the ``Reply``: see ``op_peek``.  Lock
+    held.
     """
     bad = header_check(w)
     if bad:
-        return _corrupt(bad), 0, 0, 0, 0, 0, 0, 0
+        return _corrupt(bad), no_reply()
     start = _reader_start(w, slot, token)
-    if start == -1:
-        return NOT_MEMBER, 0, 0, 0, 0, 0, 0, 0
-    if start == -2:
-        c = w[slot_word(slot, S_CURSOR)]
-        return _corrupt(C_CURSOR), c, 0, c, 0, 0, 0, 0
-    seq = atomic_load(w, H_DATA_SEQ) & _SEQ32
-    code, cur, size, meta = _next_record(w, mem, slot, scr, start, w[H_WRITE_POS])
-    slen = tlen = blen = kind = offset = 0
-    status = code
-    if code == OK:
-        slen, tlen, blen = record_lens(meta, size)
-        offset = w[H_RING_OFFSET] + cur % w[H_CAPACITY] + REC_HEADER
-        kind = ((meta >> 32) & 0xFF) | (((meta >> META_WRITER_SHIFT) & 0xFFFF) << 8)
-    elif code == EMPTY or code == PENDING:
-        blen = seq
-        if code == PENDING:
-            kind = (meta >> META_WRITER_SHIFT) & 0xFFFF
-    else:
-        status = _corrupt(C_RECORD)
-        slen, blen = meta, cur
-    moved = _reader_move(w, slot, start, cur, status)
+    if start.status == NOT_MEMBER:
+        return NOT_MEMBER, no_reply()
+    if start.status != OK:
+        return start.status, bad_cursor(start.pos)
+    seq = atomic_load(w, H_DATA_SEQ) & SEQ_MASK
+    found = _next_record(w, mem, slot, scr, start.pos, w[H_WRITE_POS])
+    status = scan_status(found)
+    moved = _reader_move(w, slot, start.pos, found.pos, status)
     if moved & CODE_MASK == CORRUPT and status & CODE_MASK != CORRUPT:
-        c = w[slot_word(slot, S_CURSOR)]
-        return moved, c, 0, c, 0, 0, 0, 0
-    return moved, slen, tlen, blen, kind, offset, cur, size
+        return moved, bad_cursor(w[slot_word(slot, S_CURSOR)])
+    return moved, reply(found, seq)
 
 
 @kernel()
@@ -222,21 +307,21 @@ def ring_commit(w, slot, token, pos, size, pin):
     if bad:
         return _corrupt(bad)
     start = _reader_start(w, slot, token)
-    if start == -2:
-        return _corrupt(C_CURSOR)
-    if start != pos or size < REC_HEADER or pos + size > w[H_WRITE_POS]:
+    if start.status & CODE_MASK == CORRUPT:
+        return start.status
+    if start.status != OK or start.pos != pos:
+        return NOT_MEMBER
+    if size < REC_HEADER or pos + size > w[H_WRITE_POS]:
         return NOT_MEMBER
     if pin:
-        pw = slot_word(slot, S_PIN)
-        if w[pw] == 0 or pos + 1 < w[pw]:
-            atomic_store(w, pw, pos + 1)
+        slot_pin(w, slot, pos)
     w[slot_word(slot, S_RECEIVED)] += 1
-    return _reader_move(w, slot, start, pos + size, OK)
+    return _reader_move(w, slot, pos, pos + size, OK)
 
 
 #: Tries of a pop without the lock whose cursor was moved meanwhile (by a
 #: writer passing this reader over its own message or the ring's padding)
-#: before it answers BUSY.
+#: before it answers RETRY.
 _POP_TRIES = 8
 
 
@@ -249,16 +334,13 @@ def pop_free(w, mem, slot, token, scr, out):
     records whose sender or type it lists are passed over, and count as read.
     The sender, type and body are copied back to back into ``out``.
 
-    Returns ``(status, sender_len, type_len, body_len, kind)``: ``OK`` with a
-    record, ``kind`` holding the record kind in its low byte and the writer's
-    slot + 1 above it; ``EMPTY`` (or ``PENDING``: stopped at a reservation,
-    the writer's slot + 1 in place of ``kind``) with the data sequence to wait
-    on in place of ``body_len``; ``NEED_SPACE`` with the bytes ``out`` must
-    hold in place of ``body_len`` (the record stays unread); ``NOT_MEMBER``
-    (also for a writer-only slot); or ``CORRUPT`` with the bad word's value in
-    place of ``sender_len`` and its position in place of ``body_len`` (the
-    records before it are passed).  ``WAKE_SPACE`` may be set in ``status``;
-    ``BUSY`` after ``_POP_TRIES`` scans whose cursor writers kept moving.
+    Returns ``(status, Reply)``: ``OK`` with a record; ``EMPTY`` (or
+    ``PENDING``: stopped at a reservation) with the data sequence to wait on;
+    ``NEED_SPACE`` with the bytes ``out`` must hold (the record stays
+    unread); ``NOT_MEMBER`` (also for a writer-only slot); or ``CORRUPT``
+    with the bad word's value and position (the records before it are
+    passed).  ``WAKE_SPACE`` may be set in ``status``; ``RETRY`` after
+    ``_POP_TRIES`` scans whose cursor writers kept moving.
 
     A reader's cursor has one writer, its owner, and the records from it to
     the write position cannot be reused while it is a member (the head never
@@ -278,20 +360,20 @@ def pop_free(w, mem, slot, token, scr, out):
     """
     bad = geometry_check(w)
     if bad:
-        return _corrupt(bad), 0, 0, 0, 0
+        return _corrupt(bad), no_reply()
     cw = slot_word(slot, S_CURSOR)
     cap = w[H_CAPACITY]
     sw = scr.view(np.int64)
     for _ in range(_POP_TRIES):
         if not is_member(w, slot, token) or not w[slot_word(slot, S_FLAGS)] & SF_READER:
-            return NOT_MEMBER, 0, 0, 0, 0
+            return NOT_MEMBER, no_reply()
         # In this order the words agree whatever writers do meanwhile: the
         # head was at most this cursor, which is at most the write position.
         head = atomic_load(w, H_HEAD)
         start = atomic_load(w, cw)
         # The sequence before the write position: an append after the scan
         # changes it, so a sleeper that saw nothing is never left behind.
-        seq = atomic_load(w, H_DATA_SEQ) & _SEQ32
+        seq = atomic_load(w, H_DATA_SEQ) & SEQ_MASK
         end = atomic_load(w, H_WRITE_POS)
         bad_pos = head < 0 or start < head or start > end or end - start > cap
         if bad_pos or start % 8 != 0 or end % 8 != 0:
@@ -301,45 +383,34 @@ def pop_free(w, mem, slot, token, scr, out):
             if atomic_load(w, cw) != start:
                 continue
             if not is_member(w, slot, token):
-                return NOT_MEMBER, 0, 0, 0, 0
-            return _corrupt(C_CURSOR), start, 0, start, 0
-        code, cur, size, meta, screened = _scan(w, mem, scr, sw, start, end)
-        if code == CORRUPT and atomic_load(w, cw) != start:
+                return NOT_MEMBER, no_reply()
+            return _corrupt(C_CURSOR), bad_cursor(start)
+        found = _scan(w, mem, scr, sw, start, end)
+        if found.code == CORRUPT and atomic_load(w, cw) != start:
             continue  # the records scanned were passed meanwhile, and may be reused
-        slen = tlen = blen = kind = 0
-        status = code
-        received = 0
-        if code == OK:
-            slen, tlen, blen = record_lens(meta, size)
-            n = slen + tlen + blen
-            if n > len(out):
+        r = reply(found, seq)
+        status = scan_status(found)  # CORRUPT: the records before it are passed
+        cur = found.pos
+        received = False
+        if found.code == OK:
+            if r.need > len(out):
                 status = NEED_SPACE
-                blen = n
-                kind = (meta >> 32) & 0xFF
             else:
-                copy_bytes(out, 0, mem, w[H_RING_OFFSET] + cur % cap + REC_HEADER, n)
-                cur += size
-                received = 1
-                kind = ((meta >> 32) & 0xFF) | (((meta >> META_WRITER_SHIFT) & 0xFFFF) << 8)
-        elif code == EMPTY or code == PENDING:
-            blen = seq
-            if code == PENDING:
-                kind = (meta >> META_WRITER_SHIFT) & 0xFFFF
-        else:  # CORRUPT: the records before it are passed
-            status = _corrupt(C_RECORD)
-            slen, blen = meta, cur
+                copy_bytes(out, 0, mem, r.offset, r.need)
+                cur += found.size
+                received = True
         if not is_member(w, slot, token):
-            return NOT_MEMBER, 0, 0, 0, 0  # what was read may have been reused
+            return NOT_MEMBER, no_reply()  # what was read may have been reused
         if cur != start:
             if atomic_cas(w, cw, start, cur) != start:
                 continue  # a writer moved the cursor: scan again from there
-            if screened:
-                atomic_add(w, slot_word(slot, S_SCREENED), screened)
+            if found.screened:
+                atomic_add(w, slot_word(slot, S_SCREENED), found.screened)
             if received:
                 atomic_add(w, slot_word(slot, S_RECEIVED), 1)
             space = wake_flags(w, W_SPACE)
             if space:  # a writer waits: the head may move now
                 atomic_add(w, H_SPACE_SEQ, 1)
                 status |= space
-        return status, slen, tlen, blen, kind
-    return BUSY, 0, 0, 0, 0
+        return status, r
+    return RETRY, no_reply()

@@ -22,6 +22,8 @@ from ..layout import (
     KIND_RESERVED,
     KIND_VOID,
     META_WRITER_SHIFT,
+    NO_PIN,
+    NOT_A_SLOT,
     NOT_MEMBER,
     OK,
     REC_HEADER,
@@ -48,7 +50,19 @@ from ..layout import (
 )
 from ._intrinsics import atomic_add, atomic_cas, atomic_load, atomic_store, copy_bytes
 from ._jit import SEGMENT, kernel
-from .check import _corrupt, header_check, is_member, record_check, slot_hwm, slot_word, table_slots
+from .check import (
+    NOT_A_RECORD,
+    SOUND,
+    _corrupt,
+    header_check,
+    is_member,
+    meta_kind,
+    meta_with_kind,
+    record_check,
+    slot_hwm,
+    slot_word,
+    table_slots,
+)
 from .wait import store_wait, wake_flags
 
 
@@ -74,7 +88,7 @@ def head_refresh(w):
             if c < low:
                 low = c
         pin = atomic_load(w, slot_word(i, S_PIN)) - 1  # stored + 1: 0 is "none"
-        if pin != -1:
+        if pin != NO_PIN:
             if pin < old or pin > end or pin % 8 != 0:
                 return _corrupt(C_CURSOR)
             if pin < low:
@@ -87,8 +101,19 @@ def head_refresh(w):
 
 
 @kernel()
+def slot_pin(w, slot, pos):
+    """Pin position ``pos`` for ``slot`` (a reservation, a viewed record):
+    its pin comes down to ``pos`` unless it is already at or below it.  Lock
+    held."""
+    pw = slot_word(slot, S_PIN)
+    if w[pw] == 0 or pos + 1 < w[pw]:  # stored + 1: 0 is "none"
+        atomic_store(w, pw, pos + 1)
+
+
+@kernel()
 def slot_open(w, token, reader):
-    """Claim the lowest free slot for ``token``; return its index or -1.
+    """Claim the lowest free slot for ``token``; return its index, or
+    ``NOT_A_SLOT`` if every slot is taken.
 
     A reader's cursor starts at the write position: it sees only records
     appended after it opened.  Lock held, header checked.
@@ -110,7 +135,7 @@ def slot_open(w, token, reader):
             atomic_store(w, slot_word(i, S_STATE), SLOT_ACTIVE)
             atomic_add(w, H_MEMBER_SEQ, 1)
             return i
-    return -1
+    return NOT_A_SLOT
 
 
 @kernel()
@@ -138,15 +163,15 @@ def ring_void(w, slot):
         if room < REC_HEADER:
             cur += room
             continue
-        size, meta = record_check(w, cur, end)
-        if size == 0:
+        rec = record_check(w, cur, end)
+        if rec.size == NOT_A_RECORD:
             break
-        if (meta >> 32) & 0xFF == KIND_RESERVED and (meta >> META_WRITER_SHIFT) == slot + 1:
+        meta = rec.word
+        if meta_kind(meta) == KIND_RESERVED and (meta >> META_WRITER_SHIFT) == slot + 1:
             at = (w[H_RING_OFFSET] + cur % cap) // 8
-            void = (meta & ~(0xFF << 32)) | (KIND_VOID << 32)
-            if atomic_cas(w, at + 1, meta, void) == meta:
+            if atomic_cas(w, at + 1, meta, meta_with_kind(meta, KIND_VOID)) == meta:
                 n += 1
-        cur += size
+        cur += rec.size
     if n:
         atomic_add(w, H_DATA_SEQ, 1)
     return n
@@ -166,7 +191,8 @@ def count_members(w):
 def slot_leave(w, slot, token, creator):
     """Free ``slot`` if ``token`` owns it; drop the creator's hold if ``creator``.
 
-    ``slot`` < 0 frees no slot.  The slot's unread records are released.
+    ``slot`` < 0 (``NOT_A_SLOT``) frees no slot.  The slot's unread records
+    are released.
     Returns ``OK`` or ``NOT_MEMBER`` with ``WAKE_*`` bits, and ``UNLINK`` when
     no member is left and the name has not been unlinked yet: the caller must
     unlink it.  Works on a corrupt segment too (every index is checked), so
@@ -178,7 +204,7 @@ def slot_leave(w, slot, token, creator):
             store_wait(w, slot, 0)
             atomic_store(w, slot_word(slot, S_STATE), SLOT_FREE)
             w[slot_word(slot, S_PIN)] = 0
-            if header_check(w) == 0:
+            if header_check(w) == SOUND:
                 if ring_void(w, slot):
                     status |= WAKE_DATA  # readers stopped at its reservations go on
                 more = head_refresh(w)
@@ -204,7 +230,7 @@ def ring_recover(w):
     sleepers are woken to look again.
     """
     w[H_RECOVERIES] += 1
-    if header_check(w) == 0:
+    if header_check(w) == SOUND:
         head_refresh(w)
     atomic_add(w, H_DATA_SEQ, 1)
     atomic_add(w, H_SPACE_SEQ, 1)
@@ -214,7 +240,7 @@ def ring_recover(w):
 @kernel((SEGMENT,))
 def members(mem):
     """``(slot, token, is_reader)`` rows for every active slot, and a row
-    ``(-1, creator_token, 0)`` while the creator holds the queue.  Safe on any
+    ``(NOT_A_SLOT, creator_token, 0)`` while the creator holds the queue.  Safe on any
     header (the table is scanned only as far as the mapping goes)."""
     w = mem.view(np.int64)
     hwm = slot_hwm(w)
@@ -222,7 +248,7 @@ def members(mem):
     n = 0
     creator = w[H_CREATOR]
     if creator != 0:
-        rows[0, 0] = -1
+        rows[0, 0] = NOT_A_SLOT
         rows[0, 1] = creator
         rows[0, 2] = 0
         n = 1

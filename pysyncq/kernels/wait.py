@@ -11,6 +11,7 @@ from ..layout import (
     H_WAITERS,
     S_STATE,
     S_WAIT,
+    SEQ_MASK,
     SLOT_ACTIVE,
     W_ASYNC,
     W_DATA,
@@ -24,7 +25,22 @@ from ..layout import (
 )
 from ._intrinsics import HAVE_FUTEX, atomic_add, atomic_load, atomic_store, futex
 from ._jit import INT, SEGMENT, kernel
-from .check import _SEQ32, geometry_check, slot_hwm, slot_word, table_slots
+from .check import geometry_check, slot_hwm, slot_word, table_slots
+
+#: ``spin_for``'s answers besides the rounds left (+ 1) when the word changed.
+SPIN_UNCHANGED = 0
+SPIN_REFUSED = -1  # more members than CPUs, or a bad header: it did not spin
+
+# wake_flags' findings among the slots' wait bits.
+_SLEEPER = 1
+_ASYNC_SLEEPER = 2
+
+#: The futex's number of sleepers to wake that wakes them all (INT_MAX).
+_INT_MAX = 0x7FFFFFFF
+_FUTEX_WAIT = 0
+_FUTEX_WAKE = 1
+#: A futex wait's timeout that waits for ever (and a wake's, which has none).
+_NO_TIMEOUT = -1
 
 
 @kernel()
@@ -56,23 +72,14 @@ def wake_flags(w, bit):
     for i in range(slot_hwm(w)):
         b = atomic_load(w, slot_word(i, S_WAIT))
         if b & bit:
-            found |= 1
+            found |= _SLEEPER
             if b & W_ASYNC:
-                found |= 2
+                found |= _ASYNC_SLEEPER
     if found == 0:
         return 0
     if bit == W_DATA:
-        return WAKE_DATA | (WAKE_ASYNC_DATA if found & 2 else 0)
-    return WAKE_SPACE | (WAKE_ASYNC_SPACE if found & 2 else 0)
-
-
-_INT_MAX = 0x7FFFFFFF
-
-
-_FUTEX_WAIT = 0
-
-
-_FUTEX_WAKE = 1
+        return WAKE_DATA | (WAKE_ASYNC_DATA if found & _ASYNC_SLEEPER else 0)
+    return WAKE_SPACE | (WAKE_ASYNC_SPACE if found & _ASYNC_SLEEPER else 0)
 
 
 @kernel((SEGMENT, INT))
@@ -84,13 +91,13 @@ def wake_now(mem, status):
     if HAVE_FUTEX and status & (WAKE_DATA | WAKE_SPACE | WAKE_LOCK | WAKE_MEMBERS):
         w = mem.view(np.int64)
         if status & WAKE_DATA:
-            futex(w, H_DATA_SEQ, _FUTEX_WAKE, _INT_MAX, -1)
+            futex(w, H_DATA_SEQ, _FUTEX_WAKE, _INT_MAX, _NO_TIMEOUT)
         if status & WAKE_SPACE:
-            futex(w, H_SPACE_SEQ, _FUTEX_WAKE, _INT_MAX, -1)
+            futex(w, H_SPACE_SEQ, _FUTEX_WAKE, _INT_MAX, _NO_TIMEOUT)
         if status & WAKE_LOCK:
-            futex(w, H_LOCK_SEQ, _FUTEX_WAKE, 1, -1)
+            futex(w, H_LOCK_SEQ, _FUTEX_WAKE, 1, _NO_TIMEOUT)  # one: it takes the lock
         if status & WAKE_MEMBERS:
-            futex(w, H_MEMBER_SEQ, _FUTEX_WAKE, _INT_MAX, -1)
+            futex(w, H_MEMBER_SEQ, _FUTEX_WAKE, _INT_MAX, _NO_TIMEOUT)
         status |= WAKE_DONE
     return status
 
@@ -102,21 +109,21 @@ def spin_for(mem, index, expected, cpus, rounds):
     only if the queue has at most ``cpus`` active slots (more members than
     CPUs: a spinner would hold a CPU that a writer needs).  Returns the
     rounds left plus one (>= 1) if the word changed, so that a caller can go
-    on watching with what is left; 0 if it did not change; -1 if it did not
-    spin."""
+    on watching with what is left; ``SPIN_UNCHANGED`` (0) if it did not
+    change; ``SPIN_REFUSED`` (-1) if it did not spin."""
     w = mem.view(np.int64)
     if geometry_check(w):
-        return -1
+        return SPIN_REFUSED
     n = 0
     for i in range(slot_hwm(w)):
         if atomic_load(w, slot_word(i, S_STATE)) == SLOT_ACTIVE:
             n += 1
     if n > cpus:
-        return -1
+        return SPIN_REFUSED
     for i in range(rounds):
-        if atomic_load(w, index) & _SEQ32 != expected:
+        if atomic_load(w, index) & SEQ_MASK != expected:
             return rounds - i
-    return 0
+    return SPIN_UNCHANGED
 
 
 @kernel((SEGMENT, INT, INT, INT), nogil=True)
@@ -131,7 +138,7 @@ def futex_wait(mem, index, expected, timeout_ns):
 @kernel((SEGMENT, INT))
 def seq_load(mem, index):
     """The low 32 bits of header word ``index`` (a futex word)."""
-    return atomic_load(mem.view(np.int64), index) & _SEQ32
+    return atomic_load(mem.view(np.int64), index) & SEQ_MASK
 
 
 @kernel((SEGMENT, INT, INT))

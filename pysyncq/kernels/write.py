@@ -1,6 +1,8 @@
 """Writes: formatting a segment, appending records (making room, padding the
 ring's end), publishing reservations, pins and header flags."""
 
+from collections import namedtuple
+
 import numpy as np
 
 from ..layout import (
@@ -22,11 +24,13 @@ from ..layout import (
     H_TIMENS,
     H_VERSION,
     H_WRITE_POS,
+    KIND_MASK,
     KIND_PAD,
     KIND_RESERVED,
     KIND_VOID,
     LAYOUT_VERSION,
     MAGIC,
+    META_KIND_SHIFT,
     META_WRITER_SHIFT,
     NOT_MEMBER,
     OK,
@@ -37,6 +41,7 @@ from ..layout import (
     S_SCREENED,
     S_SENT,
     S_STATE,
+    SEQ_MASK,
     SEQ_SHIFT,
     SF_READER,
     SLOT_ACTIVE,
@@ -47,16 +52,19 @@ from ..layout import (
 from ._intrinsics import atomic_add, atomic_cas, atomic_load, atomic_store, copy_bytes
 from ._jit import INT, SEGMENT, kernel
 from .check import (
-    _SEQ32,
     _corrupt,
     geometry_check,
     header_check,
     is_member,
+    meta_kind,
+    meta_with_kind,
+    record_meta,
+    record_size,
     slot_hwm,
     slot_word,
     table_slots,
 )
-from .slots import head_refresh
+from .slots import head_refresh, slot_pin
 from .wait import wake_flags, wake_now
 
 
@@ -85,11 +93,15 @@ def ring_format(
     atomic_store(w, H_MAGIC, MAGIC)
 
 
+#: Compare-and-swaps ``flags_set`` tries against other setters before it gives up.
+_FLAG_TRIES = 1000
+
+
 @kernel((SEGMENT, INT))
 def flags_set(mem, bits):
     """Set ``bits`` in ``H_FLAGS`` without the lock (compare-and-swap)."""
     w = mem.view(np.int64)
-    for _ in range(1000):
+    for _ in range(_FLAG_TRIES):
         old = atomic_load(w, H_FLAGS)
         if old & bits == bits or atomic_cas(w, H_FLAGS, old, old | bits) == old:
             return True
@@ -103,6 +115,14 @@ def _copy_in(mem, p, src):
 
 
 _NO_DATA = np.zeros(0, np.uint8)
+#: ``ring_put``'s ``reserve`` for a record copied whole (none reserved to fill).
+COPY_WHOLE = -1
+
+#: ``_make_room``'s answer: ``status``, the wake bits ``flags`` of the head's
+#: moves, the position ``pos`` the record goes to and the cached ``head``.
+Room = namedtuple("Room", "status flags pos head")
+#: ``ring_put``'s answer: ``status`` and, when reserved, the record's ``pos``.
+Put = namedtuple("Put", "status pos")
 
 
 @kernel()
@@ -119,27 +139,26 @@ def _make_room(w, pos, head, size, cap):
     Readers that have read everything pass the padding at once, so in an
     empty ring a record needs only its own size.
 
-    Returns ``(status, flags, pos, head)``: ``OK`` with the position the
-    record goes to; ``FULL`` with the space sequence above ``SEQ_SHIFT``; or
-    ``CORRUPT``.  ``flags`` are the wake bits of the head's moves.
+    Returns a ``Room``: ``OK`` with the position the record goes to; ``FULL``
+    with the space sequence above ``SEQ_SHIFT``; or ``CORRUPT``.
     """
     room = cap - pos % cap
     pad = room if room < size else 0
     flags = 0
     if not (head == pos or pos + pad + size - head <= cap):
-        sseq = atomic_load(w, H_SPACE_SEQ) & _SEQ32
+        sseq = atomic_load(w, H_SPACE_SEQ) & SEQ_MASK
         more = head_refresh(w)
         if more & CODE_MASK:
-            return more, 0, pos, head
+            return Room(more, 0, pos, head)
         flags |= more
         head = w[H_HEAD]
         if not (head == pos or pos + pad + size - head <= cap):
-            return FULL | (sseq << SEQ_SHIFT), flags, pos, head
+            return Room(FULL | (sseq << SEQ_SHIFT), flags, pos, head)
     if pad:
         if pad >= REC_HEADER:
             at = (w[H_RING_OFFSET] + pos % cap) // 8
             w[at] = pad
-            w[at + 1] = KIND_PAD << 32
+            w[at + 1] = KIND_PAD << META_KIND_SHIFT
         atomic_store(w, H_WRITE_POS, pos + pad)
         for i in range(slot_hwm(w)):
             if w[slot_word(i, S_STATE)] == SLOT_ACTIVE:
@@ -147,11 +166,11 @@ def _make_room(w, pos, head, size, cap):
         if head == pos:
             more = head_refresh(w)
             if more & CODE_MASK:
-                return more, flags, pos, head
+                return Room(more, flags, pos, head)
             flags |= more
             head = w[H_HEAD]
         pos += pad
-    return OK, flags, pos, head
+    return Room(OK, flags, pos, head)
 
 
 @kernel()
@@ -162,7 +181,8 @@ def ring_put(w, mem, slot, token, sender, mtype, body, data, kind, reserve):
     With ``reserve`` >= 0 the record is only reserved, ``reserve`` bytes
     after ``body`` left for the writer to fill outside the lock: its kind is
     ``KIND_RESERVED`` (the real one is kept for ``record_publish``), readers
-    stop at it, and the slot's pin holds it.  Returns ``(status, position)``.
+    stop at it, and the slot's pin holds it.  ``COPY_WHOLE`` (-1) reserves
+    nothing.  Returns ``Put(status, position)``.
 
     ``kind`` is a ``KIND_*``, with ``APPEND_SKIP`` if the appender screens
     this message itself: then, if its cursor is at the record (it has read
@@ -177,42 +197,39 @@ def ring_put(w, mem, slot, token, sender, mtype, body, data, kind, reserve):
     """
     bad = header_check(w)
     if bad:
-        return _corrupt(bad), 0
+        return Put(_corrupt(bad), 0)
     if not is_member(w, slot, token):
-        return NOT_MEMBER, 0
+        return Put(NOT_MEMBER, 0)
     skip = kind & APPEND_SKIP and reserve < 0
-    kind &= 0xFF
+    kind &= KIND_MASK
     cap = w[H_CAPACITY]
     payload = len(sender) + len(mtype) + len(body) + len(data) + max(reserve, 0)
-    size = (REC_HEADER + payload + 7) & ~7
+    size = record_size(payload)
     if size > cap:
-        return TOO_LARGE, 0
-    status, flags, pos, _ = _make_room(w, w[H_WRITE_POS], w[H_HEAD], size, cap)
-    if status & CODE_MASK == FULL:
-        return status | flags, 0
-    if status & CODE_MASK:
-        return status, 0
+        return Put(TOO_LARGE, 0)
+    room = _make_room(w, w[H_WRITE_POS], w[H_HEAD], size, cap)
+    if room.status & CODE_MASK == FULL:
+        return Put(room.status | room.flags, 0)
+    if room.status & CODE_MASK:
+        return Put(room.status, 0)
+    flags, pos = room.flags, room.pos
     base = w[H_RING_OFFSET]
     at = base + pos % cap
     shown = KIND_RESERVED if reserve >= 0 else kind
-    meta = len(sender) | (len(mtype) << 16) | ((size - REC_HEADER - payload) << 40)
-    meta |= (slot + 1) << META_WRITER_SHIFT
     w[at // 8] = size
-    w[at // 8 + 1] = meta | (shown << 32)
+    w[at // 8 + 1] = record_meta(len(sender), len(mtype), size - REC_HEADER - payload, shown, slot)
     p = _copy_in(mem, at + REC_HEADER, sender)
     p = _copy_in(mem, p, mtype)
     p = _copy_in(mem, p, body)
     p = _copy_in(mem, p, data)
     if reserve >= 0:
         p += reserve
-        pw = slot_word(slot, S_PIN)
-        if w[pw] == 0 or pos + 1 < w[pw]:
-            atomic_store(w, pw, pos + 1)  # before the write position: never unpinned
+        slot_pin(w, slot, pos)  # before the write position: never unpinned
     for q in range(p, at + size):
         mem[q] = 0
     atomic_store(w, H_WRITE_POS, pos + size)  # the record becomes visible here
     if reserve >= 0:
-        return OK | flags, pos  # counted when published: record_publish
+        return Put(OK | flags, pos)  # counted when published: record_publish
     # Atomic: record_publish counts without the lock.
     atomic_add(w, H_APPENDS, 1)
     atomic_add(w, slot_word(slot, S_SENT), 1)
@@ -220,7 +237,7 @@ def ring_put(w, mem, slot, token, sender, mtype, body, data, kind, reserve):
         if atomic_cas(w, slot_word(slot, S_CURSOR), pos, pos + size) == pos:
             atomic_add(w, slot_word(slot, S_SCREENED), 1)
     atomic_add(w, H_DATA_SEQ, 1)
-    return OK | flags | wake_flags(w, W_DATA), pos
+    return Put(OK | flags | wake_flags(w, W_DATA), pos)
 
 
 @kernel((SEGMENT, INT, INT, INT))
@@ -239,12 +256,11 @@ def record_publish(mem, slot, pos, kind):
         return NOT_MEMBER
     at = (w[H_RING_OFFSET] + pos % cap) // 8
     meta = atomic_load(w, at + 1)
-    if (meta >> 32) & 0xFF != KIND_RESERVED or (meta >> META_WRITER_SHIFT) != slot + 1:
+    if meta_kind(meta) != KIND_RESERVED or (meta >> META_WRITER_SHIFT) != slot + 1:
         return NOT_MEMBER
-    new = (meta & ~(0xFF << 32)) | ((kind & 0xFF) << 32)
-    if atomic_cas(w, at + 1, meta, new) != meta:
+    if atomic_cas(w, at + 1, meta, meta_with_kind(meta, kind)) != meta:
         return NOT_MEMBER
-    void = kind & 0xFF == KIND_VOID
+    void = kind & KIND_MASK == KIND_VOID
     if not void:
         atomic_add(w, H_APPENDS, 1)
         atomic_add(w, slot_word(slot, S_SENT), 1)
@@ -260,7 +276,7 @@ def record_publish(mem, slot, pos, kind):
 
 @kernel((SEGMENT, INT, INT))
 def pin_set(mem, slot, pos):
-    """Set ``slot``'s pin to ``pos`` (-1: none); only its owner calls this,
+    """Set ``slot``'s pin to ``pos`` (``NO_PIN``: none); only its owner calls this,
     holding its handle's thread lock, with a value no lower than the pin it
     replaces.  The word holds the position + 1, so that 0 means none.
     Returns ``WAKE_SPACE`` if a writer waits for space."""
