@@ -24,7 +24,7 @@ import numpy as np
 
 from . import _futex, _proc, _status, kernels
 from ._wait import LockBusy, may_judge, reap_dead, wait_bits
-from .layout import H_CREATOR, PENDING, W_ASYNC, W_DATA
+from .layout import H_CREATOR, PENDING, W_ASYNC, W_DATA, WAITS_EMPTY_SHIFT
 from .screen import screen_table
 
 #: Seconds between looks at the creator by a handle opened with follow=True.
@@ -49,7 +49,7 @@ os.register_at_fork(after_in_child=_forget_after_fork)
 def pop_waits(hit, empty):
     """The ``waits`` argument of ``op_pop``: the slot's wait bits to store
     when the pop finds a record (``hit``) and when it finds none (``empty``)."""
-    return hit | (empty << 8)
+    return hit | (empty << WAITS_EMPTY_SHIFT)
 
 
 class Member:

@@ -35,7 +35,9 @@ from .layout import (
     CODE_MASK,
     CORRUPT,
     KIND_ARRAY,
+    KIND_MASK,
     KIND_VOID,
+    NO_PIN,
     NOT_MEMBER,
     OK,
     REC_HEADER,
@@ -49,7 +51,7 @@ def unpin(q, m, pos):
     """Forget one pin of ``pos``; store the new lowest pin, and wake writers
     waiting for space.  With ``m.lock``."""
     m.pins.remove(pos)
-    status = kernels.pin_set(q._seg.mem, m.slot, min(m.pins) if m.pins else -1)
+    status = kernels.pin_set(q._seg.mem, m.slot, min(m.pins) if m.pins else NO_PIN)
     if status:
         wake(q._seg, status)
 
@@ -107,7 +109,7 @@ def publish(q, m, pos, kind):
             raise QueueClosed(f"queue {q.name!r} was closed while a message was being written")
         status = kernels.record_publish(mem, m.slot, pos, kind)
         unpin(q, m, pos)
-    if status & CODE_MASK == NOT_MEMBER and kind & 0xFF != KIND_VOID:
+    if status & CODE_MASK == NOT_MEMBER and kind & KIND_MASK != KIND_VOID:
         _status.revoked(q)
     if status & WAKE_BITS:
         wake(q._seg, status)
@@ -136,7 +138,7 @@ def fill(q, m, pos, t, body, kind):
 
 def put(q, m, t, body, kind, block, timer):
     """Append a large body: reserve, copy outside the lock, publish."""
-    pos = reserve(q, m, m.sender_bytes, t, b"", len(body), kind & 0xFF, block, timer)
+    pos = reserve(q, m, m.sender_bytes, t, b"", len(body), kind & KIND_MASK, block, timer)
     fill(q, m, pos, t, body, kind)
 
 
@@ -199,7 +201,7 @@ def copy_body(buf, kind, decode):
     """The one copy of a body out of the ring (``buf``, a memoryview over it):
     a private array for an array record, else str (``decode`` and valid
     UTF-8) or bytes."""
-    if kind & 0xFF == KIND_ARRAY:
+    if kind & KIND_MASK == KIND_ARRAY:
         return decode_array(buf)
     if decode:
         try:

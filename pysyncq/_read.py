@@ -25,10 +25,19 @@ from ._args import check_timer
 from ._wait import WAKE_BITS, LockBusy, locked, wake
 from .codec import decode_at, decode_text, record_fields
 from .layout import (
+    AHEAD_BODY_LEN,
+    AHEAD_KIND,
+    AHEAD_POS,
+    AHEAD_SENDER_LEN,
+    AHEAD_TYPE_LEN,
+    AHEAD_WORDS,
     BUSY,
     CODE_MASK,
     EMPTY,
+    FROM_CURSOR,
     KIND_ARRAY,
+    KIND_MASK,
+    KIND_WRITER_SHIFT,
     NEED_SPACE,
     OK,
     PENDING,
@@ -81,7 +90,7 @@ def pop(q, block=False, timer=0.5, decode=True):
                 out = m.out_mm
                 a = slen + tlen
                 s, t = out[:slen], out[slen:a]
-                if kind & 0xFF == KIND_ARRAY:
+                if kind & KIND_MASK == KIND_ARRAY:
                     b = decode_at(out, a, blen)
                 else:
                     b = out[a : a + blen]
@@ -185,7 +194,7 @@ def pop_raw(q, block=False, timer=0.5):
     if got is None:
         return None
     s, t, b, kind = got
-    return s, t, b, kind & 0xFF, (kind >> 8) == m.slot + 1
+    return s, t, b, kind & KIND_MASK, (kind >> KIND_WRITER_SHIFT) == m.slot + 1
 
 
 def call(q, block=False, timer=0.5, decode=True):
@@ -225,8 +234,8 @@ def read_ahead(q, n, start=None):
         _status.not_reader(q, m)
     seg = q._seg
     if start is None:
-        start = -1  # the kernel reads the cursor, under the lock
-    lens = np.zeros(5 * max(n, 1), np.int64)
+        start = FROM_CURSOR  # the kernel reads the cursor, under the lock
+    lens = np.zeros(AHEAD_WORDS * max(n, 1), np.int64)
     while True:
         with m.lock:
             scr = _handle.screens(q)
@@ -263,10 +272,12 @@ def _records(m, lens, count):
     at = 0
     out = m.out_mm
     for i in range(count):
-        slen, tlen, blen, kind, pos = lens[5 * i : 5 * i + 5].tolist()
+        row = lens[AHEAD_WORDS * i : AHEAD_WORDS * (i + 1)].tolist()
+        slen, tlen, blen = row[AHEAD_SENDER_LEN], row[AHEAD_TYPE_LEN], row[AHEAD_BODY_LEN]
+        kind, pos = row[AHEAD_KIND], row[AHEAD_POS]
         a, b, end = at + slen, at + slen + tlen, at + slen + tlen + blen
-        own = (kind >> 8) == m.slot + 1
-        records.append((pos, out[at:a], out[a:b], out[b:end], kind & 0xFF, own))
+        own = (kind >> KIND_WRITER_SHIFT) == m.slot + 1
+        records.append((pos, out[at:a], out[a:b], out[b:end], kind & KIND_MASK, own))
         at = end
     return records
 

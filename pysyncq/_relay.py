@@ -10,7 +10,7 @@ mid-way leaves its cursor where it was for the next one.
 """
 
 from . import _handle, _read, _write, kernels
-from .layout import H_DATA_SEQ, H_WRITE_POS, S_CURSOR, W_DATA
+from .layout import H_DATA_SEQ, H_WRITE_POS, S_CURSOR, SEQ_MASK, W_DATA
 
 
 class Relay:
@@ -34,7 +34,7 @@ class Relay:
 
     def data_seq(self):
         """The data sequence as a futex word holds it (bumped by every append)."""
-        return int(self.words[H_DATA_SEQ]) & 0xFFFFFFFF
+        return int(self.words[H_DATA_SEQ]) & SEQ_MASK
 
     def read_ahead(self, n, start=None):
         """At most ``n`` records from ``start`` on, not passed: see

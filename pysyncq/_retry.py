@@ -32,6 +32,7 @@ from .layout import (
     NOT_MEMBER,
     OK,
     PENDING,
+    SEQ_MASK,
     SEQ_SHIFT,
     TOO_LARGE,
     W_DATA,
@@ -68,7 +69,7 @@ def wait_for_space(q, m, result, op, args, need, block, timer):
                     spacebit = True
                 else:
                     timeout = min(deadline - now, q.reap_interval, TICK)
-                    seq = (status >> SEQ_SHIFT) & 0xFFFFFFFF
+                    seq = (status >> SEQ_SHIFT) & SEQ_MASK
                     _futex.wait(seg.addr + 8 * H_SPACE_SEQ, seq, timeout)
                     if q._m is not m:
                         _status.closed_meanwhile(q)

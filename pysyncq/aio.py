@@ -44,6 +44,7 @@ from .layout import (
     EMPTY,
     H_LOCK,
     KIND_ARRAY,
+    KIND_MASK,
     NEED_SPACE,
     OK,
     PENDING,
@@ -365,7 +366,7 @@ async def aappend(q, msgtype="", msg="", timer=0.5):
     kind = _skip(q, m, t, kind)
     need = len(m.sender_bytes) + len(t) + len(body)
     if len(body) >= q.copy_outside:  # reserved under the lock, copied outside it
-        args = (m.slot, m.sender_bytes, t, b"", len(body), kind & 0xFF)
+        args = (m.slot, m.sender_bytes, t, b"", len(body), kind & KIND_MASK)
         status, pos = await _append(q, m, _outside.reserve_attempt(m), args, need, timer)
         _outside.fill(q, m, pos, t, body, kind)
         return

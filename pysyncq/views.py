@@ -37,6 +37,7 @@ from .layout import (
     CODE_MASK,
     CORRUPT,
     KIND_ARRAY,
+    KIND_MASK,
     KIND_VOID,
     NOT_MEMBER,
     OK,
@@ -140,7 +141,7 @@ def _pop_view(q, block, timer):
     holder = (ctypes.c_char * blen).from_address(seg.addr + offset + slen + tlen)
     holder.keep = seg.mem
     gone = weakref.finalize(holder, m.unpins.append, pos)
-    if kind & 0xFF == KIND_ARRAY:
+    if kind & KIND_MASK == KIND_ARRAY:
         body = decode_array(memoryview(holder).toreadonly(), copy=False)
         mv = None
     else:
