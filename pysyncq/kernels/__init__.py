@@ -31,10 +31,10 @@ is ``H_HEAD``, which ``ring_recover`` recomputes.
 The modules, each importing only those above it (and layout.py, numpy, numba):
 
 ``_intrinsics``  atomics, memcpy and the futex call as LLVM instructions
-``_jit``         how every kernel is compiled
-``check``        slot indexing, and the checks of the header and of records
+``_jit``         the registry: how each kernel is compiled, which Python calls
+``check``        slot indexing, the checks of the header and records, their fields
 ``wait``         wait bits, wakes, futex sleeps and spinning
-``lock``         the queue lock's release and a waiter's look at it
+``lock``         the queue lock: tried once, released, looked at by a waiter
 ``slots``        member slots: open, leave, recover, list; the head they hold
 ``write``        formatting, appending, publishing reservations, pins
 ``read``         scanning for the next record, popping, peeking, committing
@@ -42,7 +42,8 @@ The modules, each importing only those above it (and layout.py, numpy, numba):
 ``ops``          the ``op_*`` entry points: the lock tried once around a ring kernel
 """
 
-# Every name the modules below define, as ``pysyncq.kernels.<name>``.
+# Every name of the one module kernels.py was (less the tests' oracles, now in
+# tests/oracles.py), as ``pysyncq.kernels.<name>``; newer names live in their modules.
 # ruff: noqa: F401
 from ._intrinsics import (
     HAVE_FUTEX,

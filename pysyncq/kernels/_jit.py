@@ -60,19 +60,27 @@ BYTES = b""
 BOOL = True
 
 
-def kernel(*calls, hot=False, nogil=False):
+def kernel(*calls, hot=False, nogil=False, inline=False):
     """Compile the function below with numba (``njit``, cached on disk) and
     register it.  ``calls``: sample arguments, one tuple per signature that
     Python calls it with; ``hot``: Python calls its entry point past numba's
     dispatcher, with the types of ``calls[0]`` only; ``nogil``: it runs
-    without the GIL (a kernel that waits)."""
+    without the GIL (a kernel that waits); ``inline``: a helper that other
+    kernels inline where they call it.
+
+    numba compiles each kernel on its own and calls it as a function, not
+    inlined: a few ns a call, and a named tuple returned through memory.  A
+    helper of a line or two that the hot path calls (the fields of a meta
+    word, a pop's reply) is inlined instead (numba's ``inline="always"``), so
+    that naming a value costs nothing."""
     if hot and not calls:
         raise ValueError("a hot kernel needs the sample of its entry point")
 
     def register(fn):
         if fn.__name__ in KERNELS:
             raise ValueError(f"two kernels named {fn.__name__}")
-        disp = njit(nogil=nogil, **_JIT)(fn)
+        options = dict(_JIT, inline="always") if inline else _JIT
+        disp = njit(nogil=nogil, **options)(fn)
         _stamp(disp)
         KERNELS[fn.__name__] = Kernel(fn.__name__, disp, calls, hot)
         return disp

@@ -185,7 +185,7 @@ def record_check(w, cur, end):
     return Checked(size, meta)
 
 
-@kernel()
+@kernel(inline=True)
 def record_lens(meta, size):
     """``Lens(sender, mtype, body)``: the lengths of the fields of a record of
     ``size`` bytes whose meta word is ``meta`` (layout.py: the body is what
@@ -195,14 +195,14 @@ def record_lens(meta, size):
     return Lens(slen, tlen, size - REC_HEADER - slen - tlen - ((meta >> META_PAD_SHIFT) & PAD_MASK))
 
 
-@kernel()
+@kernel(inline=True)
 def record_size(payload):
     """Bytes a record of ``payload`` bytes of sender, type and body takes:
     its header, the payload and the zeros up to a multiple of 8."""
     return (REC_HEADER + payload + 7) & ~7
 
 
-@kernel()
+@kernel(inline=True)
 def record_meta(slen, tlen, pad, kind, slot):
     """The meta word of a record from ``slot`` (its writer) of ``kind`` with a
     sender and a type of ``slen`` and ``tlen`` bytes, ``pad`` zeros at its end."""
@@ -210,25 +210,25 @@ def record_meta(slen, tlen, pad, kind, slot):
     return meta | ((kind & KIND_MASK) << META_KIND_SHIFT) | ((slot + 1) << META_WRITER_SHIFT)
 
 
-@kernel()
+@kernel(inline=True)
 def meta_kind(meta):
     """The record kind (a ``KIND_*``) in meta word ``meta``."""
     return (meta >> META_KIND_SHIFT) & KIND_MASK
 
 
-@kernel()
+@kernel(inline=True)
 def meta_writer(meta):
     """The writer's slot + 1 (0: none) in meta word ``meta``."""
     return (meta >> META_WRITER_SHIFT) & WRITER_MASK
 
 
-@kernel()
+@kernel(inline=True)
 def meta_with_kind(meta, kind):
     """Meta word ``meta`` with its kind set to ``kind`` (a publication, a void)."""
     return (meta & ~(KIND_MASK << META_KIND_SHIFT)) | ((kind & KIND_MASK) << META_KIND_SHIFT)
 
 
-@kernel()
+@kernel(inline=True)
 def pop_kind(meta):
     """What a pop answers as a record's kind: its kind, and the writer's slot
     + 1 above ``KIND_WRITER_SHIFT``."""

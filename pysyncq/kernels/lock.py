@@ -16,14 +16,14 @@ from ._jit import SEGMENT, kernel
 FREE = 0
 
 
-@kernel()
+@kernel(inline=True)
 def lock_try(w, lockval):
     """Take the lock if it is free, for ``lockval`` (the caller's token, with
     ``CONTENDED`` if it waited for the lock); True if taken."""
     return atomic_cas(w, H_LOCK, FREE, lockval) == FREE
 
 
-@kernel()
+@kernel(inline=True)
 def lock_token(lockval):
     """The caller's token in ``lockval``."""
     return lockval & ~CONTENDED

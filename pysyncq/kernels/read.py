@@ -114,20 +114,20 @@ Reply = namedtuple(
 )
 
 
-@kernel()
+@kernel(inline=True)
 def no_reply():
     """The ``Reply`` of a status that says it all (NOT_MEMBER, a bad header)."""
     return Reply(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 
 
-@kernel()
+@kernel(inline=True)
 def bad_cursor(cursor):
     """The ``Reply`` for a reader's cursor that lies outside ``[head, write
     position]``: its value, and where it was found (the cursor itself)."""
     return Reply(0, 0, 0, 0, 0, 0, 0, 0, cursor, cursor, 0, 0)
 
 
-@kernel()
+@kernel(inline=True)
 def reply(found, seq):
     """The ``Reply`` for scan result ``found``, ``seq`` the data sequence read
     before the scan: the one place a found record is decoded."""
@@ -145,14 +145,14 @@ def reply(found, seq):
     return Reply(0, 0, 0, 0, 0, 0, 0, 0, found.meta, found.pos, found.pos, found.size)
 
 
-@kernel()
+@kernel(inline=True)
 def scan_status(found):
     """The status a pop answers for scan result ``found``: its code, with the
     reason ``C_RECORD`` when it is ``CORRUPT``."""
     return _corrupt(C_RECORD) if found.code == CORRUPT else found.code
 
 
-@kernel()
+@kernel(inline=True)
 def pop_fields(status, r):
     """The four values after the status that Python reads from a pop's (and
     a peek's) tuple, for ``status`` and ``Reply`` ``r``: ``(sender_len,
@@ -325,7 +325,7 @@ def ring_commit(w, slot, token, pos, size, pin):
 _POP_TRIES = 8
 
 
-@kernel()
+@kernel(inline=True)  # into op_pop: its Reply never goes through memory
 def pop_free(w, mem, slot, token, scr, out):
     """Copy the next record that ``slot`` has not read and does not screen,
     without the lock.

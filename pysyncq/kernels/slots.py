@@ -100,7 +100,7 @@ def head_refresh(w):
     return wake_flags(w, W_SPACE)
 
 
-@kernel()
+@kernel(inline=True)
 def slot_pin(w, slot, pos):
     """Pin position ``pos`` for ``slot`` (a reservation, a viewed record):
     its pin comes down to ``pos`` unless it is already at or below it.  Lock
