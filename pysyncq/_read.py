@@ -31,7 +31,6 @@ from .layout import (
     AHEAD_SENDER_LEN,
     AHEAD_TYPE_LEN,
     AHEAD_WORDS,
-    BUSY,
     CODE_MASK,
     EMPTY,
     FROM_CURSOR,
@@ -41,6 +40,7 @@ from .layout import (
     NEED_SPACE,
     OK,
     PENDING,
+    RETRY,
     SEQ_SHIFT,
     W_DATA,
 )
@@ -108,7 +108,7 @@ def pop(q, block=False, timer=0.5, decode=True):
             rounds = _spin(q, blen, rounds, timer)
             if rounds is not None:  # the sequence moved: look again
                 continue
-            status = BUSY  # the slow path arms the bit and looks again, then sleeps
+            status = RETRY  # the slow path arms the bit and looks again, then sleeps
         got = pop_slow(q, m, status & ~WAKE_BITS, slen, blen, block, timer, decode, spun=spin)
         if got is None:
             return None
@@ -190,7 +190,7 @@ def pop_raw(q, block=False, timer=0.5):
     if m is None or not m.reader:
         _status.not_reader(q, m)
     timer = check_timer(timer)
-    got = pop_slow(q, m, BUSY, 0, 0, block, timer)
+    got = pop_slow(q, m, RETRY, 0, 0, block, timer)
     if got is None:
         return None
     s, t, b, kind = got

@@ -32,6 +32,7 @@ from .layout import (
     NOT_MEMBER,
     OK,
     PENDING,
+    RETRY,
     SEQ_MASK,
     SEQ_SHIFT,
     TOO_LARGE,
@@ -117,7 +118,7 @@ def wait_for_data(q, m, attempt, status, a, b, block, timer, *, spin=0.0, armed=
     attempt counted this thread in ``m.waiting`` (then the driver sleeps
     without setting the bit itself, and uncounts the thread after).
     ``status, a, b`` and ``armed`` are what the caller's own first try
-    answered (``BUSY`` with no try yet).  ``spin``: seconds to watch the data
+    answered (``RETRY`` with no try yet).  ``spin``: seconds to watch the data
     sequence before the first sleep.  ``large(lock_deadline)``, if given,
     pops a record of at least ``q.copy_outside`` bytes that does not fit the
     buffer outside the lock, answering as ``attempt`` does less ``armed``.
@@ -158,7 +159,7 @@ def wait_for_data(q, m, attempt, status, a, b, block, timer, *, spin=0.0, armed=
             elif code == NEED_SPACE:
                 with m.lock:
                     m.grow(b)
-            elif code != BUSY:
+            elif code != RETRY:  # (BUSY: the lock was taken; try again)
                 _status.fail(q, status, a, b)
             try:
                 status, fields, a, b, armed = locked(seg, m.token, attempt, (), lock_deadline)

@@ -33,7 +33,6 @@ from ._wait import WAKE_BITS, LockBusy, locked, wake
 from .codec import decode_array, decode_text, descriptor
 from .layout import (
     APPEND_SKIP,
-    BUSY,
     CODE_MASK,
     CORRUPT,
     KIND_ARRAY,
@@ -41,6 +40,7 @@ from .layout import (
     KIND_VOID,
     NOT_MEMBER,
     OK,
+    RETRY,
 )
 
 
@@ -96,7 +96,7 @@ def _peek(q, m, block, timer):
         status, slen, _, blen = r[:4]
         return status, (r[1:] if status & CODE_MASK == OK else None), slen, blen, False
 
-    return _retry.wait_for_data(q, m, attempt, BUSY, 0, 0, block, timer)
+    return _retry.wait_for_data(q, m, attempt, RETRY, 0, 0, block, timer)
 
 
 def pop_view(q, block=False, timer=0.5):
