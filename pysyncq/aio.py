@@ -27,8 +27,8 @@ Many coroutines may wait on one handle at once: they share its socket, each
 wakes on every signal and pops for itself, so each gets a distinct message.
 """
 
-import asyncio
 import os
+import sys
 import threading
 import time
 
@@ -58,6 +58,13 @@ POLL_FIRST = 0.001
 POLL_MAX = 0.05
 _LOCK_SLEEP_FIRST = 0.0005
 _LOCK_SLEEP_MAX = 0.01
+
+def _aio():
+    """The asyncio module.  Not imported with pysyncq (it is large, and most
+    programs never await a queue): a coroutine of this module only runs
+    inside a running asyncio loop, so asyncio is imported by then."""
+    return sys.modules.get("asyncio") or __import__("asyncio")
+
 
 _episodes = threading.Lock()  # guards every handle's ``_aio_ep``
 
@@ -151,7 +158,7 @@ class _Waiter:
 
     def __init__(self, q, m, bit):
         self.q, self.m, self.bit = q, m, bit
-        self.loop = asyncio.get_running_loop()
+        self.loop = _aio().get_running_loop()
         self.fut = None
         self.delay = POLL_FIRST
         self.ep = _join(q, m, self.loop)
@@ -175,7 +182,7 @@ class _Waiter:
         if self.ep is None:
             pause = min(self.delay, timeout)
             self.delay = min(self.delay * 2, POLL_MAX)
-            await asyncio.sleep(pause)
+            await _aio().sleep(pause)
             return
         self.arm()
         fut, self.fut = self.fut, None
@@ -213,7 +220,7 @@ class _LockWait:
 
     async def pause(self):
         if self.watch.yielding():
-            await asyncio.sleep(0)
+            await _aio().sleep(0)
             return
         q = self.q
         w = q._seg.words
@@ -226,7 +233,7 @@ class _LockWait:
                     return
             except LockBusy as e:
                 raise _status.locked_error(q, e, self.watch.deadline - self.start) from None
-        await asyncio.sleep(self.delay)
+        await _aio().sleep(self.delay)
         self.delay = min(self.delay * 2, _LOCK_SLEEP_MAX)
 
 

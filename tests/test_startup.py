@@ -63,6 +63,26 @@ def loaded_now():
 # -- The registry of kernel signatures (pysyncq.kernels._jit) -------------------
 
 
+def test_importing_pysyncq_imports_neither_asyncio_nor_redis(tmp_path):
+    """The asyncio twins and the Redis bridge cost nothing to a program that
+    does not use them: import pysyncq, make and use a queue, and neither
+    asyncio nor redis is loaded."""
+    out = run(
+        tmp_path,
+        """
+        import sys
+        import pysyncq
+        q = pysyncq.PySyncQ(None)
+        q.open("me", filtself=False)
+        q.append("t", "x")
+        assert q.pop() == ("me", "t", "x")
+        q.close()
+        print(sorted(m for m in ("asyncio", "redis") if m in sys.modules))
+        """,
+    )
+    assert out.strip() == "[]"
+
+
 def test_the_registry_holds_the_packages_kernels_with_samples_of_the_real_types(qname):
     for name, _ in introspect.kernel_calls():
         assert getattr(kernels, name) is _jit.KERNELS[name].dispatcher
