@@ -105,9 +105,16 @@ def pop(q, block=False, timer=0.5, decode=True):
         if code == EMPTY and not block and not m.follow:
             return None
         if spin and (code == EMPTY or code == PENDING):
-            rounds = _spin(q, blen, rounds, timer)
-            if rounds is not None:  # the sequence moved: look again
+            # Watch unarmed (written out: a call here delays every message).
+            mem = q._mem
+            if rounds == _UNMEASURED:
+                rounds = _wait.spin_rounds(mem, min(q.spin, timer))
+            left = _wait.spin_data(mem, blen, rounds)
+            if left > 0:  # the sequence moved: look again
+                rounds = left - 1
                 continue
+            if left < 0:
+                q._spin_ok = False  # too many members: arm at once next time
             status = RETRY  # the slow path arms the bit and looks again, then sleeps
         got = pop_slow(q, m, status & ~WAKE_BITS, slen, blen, block, timer, decode, spun=spin)
         if got is None:
@@ -123,21 +130,6 @@ def pop(q, block=False, timer=0.5, decode=True):
         except UnicodeDecodeError:
             return (decode_text(s), decode_text(t), decode_text(b))
     return (s, t, b)
-
-
-def _spin(q, seq, rounds, timer):
-    """Watch the data sequence (``seq`` as the pop saw it) unarmed, with
-    ``rounds`` left (``_UNMEASURED``: ``q.spin`` seconds' worth).  Returns the
-    rounds left when it moved (look again), or None when the spin is over."""
-    mem = q._mem
-    if rounds == _UNMEASURED:
-        rounds = _wait.spin_rounds(mem, min(q.spin, timer))
-    left = _wait.spin_data(mem, seq, rounds)
-    if left > 0:
-        return left - 1
-    if left < 0:
-        q._spin_ok = False  # too many members: arm at once next time
-    return None
 
 
 def pop_slow(q, m, status, slen, blen, block, timer, decode=False, spun=False):
