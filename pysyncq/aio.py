@@ -59,6 +59,7 @@ POLL_MAX = 0.05
 _LOCK_SLEEP_FIRST = 0.0005
 _LOCK_SLEEP_MAX = 0.01
 
+
 def _aio():
     """The asyncio module.  Not imported with pysyncq (it is large, and most
     programs never await a queue): a coroutine of this module only runs
