@@ -210,4 +210,4 @@ def follow_check(q, m):
         return
     dead = m.follow > 0 and may_judge(seg) and not _proc.is_alive(m.follow)
     pid = _proc.token_pid(m.follow) if m.follow > 0 else None
-    raise _status.creator_gone(q, m.follow, dead, pid)
+    raise _status.creator_gone(q, dead, pid)

@@ -152,7 +152,7 @@ def open_failed(q, seg, code):
         )
 
 
-def creator_gone(q, follow, dead, pid):
+def creator_gone(q, dead, pid):
     return QueueClosed(
         f"the process that created queue {q.name!r}"
         f"{f' (pid {pid})' if pid else ''} has {'died' if dead else 'closed it'}, and this "

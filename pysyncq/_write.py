@@ -107,9 +107,15 @@ def append_raw(q, sender, mtype, body, kind, block=False, timer=0.5):
         raise ValueError(f"sender and msgtype are limited to {MAX_NAME_BYTES} bytes")
     if sender in q._scrnsend or mtype in q._scrntype:
         kind |= APPEND_SKIP
-    status = _op_append(q._mem, m.token, m.slot, sender, mtype, body, kind)
+    _put(q, m, _op_append, sender, mtype, body, kind, block, timer)
+
+
+def _put(q, m, op, sender, mtype, body, kind, block, timer):
+    """One record by ``op`` (``op_append``, or its entry point for bytes
+    bodies), waiting for space and the lock as every append does."""
+    args = (m.slot, sender, mtype, body, kind)
+    status = op(q._mem, m.token, *args)
     if status & CODE_MASK:
-        args = (m.slot, sender, mtype, body, kind)
         need = len(sender) + len(mtype) + len(body)
         status = _retry.wait_for_space(q, m, status, kernels.op_append, args, need, block, timer)
     if status & WAKE_BITS:
@@ -172,10 +178,5 @@ def append_buffer(q, m, t, body, block, timer):
     kind = KIND_BYTES | (APPEND_SKIP if _handle.skips(q, m, t) else 0)
     if len(body) >= q.copy_outside:
         return _outside.put(q, m, t, body, kind, block, timer)
-    args = (m.slot, m.sender_bytes, t, body, kind)
-    status = kernels.op_append(q._mem, m.token, *args)
-    if status & CODE_MASK:
-        need = len(m.sender_bytes) + len(t) + len(body)
-        status = _retry.wait_for_space(q, m, status, kernels.op_append, args, need, block, timer)
-    if status & WAKE_BITS:
-        wake(q._seg, status)
+    # The dispatcher, not the entry point: the body is a read-only array.
+    _put(q, m, kernels.op_append, m.sender_bytes, t, body, kind, block, timer)
