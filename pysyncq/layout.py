@@ -49,6 +49,31 @@ Publication
     closed or was reaped) its reservations are voided and readers go on.
     A ``pop_view`` pins its record the same way until the view is released.
 
+Memory order
+    Processes share these words without the lock in three places: pops (which
+    never take it), writers filling a reservation, and sleepers watching the
+    futex words.  The rules (``kernels._intrinsics`` holds the atomics, all
+    sequentially consistent, so each is at least acquire when loading and
+    release when storing):
+
+    1. A store that publishes is atomic and comes last: the write position
+       after a record copied under the lock, the meta word's swap after a
+       reservation's fill, ``S_STATE`` after a slot's fields, a cursor after
+       the records it passes were read.
+    2. A load that guards later loads is atomic and comes first: the write
+       position before the records below it (their ``size`` words, stored
+       before it, need no atomic load), a record's meta word (``record_check``)
+       before its sender, type and body, since a record filled outside the
+       lock may be published by the swap alone.
+    3. A reader that copies first and validates second (``pop_free``: copy,
+       then check that its slot still owns the records) puts an acquire fence
+       between the two, so that no load of the copy is made after the check.
+    4. Words a lock holder writes and another lock holder reads need nothing
+       more: taking and releasing the lock are atomic swaps.
+
+    x86 keeps loads in order and stores in order by itself, so there rules 2
+    and 3 only stop the compiler; ARM and POWER reorder both, and need them.
+
 Reader table
     ``nslots`` slots of 16 int64 words (``S_*``), one per process that opened
     the queue: the words its owner writes on every call in the first cache

@@ -3,7 +3,8 @@
 Numba has no CPU atomics of its own, so these are LLVM instructions emitted
 through ``numba.extending.intrinsic``.
 
-Atomics: sequentially consistent operations on int64 array elements.  Each
+Atomics: sequentially consistent operations on int64 array elements (the
+rules for where they are needed are in ``pysyncq.layout``, "Memory order").  Each
 takes a 1-d int64 array (a view of the shared memory) and an element index.
 ``seq_cst`` everywhere: these words are few and the simplest ordering is the
 one that is easiest to reason about (a release store followed by a load of
@@ -97,6 +98,21 @@ def atomic_add(typingctx, arr, idx, val):
     def codegen(context, builder, sig, args):
         ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1])
         return builder.atomic_rmw("add", ptr, args[2], "seq_cst")
+
+    return sig, codegen
+
+
+@intrinsic
+def fence_acquire(typingctx):
+    """An acquire fence: no load before it is reordered after any load or
+    store after it (by the compiler or the CPU).  For a reader that copies
+    first and validates second (the copy must be done before the validating
+    load is made).  No instruction on x86, ``dmb ishld`` on ARM."""
+    sig = types.void()
+
+    def codegen(context, builder, sig, args):
+        builder.fence("acquire")
+        return context.get_dummy_value()
 
     return sig, codegen
 

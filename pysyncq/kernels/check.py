@@ -58,6 +58,7 @@ from ..layout import (
     SLOT_WORDS,
     WRITER_MASK,
 )
+from ._intrinsics import atomic_load
 from ._jit import INT, WORDS, kernel
 
 _SEQ32 = SEQ_MASK
@@ -153,7 +154,9 @@ def is_member(w, slot, token):
     """True if ``slot`` is an active slot owned by ``token``."""
     if slot < 0 or slot >= table_slots(w):
         return False
-    return w[slot_word(slot, S_STATE)] == SLOT_ACTIVE and w[slot_word(slot, S_TOKEN)] == token
+    # Atomic: lock-free pops look at it after their copy (see pop_free).
+    state = atomic_load(w, slot_word(slot, S_STATE))
+    return state == SLOT_ACTIVE and w[slot_word(slot, S_TOKEN)] == token
 
 
 @kernel()
@@ -169,8 +172,10 @@ def record_check(w, cur, end):
     cap = w[H_CAPACITY]
     room = cap - cur % cap
     at = (w[H_RING_OFFSET] + cur % cap) // 8
-    size = w[at]
-    meta = w[at + 1]
+    size = w[at]  # stored before the write position that the caller loaded
+    # Atomic (acquire): a record filled outside the lock is published by a
+    # swap of this word, and the caller's loads of the fields come after it.
+    meta = atomic_load(w, at + 1)
     if size < REC_HEADER or size % 8 != 0 or size > room or size > end - cur:
         return Checked(NOT_A_RECORD, size)
     kind = meta_kind(meta)

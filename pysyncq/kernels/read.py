@@ -18,10 +18,8 @@ from ..layout import (
     H_RING_OFFSET,
     H_SPACE_SEQ,
     H_WRITE_POS,
-    KIND_ARRAY,
     KIND_PAD,
     KIND_RESERVED,
-    KIND_STR,
     KIND_VOID,
     KIND_WRITER_SHIFT,
     NEED_SPACE,
@@ -38,7 +36,14 @@ from ..layout import (
     SF_READER,
     W_SPACE,
 )
-from ._intrinsics import atomic_add, atomic_cas, atomic_load, atomic_store, copy_bytes
+from ._intrinsics import (
+    atomic_add,
+    atomic_cas,
+    atomic_load,
+    atomic_store,
+    copy_bytes,
+    fence_acquire,
+)
 from ._jit import kernel
 from .check import (
     NOT_A_RECORD,
@@ -219,16 +224,7 @@ def _scan(w, mem, scr, sw, cur, end):
             cur += size
             continue
         if kind == KIND_RESERVED:
-            # Published by a swap of this word: read it again, atomically.
-            meta = atomic_load(w, (base + off) // 8 + 1)
-            kind = meta_kind(meta)
-            if kind == KIND_RESERVED:
-                return Scan(PENDING, cur, size, meta, 0, screened)
-            if kind == KIND_VOID:
-                cur += size
-                continue
-            if not KIND_STR <= kind <= KIND_ARRAY:
-                return Scan(CORRUPT, cur, 0, meta, 0, screened)
+            return Scan(PENDING, cur, size, meta, 0, screened)
         p = base + off + REC_HEADER
         if ns + nt:
             lens = record_lens(meta, size)
@@ -399,6 +395,9 @@ def pop_free(w, mem, slot, token, scr, out):
                 copy_bytes(out, 0, mem, r.offset, r.need)
                 cur += found.size
                 received = True
+        # The copy's loads are done before the membership is looked at: a
+        # slot revoked after this look had its records pinned until then.
+        fence_acquire()
         if not is_member(w, slot, token):
             return NOT_MEMBER, no_reply()  # what was read may have been reused
         if cur != start:
