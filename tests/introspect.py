@@ -99,6 +99,7 @@ __all__ = [
     "shm_path",
     "shorten_waits",
     "slot",
+    "slot_of",
     "token_of",
     "token_pid",
     "unmap",
@@ -258,6 +259,15 @@ def nslots(q):
 def slot(q):
     """The slot of ``q``'s membership (``q`` is open)."""
     return q._m.slot
+
+
+def slot_of(q, pid):
+    """The slot that process ``pid`` holds in ``q``'s queue, or None."""
+    token = token_of(pid)
+    for s, t, _reader in kernels.members(q._seg.mem):
+        if t == token and s >= 0:
+            return int(s)
+    return None
 
 
 def reads(q):

@@ -151,9 +151,11 @@ def slot_set_name(mem, slot, name):
 
 @kernel()
 def ring_void(w, slot):
-    """Void every unpublished reservation of ``slot`` (which is being freed):
-    readers then pass them.  Returns how many.  Stops quietly at a corrupt
-    record.  Lock held, header checked."""
+    """Void every unpublished reservation of ``slot`` (which is being freed),
+    or, with ``slot`` = ``NOT_A_SLOT``, of every slot that is not active (the
+    orphans a member that died while freeing a slot may have left): readers
+    then pass them.  Returns how many.  Stops quietly at a corrupt record.
+    Lock held, header checked."""
     cap = w[H_CAPACITY]
     end = w[H_WRITE_POS]
     cur = w[H_HEAD]
@@ -167,7 +169,7 @@ def ring_void(w, slot):
         if rec.size == NOT_A_RECORD:
             break
         meta = rec.word
-        if meta_kind(meta) == KIND_RESERVED and (meta >> META_WRITER_SHIFT) == slot + 1:
+        if meta_kind(meta) == KIND_RESERVED and _voids(w, slot, (meta >> META_WRITER_SHIFT) - 1):
             at = (w[H_RING_OFFSET] + cur % cap) // 8
             if atomic_cas(w, at + 1, meta, meta_with_kind(meta, KIND_VOID)) == meta:
                 n += 1
@@ -175,6 +177,16 @@ def ring_void(w, slot):
     if n:
         atomic_add(w, H_DATA_SEQ, 1)
     return n
+
+
+@kernel(inline=True)
+def _voids(w, slot, writer):
+    """Whether ``ring_void(w, slot)`` voids a reservation of slot ``writer``."""
+    if slot != NOT_A_SLOT:
+        return writer == slot
+    if writer < 0 or writer >= table_slots(w):
+        return True  # no slot of this table wrote it: nobody will publish it
+    return atomic_load(w, slot_word(writer, S_STATE)) != SLOT_ACTIVE
 
 
 @kernel()
@@ -192,7 +204,10 @@ def slot_leave(w, slot, token, creator):
     """Free ``slot`` if ``token`` owns it; drop the creator's hold if ``creator``.
 
     ``slot`` < 0 (``NOT_A_SLOT``) frees no slot.  The slot's unread records
-    are released.
+    are released.  Its reservations are voided BEFORE the slot is marked
+    free: a process killed between the two then leaves an active slot of a
+    dead process, which the next reap frees again, never a reservation that
+    no active slot owns (which every reader would wait at for ever).
     Returns ``OK`` or ``NOT_MEMBER`` with ``WAKE_*`` bits, and ``UNLINK`` when
     no member is left and the name has not been unlinked yet: the caller must
     unlink it.  Works on a corrupt segment too (every index is checked), so
@@ -202,11 +217,12 @@ def slot_leave(w, slot, token, creator):
     if slot >= 0:
         if is_member(w, slot, token):
             store_wait(w, slot, 0)
+            sound = header_check(w) == SOUND
+            if sound and ring_void(w, slot):
+                status |= WAKE_DATA  # readers stopped at its reservations go on
             atomic_store(w, slot_word(slot, S_STATE), SLOT_FREE)
             w[slot_word(slot, S_PIN)] = 0
-            if header_check(w) == SOUND:
-                if ring_void(w, slot):
-                    status |= WAKE_DATA  # readers stopped at its reservations go on
+            if sound:
                 more = head_refresh(w)
                 if not more & CODE_MASK:
                     status |= more
@@ -225,12 +241,16 @@ def slot_leave(w, slot, token, creator):
 def ring_recover(w):
     """Make the queue consistent after its lock holder died.  Lock held.
 
-    Every kernel publishes with one final store, so the ring needs no repair;
-    only the cached head is recomputed (unless the segment is corrupt).  All
-    sleepers are woken to look again.
+    Every kernel publishes with one final store, so the ring needs no repair
+    but for one case: reservations whose writer's slot is no longer active
+    (left by a member that died while freeing a slot, before ``slot_leave``
+    voided first) are voided, since nobody will ever publish them.  The
+    cached head is recomputed (unless the segment is corrupt).  All sleepers
+    are woken to look again.
     """
     w[H_RECOVERIES] += 1
     if header_check(w) == SOUND:
+        ring_void(w, NOT_A_SLOT)
         head_refresh(w)
     atomic_add(w, H_DATA_SEQ, 1)
     atomic_add(w, H_SPACE_SEQ, 1)
