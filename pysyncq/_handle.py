@@ -71,6 +71,8 @@ class Member:
         "pins",
         "unpins",
         "viewing",
+        "views",
+        "linger",
         "follow",
         "follow_next",
     )
@@ -91,9 +93,22 @@ class Member:
         self.pins = []  # positions this handle pins (views, reservations)
         self.unpins = []  # pins of views whose arrays were collected since
         self.viewing = False  # a pop_view is open
+        self.views = set()  # positions of records whose views' arrays are alive
+        self.linger = None  # once closed with such arrays: the State keeping the slot
         self.follow = follow  # open(follow=True): the creator's token, else 0
         self.follow_next = 0.0  # when to look at the creator next
         self.grow(FIRST_BUFFER)
+
+    def view_gone(self, pos):
+        """The finalizer of the arrays of a view of the record at ``pos``
+        (they have all been collected).  It may run at any moment, even
+        inside this handle's own locked sections: it only takes note, and
+        lets a closed handle's slot go once the last such array is gone."""
+        self.unpins.append(pos)
+        self.views.discard(pos)
+        linger = self.linger
+        if linger is not None and not self.views:
+            linger.release_lingering()
 
     def wait_add(self, bit, n):
         """Count ``n`` more (or fewer) sleepers of this handle on ``bit``.

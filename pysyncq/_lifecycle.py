@@ -5,17 +5,21 @@
 ``remove`` and ``list_queues`` serve the command line.
 """
 
+import multiprocessing.util
 import os
+import threading
 import time
 
-from . import _proc, _segment, kernels
+from . import _proc, _segment, _wait, kernels
 from ._args import check_name
 from ._wait import LockBusy, locked, may_judge, reap_dead, wake, wake_sleepers
 from .errors import NotAQueue, QueueCorrupt, QueueExists
 from .layout import (
+    CODE_MASK,
     F_UNLINKED,
     H_FLAGS,
     H_INSTANCE,
+    OK,
     UNLINK,
 )
 
@@ -30,13 +34,16 @@ class State:
     the handle itself.
     """
 
-    __slots__ = ("seg", "member", "creator", "pid", "__weakref__")
+    __slots__ = ("seg", "member", "creator", "pid", "lingering", "lock", "__weakref__")
 
     def __init__(self, seg, creator):
         self.seg = seg
         self.member = None
         self.creator = creator
         self.pid = os.getpid()
+        self.lingering = False  # closed, but the slot pins arrays of views
+        # Reentrant: the last view's finalizer may run inside release().
+        self.lock = threading.RLock()
 
     def release(self, patience=None):
         """Leave the queue (unlinking it if this was the last member) and unmap.
@@ -44,14 +51,25 @@ class State:
         Waits at most ``patience`` seconds for a live lock holder, then unmaps
         all the same and raises ``LockBusy``: the slot stays taken until this
         process has ended and another one reaps it.
+
+        While arrays of this member's views are alive (``member.views``) the
+        slot stays, as a pin of their records and no longer a reader, until
+        the last of them is collected (:meth:`release_lingering`), so that
+        they never show another message's bytes.
         """
+        with self.lock:
+            self._release(patience)
+
+    def _release(self, patience):
         seg = self.seg
-        if seg is None or self.pid != os.getpid():
+        if seg is None or self.pid != os.getpid() or self.lingering:
             return
         member, creator = self.member, self.creator
         self.member = None
         self.creator = False
         deadline = time.monotonic() + (CLOSE_PATIENCE if patience is None else patience)
+        if member is not None and member.views and self._linger(seg, member, creator, deadline):
+            return
         try:
             if seg.mem is not None and not seg.words[H_FLAGS] & F_UNLINKED:
                 reap_dead(seg, own=member.token if member else None, deadline=deadline)
@@ -66,6 +84,63 @@ class State:
                     if st & UNLINK:
                         seg.unlink_if_same()
         finally:
+            self.seg = None
+            seg.close()
+
+    def _linger(self, seg, member, creator, deadline):
+        """Keep ``member``'s slot as the pin of its views' arrays; drop the
+        creator's hold.  True if it lingers (else the caller leaves)."""
+        if seg.mem is None or seg.words[H_FLAGS] & F_UNLINKED:
+            return False
+        token = member.token
+        try:
+            st = locked(seg, token, kernels.op_linger, (member.slot, min(member.views)), deadline)
+        except LockBusy:
+            return False  # leave as usual, which raises it
+        wake(seg, st)
+        if st & CODE_MASK != OK:
+            return False  # revoked, or a corrupt queue: leave as usual
+        if creator:
+            self.creator = True  # dropped now, or with the slot if the lock is busy
+            try:
+                st = locked(seg, token, kernels.op_leave, (-1, token, True), deadline)
+                self.creator = False
+                wake(seg, st)
+                wake_sleepers(seg)
+            except LockBusy:
+                pass
+        self.member = member
+        self.lingering = True
+        member.linger = self
+        # At exit the arrays are gone: leave then at the latest.
+        multiprocessing.util.Finalize(self, self.release_lingering, exitpriority=-10)
+        if not member.views:  # the last one was collected meanwhile
+            self.release_lingering()
+        return True
+
+    def release_lingering(self):
+        """Free the slot kept for the arrays of views (their last one is gone,
+        or the process exits), unlinking the queue if it was the last member,
+        and unmap.  Leaves the slot for later if a live process holds the
+        lock longer than ``LOCK_PATIENCE``."""
+        with self.lock:
+            seg, member = self.seg, self.member
+            if not self.lingering or seg is None or self.pid != os.getpid():
+                return
+            try:
+                if seg.mem is not None:
+                    deadline = time.monotonic() + _wait.LOCK_PATIENCE
+                    args = (member.slot, member.token, self.creator)
+                    st = locked(seg, member.token, kernels.op_leave, args, deadline)
+                    wake(seg, st)
+                    if st & UNLINK:
+                        seg.unlink_if_same()
+            except LockBusy:
+                return  # at exit, or by a reap once this process has ended
+            self.lingering = False
+            self.member = None
+            self.creator = False
+            member.linger = None
             self.seg = None
             seg.close()
 

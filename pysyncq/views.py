@@ -140,7 +140,7 @@ def _pop_view(q, block, timer):
     # It holds the segment's array, so the mapping outlives it.
     holder = (ctypes.c_char * blen).from_address(seg.addr + offset + slen + tlen)
     holder.keep = seg.mem
-    gone = weakref.finalize(holder, m.unpins.append, pos)
+    gone = weakref.finalize(holder, m.view_gone, pos)
     if kind & KIND_MASK == KIND_ARRAY:
         body = decode_array(memoryview(holder).toreadonly(), copy=False)
         mv = None
@@ -214,9 +214,11 @@ def _finish(q, m, pos, size, gone):
             # Pinned first, checked second: a finalizer that runs between the
             # two finds the position pinned, and its note is drained later.
             m.pins.append(pos)
+            m.views.add(pos)  # close() keeps the slot for it (State.release)
             escaped = gone.alive
             if not escaped:
                 m.pins.remove(pos)
+                m.views.discard(pos)
             deadline = time.monotonic() + _wait.LOCK_PATIENCE
             try:
                 status = locked(
@@ -225,9 +227,11 @@ def _finish(q, m, pos, size, gone):
             except LockBusy as e:
                 if escaped:
                     m.pins.remove(pos)
+                    m.views.discard(pos)
                 raise _status.locked_error(q, e, _wait.LOCK_PATIENCE) from None
             if escaped and status & CODE_MASK != OK:
                 m.pins.remove(pos)
+                m.views.discard(pos)
     finally:
         m.viewing = False
     if status & WAKE_BITS:

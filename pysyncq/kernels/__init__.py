@@ -86,6 +86,7 @@ from .ops import (
     op_commit_to,
     op_extend,
     op_leave,
+    op_linger,
     op_open,
     op_peek,
     op_pop,
@@ -113,6 +114,7 @@ from .slots import (
     ring_recover,
     ring_void,
     slot_leave,
+    slot_linger,
     slot_open,
     slot_set_name,
 )

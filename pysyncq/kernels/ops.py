@@ -70,7 +70,7 @@ from .read import (
     ring_commit,
     ring_peek,
 )
-from .slots import ring_recover, ring_void, slot_leave, slot_open, slot_set_name
+from .slots import ring_recover, ring_void, slot_leave, slot_linger, slot_open, slot_set_name
 from .wait import store_wait, wake_now
 from .write import _NO_DATA, COPY_WHOLE, ring_put
 
@@ -230,6 +230,19 @@ def op_open(mem, lockval, flags, name):
             w[slot_word(slot, S_FLAGS)] |= SF_DURABLE
     status = (OK | WAKE_MEMBERS) if slot >= 0 else NO_SLOT
     return status | lock_release(w), slot
+
+
+@kernel((SEGMENT, INT, INT, INT))
+def op_linger(mem, lockval, slot, pin):
+    """``slot_linger`` of the caller's own slot under the lock, or ``BUSY``:
+    a status (``CORRUPT`` on a corrupt header: then the caller leaves)."""
+    w = mem.view(np.int64)
+    if not lock_try(w, lockval):
+        return BUSY
+    bad = header_check(w)
+    if bad:
+        return _corrupt(bad) | lock_release(w)
+    return slot_linger(w, slot, lock_token(lockval), pin) | lock_release(w)
 
 
 @kernel((SEGMENT, INT, INT, INT, BOOL))

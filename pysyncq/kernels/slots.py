@@ -238,6 +238,33 @@ def slot_leave(w, slot, token, creator):
 
 
 @kernel()
+def slot_linger(w, slot, token, pin):
+    """Leave as a reader but keep ``slot`` to pin position ``pin``: what a
+    handle closed while arrays of its views are alive keeps (they show the
+    shared memory itself, which must not be reused under them).
+
+    The slot stops being a reader (its cursor pins nothing, it reads
+    nothing, it is not counted as one), its reservations are voided, and its
+    pin is set to ``pin``.  ``slot_leave`` frees it later, when the arrays
+    are gone, or a reap when its process is.  Returns ``OK`` or
+    ``NOT_MEMBER``, with ``WAKE_*`` bits.  Lock held, header checked.
+    """
+    if not is_member(w, slot, token):
+        return NOT_MEMBER
+    status = OK | WAKE_MEMBERS
+    store_wait(w, slot, 0)
+    if ring_void(w, slot):
+        status |= WAKE_DATA
+    atomic_store(w, slot_word(slot, S_FLAGS), w[slot_word(slot, S_FLAGS)] & ~SF_READER)
+    atomic_store(w, slot_word(slot, S_PIN), pin + 1)  # stored + 1: 0 is "none"
+    atomic_add(w, H_MEMBER_SEQ, 1)
+    more = head_refresh(w)
+    if not more & CODE_MASK:
+        status |= more
+    return status
+
+
+@kernel()
 def ring_recover(w):
     """Make the queue consistent after its lock holder died.  Lock held.
 
