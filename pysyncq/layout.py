@@ -47,7 +47,9 @@ Publication
     reservation (``S_PIN``), so its space is never reused before it is
     published, whatever the readers do; when a slot is freed (its process
     closed or was reaped) its reservations are voided and readers go on.
-    A ``pop_view`` pins its record the same way until the view is released.
+    A ``pop_view`` pins its record the same way until the view is released,
+    or until the arrays made from it are collected: past a ``close()`` too,
+    when the slot lingers as their pin (``slot_linger``), no longer a reader.
 
 Memory order
     Processes share these words without the lock in three places: pops (which
