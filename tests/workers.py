@@ -145,6 +145,16 @@ def open_and_idle(q, name, started):
     time.sleep(3600)
 
 
+def hold_lock_and_idle(q, started):
+    """Take the queue lock, tell the parent, sleep until killed."""
+    import introspect
+
+    if not introspect.take_lock(q):
+        fail("the queue lock was not free")
+    started.set()
+    time.sleep(3600)
+
+
 def block_in_pop(q, name, started):
     q.open(name)
     started.set()
