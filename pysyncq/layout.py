@@ -99,7 +99,13 @@ H_DATA_SEQ = 18  # futex: bumped by every append
 H_SPACE_SEQ = 19  # futex: bumped whenever head moves forward
 H_SLOT_HWM = 20  # one past the highest slot ever claimed; scans stop here
 H_MEMBER_SEQ = 21  # futex: bumped by every open and close
-H_APPENDS = 22  # messages appended since creation (on the line every append writes)
+#: Messages appended since creation (on the line every append writes),
+#: each counted when its space is taken: a reservation (a loan, a large
+#: message copied outside the lock) when it is reserved, so that a reader's
+#: S_BASE, taken at open, counts exactly the records before its cursor.  A
+#: reservation later discarded or voided stays counted, and every reader
+#: that passes the void record counts it in S_SCREENED.
+H_APPENDS = 22
 
 H_RECOVERIES = 24  # locks taken over from a dead holder
 H_REAPED = 25  # slots freed because their process had died
@@ -128,7 +134,7 @@ S_FLAGS = 3  # SF_* bits
 S_WAIT = 4  # W_* bits: what the owner sleeps on
 S_SENT = 5  # messages appended by this slot
 S_RECEIVED = 6  # messages popped by this slot
-S_SCREENED = 7  # messages skipped by this slot's screens
+S_SCREENED = 7  # messages skipped by this slot's screens, and void records it passed
 S_NAME_LEN = 8  # length of the owner's sender name in bytes (all of it)
 S_BASE = 9  # H_APPENDS when the slot was opened: lag in messages is
 #             H_APPENDS - S_BASE - S_RECEIVED - S_SCREENED

@@ -40,7 +40,7 @@ class ReaderStats:
     lag: int  #: bytes appended that this reader has not passed yet
     sent: int
     received: int
-    screened: int
+    screened: int  #: messages passed unread: screened out, or discarded by their writer
     name: str = ""  #: the sender name given to ``open()`` (bytes if not UTF-8)
     lag_messages: int = 0  #: messages appended that this reader has not passed yet
     alive: bool = True  #: False once its process has ended (until it is reaped)
@@ -57,7 +57,9 @@ class QueueStats:
     capacity: int  #: usable bytes of the ring
     used: int  #: bytes held by records some reader has not passed
     free: int
-    appended: int  #: messages appended since creation
+    #: messages appended since creation; a loan or a large message counts from
+    #: when its space is reserved, and still counts if it is discarded then
+    appended: int
     recoveries: int  #: locks taken over from a dead holder
     reaped: int  #: slots freed because their process had died
     members: tuple  #: ``ReaderStats`` of every open slot

@@ -228,11 +228,13 @@ def ring_put(w, mem, slot, token, sender, mtype, body, data, kind, reserve):
     for q in range(p, at + size):
         mem[q] = 0
     atomic_store(w, H_WRITE_POS, pos + size)  # the record becomes visible here
-    if reserve >= 0:
-        return Put(OK | flags, pos)  # counted when published: record_publish
-    # Atomic: record_publish counts without the lock.
+    # A reservation is counted here, not when it is published: a reader
+    # that opens meanwhile takes the count as its base (S_BASE) and never
+    # sees the record, which lies before its cursor.
     atomic_add(w, H_APPENDS, 1)
     atomic_add(w, slot_word(slot, S_SENT), 1)
+    if reserve >= 0:
+        return Put(OK | flags, pos)
     if skip and w[slot_word(slot, S_FLAGS)] & SF_READER:
         if atomic_cas(w, slot_word(slot, S_CURSOR), pos, pos + size) == pos:
             atomic_add(w, slot_word(slot, S_SCREENED), 1)
@@ -245,7 +247,9 @@ def record_publish(mem, slot, pos, kind):
     """Publish (``kind`` a ``KIND_*``, with ``APPEND_SKIP`` as for an append)
     or discard (``KIND_VOID``) the record that ``slot`` reserved at ``pos``.
     Without the lock: one swap of the meta word, which only the reserving
-    writer (or the reaper voiding it) makes.
+    writer (or the reaper voiding it) makes.  Nothing is counted here: the
+    record was counted when it was reserved (``ring_put``), and a void one
+    counts as screened for every reader that passes it (``read._scan``).
     Returns ``OK`` with ``WAKE_DATA`` if a reader sleeps, or ``NOT_MEMBER``
     if the reservation was voided meanwhile (its slot was freed)."""
     w = mem.view(np.int64)
@@ -261,14 +265,11 @@ def record_publish(mem, slot, pos, kind):
     if atomic_cas(w, at + 1, meta, meta_with_kind(meta, kind)) != meta:
         return NOT_MEMBER
     void = kind & KIND_MASK == KIND_VOID
-    if not void:
-        atomic_add(w, H_APPENDS, 1)
-        atomic_add(w, slot_word(slot, S_SENT), 1)
     if (void or kind & APPEND_SKIP) and w[slot_word(slot, S_FLAGS)] & SF_READER:
         # As ring_put does for a copied record: a writer that has read
         # everything passes its own record (one it screens, or a void one).
         size = w[at]
-        if atomic_cas(w, slot_word(slot, S_CURSOR), pos, pos + size) == pos and not void:
+        if atomic_cas(w, slot_word(slot, S_CURSOR), pos, pos + size) == pos:
             atomic_add(w, slot_word(slot, S_SCREENED), 1)
     atomic_add(w, H_DATA_SEQ, 1)
     return wake_now(mem, OK | wake_flags(w, W_DATA))
