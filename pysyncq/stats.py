@@ -25,6 +25,7 @@ from .layout import (
     W_ASYNC,
     W_DATA,
     W_SPACE,
+    appends_count,
 )
 
 _WAIT_NAMES = ((W_DATA, "data"), (W_SPACE, "space"), (W_ASYNC, "async"))
@@ -116,7 +117,7 @@ def _read_words(seg):
         cursor = int(w[at + S_CURSOR])
         passed = int(w[at + S_BASE]) + int(w[at + S_RECEIVED]) + int(w[at + S_SCREENED])
         rows.append((slot, int(token), bool(is_reader), cursor, passed, int(w[at + S_WAIT])))
-    appended = int(w[H_APPENDS])
+    appended = appends_count(int(w[H_APPENDS]))
     end = int(w[H_WRITE_POS])
     return end, appended, rows
 
