@@ -123,17 +123,25 @@ def too_large(q, need):
     )
 
 
+def _holder(e):
+    """What a ``LockBusy`` ``e`` knows of the holder: alive (looked up at
+    the deadline), or not judged (the queue spans namespaces)."""
+    if e.alive:
+        return "which is alive but"
+    return "which cannot be judged alive or dead from here (another namespace) and"
+
+
 def locked_error(q, e, waited):
     """The ``QueueLocked`` for a ``LockBusy`` ``e`` after ``waited`` seconds."""
     return QueueLocked(
-        f"queue {q.name!r} is locked by process {e.pid}, which is alive but has not "
+        f"queue {q.name!r} is locked by process {e.pid}, {_holder(e)} has not "
         f"released the lock in {waited:.3g} s (stopped?)"
     )
 
 
 def close_locked_error(q, e, patience):
     return QueueLocked(
-        f"queue {q.name!r} is locked by process {e.pid}, which is alive but did "
+        f"queue {q.name!r} is locked by process {e.pid}, {_holder(e)} did "
         f"not release the lock within {patience} s (stopped?); this "
         f"handle is closed, and its slot will be freed once this process has ended"
     )

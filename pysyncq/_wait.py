@@ -109,11 +109,16 @@ def may_judge(seg):
 
 
 class LockBusy(Exception):
-    """The lock stayed with a live holder past the caller's deadline."""
+    """The lock stayed with its holder past the caller's deadline.
 
-    def __init__(self, holder):
+    ``alive`` is True when the holder was looked up at the deadline and
+    lives, False when it could not be judged (the queue spans namespaces):
+    a holder found dead is never reported, it is replaced."""
+
+    def __init__(self, holder, alive=True):
         super().__init__(holder)
         self.pid = _proc.token_pid(holder)
+        self.alive = alive
 
 
 class LockWatch:
@@ -122,7 +127,10 @@ class LockWatch:
     yields first (``SPINS``); a holder that keeps the lock ``LOCK_CHECK``
     seconds is looked up and, if its process is dead, replaced
     (``op_steal``); a live one is waited for until ``deadline``, then
-    ``LockBusy``."""
+    ``LockBusy``.  The deadline looks too: a call whose deadline comes
+    before ``LOCK_CHECK`` has passed (a short timer, or a long one mostly
+    spent waiting for space) would otherwise give up on a dead holder,
+    and name it alive."""
 
     __slots__ = ("seg", "token", "deadline", "spins", "seen", "since")
 
@@ -143,16 +151,21 @@ class LockWatch:
         and has been replaced (try again at once); raises ``LockBusy`` past
         the deadline; else returns False (wait a while, then try again)."""
         now = time.monotonic()
+        late = now >= self.deadline
         if holder != self.seen:
             self.seen, self.since = holder, now
         elif now - self.since >= LOCK_CHECK:
-            self.since = now
-            seg = self.seg
-            if may_judge(seg) and not _proc.is_alive(holder):
-                wake(seg, kernels.op_steal(seg.mem, holder, self.token))
-                return True
+            late = True  # look now (and again LOCK_CHECK from now)
+        if not late:
+            return False
+        self.since = now
+        seg = self.seg
+        judged = may_judge(seg)
+        if judged and not _proc.is_alive(holder):
+            wake(seg, kernels.op_steal(seg.mem, holder, self.token))
+            return True
         if now >= self.deadline:
-            raise LockBusy(holder)
+            raise LockBusy(holder, alive=judged)
         return False
 
 

@@ -94,8 +94,9 @@ import numpy as np
 #: "PYSYNCQ" and a format byte, read as a little-endian int64.
 MAGIC = int.from_bytes(b"PYSYNCQ\x01", "little")
 #: Bumped whenever the meaning of any word below changes.
-LAYOUT_VERSION = 4  # 3: pops move their cursor without the lock (see pop_free);
-#                     4: H_WAITERS, H_APPENDS beside the write position
+LAYOUT_VERSION = 5  # 3: pops move their cursor without the lock (see pop_free);
+#                     4: H_WAITERS, H_APPENDS beside the write position;
+#                     5: H_APPENDS tagged, H_APPEND_JOURNAL
 
 WORD = 8
 HEADER_BYTES = 320
@@ -126,7 +127,33 @@ H_DATA_SEQ = 18  # futex: bumped by every append
 H_SPACE_SEQ = 19  # futex: bumped whenever head moves forward
 H_SLOT_HWM = 20  # one past the highest slot ever claimed; scans stop here
 H_MEMBER_SEQ = 21  # futex: bumped by every open and close
-H_APPENDS = 22  # messages appended since creation (on the line every append writes)
+#: Messages appended since creation, shifted up by ``APPENDS_SHIFT`` above
+#: a tag bit (``APPENDS_TAG``): ``appends_count`` reads it.  On the line
+#: every append writes.  Each message is counted when its space is taken: a
+#: reservation (a loan, a large message copied outside the lock) when it is
+#: reserved, so that a reader's S_BASE, taken at open, counts exactly the
+#: records before its cursor.  A reservation later discarded or voided stays
+#: counted, and every reader that passes the void record counts it in
+#: S_SCREENED.  Only a lock holder changes it, in ``kernels.write``'s
+#: ``count_and_publish``, with the journal below; so it cannot drift when a
+#: holder is killed (see H_APPEND_JOURNAL).
+H_APPENDS = 22
+#: The append being counted and published, written before its count:
+#: ``end | tag``, ``end`` the write position it publishes (8-aligned) and
+#: ``tag`` (``APPENDS_TAG``) the tag bit its count stores in H_APPENDS.  An
+#: append stores, in this order, the journal, the writer's S_SENT, H_APPENDS
+#: (count + 1, with the journal's tag) and the write position.  A holder
+#: killed among them leaves: a journal whose ``end`` is past the write
+#: position and whose tag H_APPENDS does not carry (not counted, not
+#: published: as if it never ran), or one whose tag H_APPENDS carries
+#: (counted, not published): then ``appends_recover``, run by whoever takes
+#: the lock over, publishes the record, which was complete before the
+#: journal was written.  So appended always equals the messages published
+#: (and reserved); only the dead writer's own S_SENT may be one too high (a
+#: kill between its S_SENT and H_APPENDS), a slot that is reaped anyway.
+H_APPEND_JOURNAL = 23
+APPENDS_TAG = 1
+APPENDS_SHIFT = 1
 
 H_RECOVERIES = 24  # locks taken over from a dead holder
 H_REAPED = 25  # slots freed because their process had died
@@ -155,10 +182,10 @@ S_FLAGS = 3  # SF_* bits
 S_WAIT = 4  # W_* bits: what the owner sleeps on
 S_SENT = 5  # messages appended by this slot
 S_RECEIVED = 6  # messages popped by this slot
-S_SCREENED = 7  # messages skipped by this slot's screens
+S_SCREENED = 7  # messages skipped by this slot's screens, and void records it passed
 S_NAME_LEN = 8  # length of the owner's sender name in bytes (all of it)
-S_BASE = 9  # H_APPENDS when the slot was opened: lag in messages is
-#             H_APPENDS - S_BASE - S_RECEIVED - S_SCREENED
+S_BASE = 9  # the append count (H_APPENDS >> APPENDS_SHIFT) when the slot was
+#             opened: lag in messages is count - S_BASE - S_RECEIVED - S_SCREENED
 S_PIN = 10  # 0, or 1 + the lowest position this slot still needs kept: the
 #            record of an open pop_view, or an unpublished reservation (a loan)
 S_NAME = 11  # words 11..15: the first SLOT_NAME_BYTES bytes of the sender name
@@ -291,6 +318,11 @@ def segment_bytes(capacity, nslots):
 def record_bytes(payload):
     """Bytes a record with ``payload`` bytes of sender, type and body occupies."""
     return (REC_HEADER + payload + 7) & ~7
+
+
+def appends_count(word):
+    """The messages appended, from the word ``H_APPENDS`` holds."""
+    return word >> APPENDS_SHIFT
 
 
 def pop_waits(found, empty):

@@ -100,6 +100,7 @@ __all__ = [
     "shorten_waits",
     "slot",
     "slot_of",
+    "take_lock",
     "token_of",
     "token_pid",
     "unmap",
@@ -315,6 +316,19 @@ def read_ahead(q, n, start=None):
 def commit_to(q, pos, count=0):
     """Read everything before position ``pos`` (from :func:`read_ahead`)."""
     _read.commit_to(q, pos, count)
+
+
+def take_lock(q):
+    """Take ``q``'s queue lock for this process (and never release it), as
+    a process stopped inside a kernel holds it: True if it was free.  Not
+    atomic: for a test whose other processes are not using the queue yet."""
+    from pysyncq.layout import H_LOCK
+
+    w = q._seg.words
+    if int(w[H_LOCK]) != 0:
+        return False
+    w[H_LOCK] = _proc.own_token()
+    return True
 
 
 def crash(q):

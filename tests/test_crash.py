@@ -309,3 +309,39 @@ def test_a_process_from_another_namespace_is_flagged_before_it_takes_the_lock(qn
     monkeypatch.undo()
     other.close()
     q.close()
+
+
+@pytest.mark.parametrize("call", ["append", "aappend"])
+def test_a_deadline_before_the_liveness_look_still_replaces_a_dead_holder(
+    qname, procs, monkeypatch, call
+):
+    """Issue 17 item 2: a process that holds the lock is SIGKILLed; a call
+    whose lock deadline falls before the first LOCK_CHECK look (a short
+    timer, or a long one mostly spent waiting for space) looks at the holder
+    at its deadline, takes the lock over and succeeds, instead of raising
+    QueueLocked for a "live" dead process."""
+    import asyncio
+
+    q = PySyncQ(qname, size=4096)
+    r = PySyncQ(qname, create=False)
+    q.open("w")
+    r.open("r")
+    started = mp.Event()
+    holder = procs.start(workers.hold_lock_and_idle, q, started)
+    assert started.wait(60)
+    assert introspect.words(q)[H_LOCK] == introspect.token_of(holder.pid)
+    kill(holder)
+    wait_dead(holder)
+    timer = 0.05
+    # The whole call's lock deadline (its timer, at least LOCK_PATIENCE)
+    # comes before the holder has held the lock LOCK_CHECK in its eyes.
+    introspect.LOCK_PATIENCE.patch(monkeypatch, timer)
+    assert timer < introspect.LOCK_CHECK.get()
+    if call == "append":
+        q.append("t", "after the kill", block=True, timer=timer)
+    else:
+        asyncio.run(q.aappend("t", "after the kill", timer=timer))
+    assert q.stats().recoveries == 1 and introspect.words(q)[H_LOCK] == 0
+    assert r.pop() == ("w", "t", "after the kill")
+    r.close()
+    q.close()

@@ -977,7 +977,7 @@ class Pair:
         assert self.start <= head <= model.min_cursor()
         assert rig.used() == model.used() <= rig.cap
         assert rig.free() == model.free()
-        assert int(w[L.H_APPENDS]) == model.appends
+        assert L.appends_count(int(w[L.H_APPENDS])) == model.appends
         # H_WAITERS counts the slots with wait bits (0: nobody to wake).
         assert int(w[L.H_WAITERS]) == sum(1 for s in model.slots if s is not None and s.wait)
         assert int(w[L.H_DATA_SEQ]) == model.appends + self.extra_data_seq
@@ -1196,3 +1196,53 @@ def test_an_appender_that_screens_its_own_message_does_not_pin_it():
     w = rig.mem.view(np.int64)
     at = rig.off // 8
     assert (int(w[at + 1]) >> 32) & 0xFF == L.KIND_BYTES  # the flag is not stored
+
+
+#: The words an append's count and publication store, in the order that
+#: ``layout.H_APPEND_JOURNAL`` gives (``kernels.count_and_publish``); the
+#: writer's S_SENT is the second (``None`` here: a slot word).
+APPEND_STORES = (L.H_APPEND_JOURNAL, None, L.H_APPENDS, L.H_WRITE_POS)
+
+
+@pytest.mark.parametrize("landed", range(len(APPEND_STORES) + 1))
+def test_a_holder_killed_inside_an_append_leaves_count_and_records_agreeing(landed):
+    """Issue 17 item 7: a lock holder killed between an append's stores (only
+    the first ``landed`` of them reached memory) leaves, once its lock is
+    taken over, an append count that agrees with the records published:
+    every reader passes exactly appended - base messages and holds none.
+    (Counted after the write position, as before, a kill between the two
+    left the count one low for good.)"""
+    rig = Rig(256, 3, 0)
+    r = rig.open()
+    wr = rig.open(reader=False)
+    assert rig.append(wr, b"w", b"t", b"first") == L.OK
+    before = rig.w.copy()
+    assert rig.append(wr, b"w", b"t", b"second") == L.OK
+    after = rig.w.copy()
+    # The record's bytes were complete before its first counted store; of
+    # the header and slot words, only the first `landed` stores happened.
+    ring = slice(rig.off // 8, None)
+    cut = before.copy()
+    cut[ring] = after[ring]
+    for word in APPEND_STORES[:landed]:
+        at = K.slot_word(wr, L.S_SENT) if word is None else word
+        cut[at] = after[at]
+    rig.w[:] = cut
+    dead, me = rig.new_token(), rig.new_token()
+    rig.w[L.H_LOCK] = dead
+    K.op_steal(rig.mem, dead, me)
+    assert rig.word(L.H_LOCK) == 0
+    got = []
+    while (m := rig.pop(r))[0] == L.OK:
+        got.append(m[1][2])
+    assert m == rig.empty()
+    appended = L.appends_count(rig.word(L.H_APPENDS))
+    assert got == [b"first", b"second"][:appended]  # the count is what was published
+    counted = appended - rig.slot(r, L.S_BASE)
+    assert counted == rig.slot(r, L.S_RECEIVED) + rig.slot(r, L.S_SCREENED) == len(got)
+    assert appended == (2 if landed >= 3 else 1)  # counted: it is published too
+    # The queue goes on, counting exactly.
+    assert rig.append(wr, b"w", b"t", b"third") == L.OK
+    assert rig.pop(r)[1][2] == b"third"
+    assert L.appends_count(rig.word(L.H_APPENDS)) == appended + 1
+    assert rig.slot(r, L.S_RECEIVED) == len(got) + 1

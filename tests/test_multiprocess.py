@@ -125,3 +125,33 @@ def test_echo_round_trips_between_processes(qname, procs, method):
     q.append("stop", block=True, timer=30)
     procs.join(children, timeout=60)
     q.close()
+
+
+def test_stats_never_show_a_negative_lag_on_a_busy_queue(qname, procs):
+    """Issue 17 item 4: a writer appends as fast as it can through a small
+    ring while a reader pops; every snapshot taken meanwhile keeps every
+    figure in range (the write position was read before the cursors, so a
+    reader that popped meanwhile showed a negative lag and too small a
+    ``used``)."""
+    size = 4096
+    q = PySyncQ(qname, size=size)
+    q.open("watcher", reader=False)
+    stop = mp.Event()
+    up = [mp.Event(), mp.Event()]
+    procs.start(workers.pop_until, q, "reader", up[0], stop)
+    assert up[0].wait(60)
+    procs.start(workers.append_until, q, "writer", up[1], stop)
+    assert up[1].wait(60)
+    seen = []
+    try:
+        for _ in range(3000):
+            s = q.stats()
+            r = [m for m in s.members if m.reader]
+            seen.append(sum(m.lag for m in r))
+            assert 0 <= s.used <= size and s.free == size - s.used, s
+            assert all(0 <= m.lag <= size and m.lag_messages >= 0 for m in r), s
+    finally:
+        stop.set()
+        procs.join(timeout=60)
+        q.close()
+    assert any(seen), "the reader never lagged: nothing was measured"

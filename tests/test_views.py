@@ -5,6 +5,7 @@ import gc
 import multiprocessing as mp
 import os
 import signal
+from contextlib import nullcontext
 
 import introspect
 import numpy as np
@@ -43,7 +44,11 @@ def test_a_loan_whose_block_raises_is_discarded(pair):
     assert r.pop() == ("w", "t", "after")  # the loan was never seen
     assert r.pop() is None
     s = r.stats()
-    assert s.appended == 1 and s.used == 0 and s.held == 0
+    # The loan counted when it was reserved and stays counted; the reader
+    # passed its void record as screened, so it holds nothing.
+    assert s.appended == 2 and s.used == 0 and s.held == 0
+    (reader,) = [m for m in s.members if m.name == "r"]
+    assert reader.screened == 1 and reader.lag_messages == 0
 
 
 def test_other_writers_go_on_behind_an_open_loan(pair, qname):
@@ -167,3 +172,33 @@ def test_large_appends_are_copied_outside_the_lock_and_wrap_the_ring(qname, size
             w.append("big", body, block=True, timer=5)
             assert r.pop(decode=False)[2] == body
         assert r.stats().used == 0
+
+
+@pytest.mark.parametrize("outcome", ["published", "discarded"])
+def test_a_loan_reserved_before_a_reader_opened_is_not_counted_against_it(qname, outcome):
+    """Issue 17 item 5: a loan reserved before a reader opens lies before its
+    cursor, so it never reaches that reader; published (or discarded) after
+    the open, it must not stay in the reader's lag_messages and the queue's
+    held.  An early reader, open before the loan, counts it as it passes."""
+    with (
+        PySyncQ(qname, size=4096) as w,
+        PySyncQ(qname, create=False) as early,
+        PySyncQ(qname, create=False) as late,
+    ):
+        w.open("w")
+        early.open("early")
+        with pytest.raises(KeyError) if outcome == "discarded" else nullcontext():
+            with w.loan("x", 8, np.uint8) as arr:
+                arr[:] = 1
+                late.open("late")  # its cursor starts after the reservation
+                if outcome == "discarded":
+                    raise KeyError("discard")
+        w.append("t", "after")
+        assert late.pop() == ("w", "t", "after") and late.pop() is None
+        got = [m[:2] for m in early]
+        want = [("w", "x"), ("w", "t")] if outcome == "published" else [("w", "t")]
+        assert got == want
+        s = w.stats()
+        by_name = {m.name: m for m in s.members}
+        assert by_name["late"].lag_messages == 0 and by_name["early"].lag_messages == 0
+        assert s.held == 0 and s.used == 0 and s.appended == 2

@@ -135,12 +135,46 @@ def checked_reader(q, name, writers, counts, started=None, delay=0.0):
     q.close()
 
 
+def append_until(q, name, started, stop):
+    """Open as a writer only and append small messages as fast as the ring
+    lets it (waiting for space) until ``stop`` is set."""
+    q.open(name, reader=False)
+    started.set()
+    n = 0
+    while not stop.is_set():
+        try:
+            q.append("n", b"x" * (n % 97), block=True, timer=0.05)
+        except QueueFull:
+            pass
+        n += 1
+    q.close()
+
+
+def pop_until(q, name, started, stop):
+    """Open as a reader and pop as fast as it can until ``stop`` is set."""
+    q.open(name)
+    started.set()
+    while not stop.is_set():
+        q.pop(block=True, timer=0.05)
+    q.close()
+
+
 # -- Crash tests ------------------------------------------------------------------
 
 
 def open_and_idle(q, name, started):
     """Open as a reader, never read, sleep until killed."""
     q.open(name)
+    started.set()
+    time.sleep(3600)
+
+
+def hold_lock_and_idle(q, started):
+    """Take the queue lock, tell the parent, sleep until killed."""
+    import introspect
+
+    if not introspect.take_lock(q):
+        fail("the queue lock was not free")
     started.set()
     time.sleep(3600)
 

@@ -25,8 +25,10 @@ Crash safety.  A process can die at any instruction.  Every ring kernel makes
 its change visible with one final store (``H_WRITE_POS`` for an append, the
 cursor for a pop, ``S_STATE`` for an open or a close), so a kernel cut short
 leaves the ring as it was before, or as it is after a smaller complete step
-(an append that wrapped publishes its padding first).  The only derived state
-is ``H_HEAD``, which ``ring_recover`` recomputes.
+(an append that wrapped publishes its padding first).  The derived state is
+``H_HEAD``, which ``ring_recover`` recomputes, and the append count, which an
+append stores before its write position, with a journal word that lets
+``appends_recover`` publish a record whose holder died between the two.
 
 The modules, each importing only those above it (and layout.py, numpy, numba):
 
@@ -134,6 +136,8 @@ from .write import (
     _NO_DATA,
     _copy_in,
     _make_room,
+    appends_recover,
+    count_and_publish,
     flags_set,
     pin_set,
     record_publish,

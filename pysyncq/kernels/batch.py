@@ -10,7 +10,6 @@ from ..layout import (
     C_RECORD,
     CODE_MASK,
     CORRUPT,
-    H_APPENDS,
     H_CAPACITY,
     H_DATA_SEQ,
     H_HEAD,
@@ -25,14 +24,13 @@ from ..layout import (
     S_FLAGS,
     S_RECEIVED,
     S_SCREENED,
-    S_SENT,
     SEQ_MASK,
     SEQ_SHIFT,
     SF_READER,
     TOO_LARGE,
     W_DATA,
 )
-from ._intrinsics import atomic_add, atomic_cas, atomic_load, atomic_store, copy_bytes
+from ._intrinsics import atomic_add, atomic_cas, atomic_load, copy_bytes
 from ._jit import kernel
 from .check import (
     _corrupt,
@@ -46,7 +44,7 @@ from .check import (
 )
 from .read import _next_in_batch, _reader_move, _reader_start
 from .wait import wake_flags
-from .write import _copy_in, _make_room
+from .write import _copy_in, _make_room, count_and_publish
 
 #: ``ring_put_many``'s answer: ``status``, ``count`` records went in, and the
 #: byte ``off`` of the blob where the next body starts.
@@ -65,8 +63,9 @@ def ring_put_many(w, mem, slot, token, sender, mtype, blob, lens, kinds, kind, f
     Body ``i`` is ``lens[i]`` bytes long, or ``lens[0]`` for every body when
     ``lens`` has one entry; its kind is ``kinds[i]``, or ``kind`` for every
     body when ``kinds`` is empty (each a ``KIND_*``, with ``APPEND_SKIP`` as
-    for ``ring_put``).  Each record is published (``H_WRITE_POS``) as soon as
-    it is written, so a writer killed here leaves whole records only.
+    for ``ring_put``).  Each record is counted and published
+    (``count_and_publish``) as soon as it is written, so a writer killed here
+    leaves whole records only, each counted.
 
     Returns ``PutMany(status, n, off)``: ``n`` records went in and ``off`` is
     the byte of ``blob`` where the next body starts.  ``status`` is ``OK`` (with
@@ -120,15 +119,13 @@ def ring_put_many(w, mem, slot, token, sender, mtype, blob, lens, kinds, kind, f
         copy_bytes(mem, p, blob, off, blen)
         for q in range(p + blen, at + size):
             mem[q] = 0
-        atomic_store(w, H_WRITE_POS, pos + size)  # this record becomes visible here
+        count_and_publish(w, slot, pos + size)  # this record becomes visible here
         if k & APPEND_SKIP and reader and atomic_cas(w, cw, pos, pos + size) == pos:
             screened += 1
         pos += size
         off += blen
         n += 1
     if n:
-        atomic_add(w, H_APPENDS, n)
-        atomic_add(w, slot_word(slot, S_SENT), n)
         atomic_add(w, slot_word(slot, S_SCREENED), screened)
         atomic_add(w, H_DATA_SEQ, n)  # one bump per record, as n appends make
         flags |= wake_flags(w, W_DATA)

@@ -59,7 +59,7 @@ from ..layout import (
 from ._intrinsics import atomic_add, atomic_cas, atomic_load, atomic_store, copy_bytes
 from ._jit import BOOL, BUFFER, BYTES, INT, INT64S, READONLY, SCREEN, SEGMENT, kernel
 from .batch import ring_pop_many, ring_put_many
-from .check import _corrupt, header_check, is_member, pop_kind, record_lens, slot_word
+from .check import SOUND, _corrupt, header_check, is_member, pop_kind, record_lens, slot_word
 from .lock import FREE, lock_release, lock_token, lock_try
 from .read import (
     _next_record,
@@ -72,7 +72,7 @@ from .read import (
 )
 from .slots import ring_recover, ring_void, slot_leave, slot_linger, slot_open, slot_set_name
 from .wait import store_wait, wake_now
-from .write import _NO_DATA, COPY_WHOLE, ring_put
+from .write import _NO_DATA, COPY_WHOLE, appends_recover, ring_put
 
 #: op_pop's tuple: ``(status, sender_len, type_len, body_len, kind)``, the last
 #: four as ``read.pop_fields`` gives them, by status: OK, the record's field
@@ -114,6 +114,8 @@ def op_steal(mem, dead, lockval):
     if atomic_cas(w, H_LOCK, dead, lockval) != dead:
         if atomic_cas(w, H_LOCK, dead | CONTENDED, lockval | CONTENDED) != dead | CONTENDED:
             return RETRY
+    if header_check(w) == SOUND:
+        appends_recover(w)  # before the head is recomputed from the write position
     status = ring_recover(w)
     return status | lock_release(w)
 

@@ -93,7 +93,7 @@ def _screened(mem, p, length, scr, sw, first, stop):
 #: ``pos``; PENDING, an unpublished reservation at ``pos`` (``size``, ``meta``);
 #: CORRUPT, the record at ``pos`` is not well formed (``meta``: the word that
 #: failed).  ``screened``: the records passed on the way because the reader
-#: screens them.
+#: screens them, or because they are void (discarded reservations).
 Scan = namedtuple("Scan", "code pos size meta offset screened")
 
 #: A reader's cursor (``_reader_start``): ``status`` OK, the cursor at
@@ -181,8 +181,9 @@ def pop_fields(status, r):
 def _next_record(w, mem, slot, scr, cur, end):
     """Scan from position ``cur`` for the next record ``slot`` does not screen.
 
-    Passes padding, void records and screened records (counting the latter
-    in the slot's ``S_SCREENED``).  Returns a ``Scan``: ``OK`` with the record
+    Passes padding, void records and screened records (counting the last
+    two in the slot's ``S_SCREENED``: a void record was a reservation,
+    counted in ``H_APPENDS`` when it was made).  Returns a ``Scan``: ``OK`` with the record
     at ``pos``; ``EMPTY`` (``pos == end``) or ``PENDING`` (an unpublished
     reservation at ``pos``); or ``CORRUPT`` with the bad word in ``meta``.
     Header checked.
@@ -220,8 +221,12 @@ def _scan(w, mem, scr, sw, cur, end):
         if size == NOT_A_RECORD:
             return Scan(CORRUPT, cur, 0, meta, 0, screened)
         kind = meta_kind(meta)
-        if kind == KIND_PAD or kind == KIND_VOID:
+        if kind == KIND_PAD:
             cur += size
+            continue
+        if kind == KIND_VOID:  # counted when reserved: passed, as if screened
+            cur += size
+            screened += 1
             continue
         if kind == KIND_RESERVED:
             return Scan(PENDING, cur, size, meta, 0, screened)

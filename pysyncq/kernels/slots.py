@@ -4,6 +4,7 @@ the head, the lowest cursor or pin of the members."""
 import numpy as np
 
 from ..layout import (
+    APPENDS_SHIFT,
     C_CURSOR,
     CODE_MASK,
     F_UNLINKED,
@@ -127,7 +128,7 @@ def slot_open(w, token, reader):
             w[slot_word(i, S_SENT)] = 0
             w[slot_word(i, S_RECEIVED)] = 0
             w[slot_word(i, S_SCREENED)] = 0
-            w[slot_word(i, S_BASE)] = w[H_APPENDS]
+            w[slot_word(i, S_BASE)] = w[H_APPENDS] >> APPENDS_SHIFT
             w[slot_word(i, S_PIN)] = 0
             w[slot_word(i, S_NAME_LEN)] = 0
             if i >= w[H_SLOT_HWM]:

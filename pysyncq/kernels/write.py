@@ -7,8 +7,11 @@ import numpy as np
 
 from ..layout import (
     APPEND_SKIP,
+    APPENDS_SHIFT,
+    APPENDS_TAG,
     CODE_MASK,
     FULL,
+    H_APPEND_JOURNAL,
     H_APPENDS,
     H_CAPACITY,
     H_CREATOR,
@@ -90,6 +93,7 @@ def ring_format(
     w[H_TIMENS] = timens
     w[H_WRITE_POS] = start_pos
     w[H_HEAD] = start_pos
+    w[H_APPEND_JOURNAL] = start_pos  # tag 0, as H_APPENDS: nothing in flight
     atomic_store(w, H_MAGIC, MAGIC)
 
 
@@ -173,6 +177,39 @@ def _make_room(w, pos, head, size, cap):
     return Room(OK, flags, pos, head)
 
 
+@kernel(inline=True)
+def count_and_publish(w, slot, end):
+    """Count one record of ``slot`` (complete in the ring) and publish it, the
+    write position becoming ``end``; lock held.  The journal first, then the
+    counts, then the write position: ``appends_recover`` can tell from the
+    tag whether a holder killed here had counted it (see
+    ``layout.H_APPEND_JOURNAL``).  Readers never see a record before it is
+    counted (``stats`` relies on it)."""
+    appends = w[H_APPENDS]
+    tag = APPENDS_TAG - (appends & APPENDS_TAG)  # the other tag bit
+    atomic_store(w, H_APPEND_JOURNAL, end | tag)
+    sw = slot_word(slot, S_SENT)
+    w[sw] = w[sw] + 1
+    atomic_store(w, H_APPENDS, ((appends >> APPENDS_SHIFT) + 1) << APPENDS_SHIFT | tag)
+    atomic_store(w, H_WRITE_POS, end)  # the record becomes visible here
+
+
+@kernel()
+def appends_recover(w):
+    """After a lock holder died: publish the record it had counted but not
+    published (``count_and_publish`` cut short), so that the count and the
+    records agree.  Returns True if it did.  Lock held, header checked."""
+    journal = w[H_APPEND_JOURNAL]
+    end = journal & ~7
+    pos = w[H_WRITE_POS]
+    if not pos < end <= pos + w[H_CAPACITY]:
+        return False  # published (or idle); a journal out of range is ignored
+    if (w[H_APPENDS] ^ journal) & APPENDS_TAG:
+        return False  # not counted either: as if that append never ran
+    atomic_store(w, H_WRITE_POS, end)
+    return True
+
+
 @kernel()
 def ring_put(w, mem, slot, token, sender, mtype, body, data, kind, reserve):
     """Append one record from ``slot`` whose body is ``body`` then ``data``
@@ -227,12 +264,12 @@ def ring_put(w, mem, slot, token, sender, mtype, body, data, kind, reserve):
         slot_pin(w, slot, pos)  # before the write position: never unpinned
     for q in range(p, at + size):
         mem[q] = 0
-    atomic_store(w, H_WRITE_POS, pos + size)  # the record becomes visible here
+    # A reservation is counted here, not when it is published: a reader
+    # that opens meanwhile takes the count as its base (S_BASE) and never
+    # sees the record, which lies before its cursor.
+    count_and_publish(w, slot, pos + size)
     if reserve >= 0:
-        return Put(OK | flags, pos)  # counted when published: record_publish
-    # Atomic: record_publish counts without the lock.
-    atomic_add(w, H_APPENDS, 1)
-    atomic_add(w, slot_word(slot, S_SENT), 1)
+        return Put(OK | flags, pos)
     if skip and w[slot_word(slot, S_FLAGS)] & SF_READER:
         if atomic_cas(w, slot_word(slot, S_CURSOR), pos, pos + size) == pos:
             atomic_add(w, slot_word(slot, S_SCREENED), 1)
@@ -245,7 +282,9 @@ def record_publish(mem, slot, pos, kind):
     """Publish (``kind`` a ``KIND_*``, with ``APPEND_SKIP`` as for an append)
     or discard (``KIND_VOID``) the record that ``slot`` reserved at ``pos``.
     Without the lock: one swap of the meta word, which only the reserving
-    writer (or the reaper voiding it) makes.
+    writer (or the reaper voiding it) makes.  Nothing is counted here: the
+    record was counted when it was reserved (``ring_put``), and a void one
+    counts as screened for every reader that passes it (``read._scan``).
     Returns ``OK`` with ``WAKE_DATA`` if a reader sleeps, or ``NOT_MEMBER``
     if the reservation was voided meanwhile (its slot was freed)."""
     w = mem.view(np.int64)
@@ -261,14 +300,11 @@ def record_publish(mem, slot, pos, kind):
     if atomic_cas(w, at + 1, meta, meta_with_kind(meta, kind)) != meta:
         return NOT_MEMBER
     void = kind & KIND_MASK == KIND_VOID
-    if not void:
-        atomic_add(w, H_APPENDS, 1)
-        atomic_add(w, slot_word(slot, S_SENT), 1)
     if (void or kind & APPEND_SKIP) and w[slot_word(slot, S_FLAGS)] & SF_READER:
         # As ring_put does for a copied record: a writer that has read
         # everything passes its own record (one it screens, or a void one).
         size = w[at]
-        if atomic_cas(w, slot_word(slot, S_CURSOR), pos, pos + size) == pos and not void:
+        if atomic_cas(w, slot_word(slot, S_CURSOR), pos, pos + size) == pos:
             atomic_add(w, slot_word(slot, S_SCREENED), 1)
     atomic_add(w, H_DATA_SEQ, 1)
     return wake_now(mem, OK | wake_flags(w, W_DATA))
