@@ -40,6 +40,7 @@ from pysyncq import (
 )
 from pysyncq import batch as _batch
 from pysyncq import queue as _queue
+from pysyncq.layout import H_LOCK
 from pysyncq.screen import as_bytes, screen_table
 
 __all__ = [
@@ -72,6 +73,7 @@ __all__ = [
     "handle_lock",
     "is_alive",
     "is_kernel",
+    "lock_holder_pid",
     "kernel_calls",
     "kernel_signature",
     "load_kernel",
@@ -258,6 +260,14 @@ def nslots(q):
 def slot(q):
     """The slot of ``q``'s membership (``q`` is open)."""
     return q._m.slot
+
+
+def lock_holder_pid(q):
+    """The pid of the process whose token is in ``q``'s lock word now, 0 when
+    the lock is free: one unsynchronised read, for a killer that aims at the
+    holder (it may have let go by the time the caller acts on it)."""
+    token = int(q._seg.words[H_LOCK])
+    return _proc.token_pid(token) if token else 0
 
 
 def reads(q):
