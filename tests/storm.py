@@ -545,7 +545,7 @@ class Lane:
                         tr.repeat_ok.add(int(dlast[i]))
             b.dflags[2] = 0
             b.dflags[3] = 0
-        if self.mode == "fault":
+        if self.mode == "fault" and cfg["fault"] != "hang":
             tr.fault = cfg["fault"]
         if self.mb.shared_lock is not None:
             with self.mb.shared_lock:
@@ -803,7 +803,16 @@ class Lane:
                 ops = [o for o in ops if o not in ("view", "apop")]
         return rng.choice(ops)
 
+    def hang(self):
+        """The self-test of the stall watch: a loan that is never given back."""
+        with self.h.loan("ta", (8,), "u1", block=True, timer=1.0):
+            self.phase("in_loan")
+            time.sleep(3600)
+
     def step(self):
+        self.steps = getattr(self, "steps", 0) + 1
+        if self.mode == "fault" and self.cfg["fault"] == "hang" and self.steps > 20:
+            self.hang()
         op = self.choose()
         if op == "too_large":
             if self.rng.random() < 0.1:
@@ -830,6 +839,8 @@ class Lane:
             if self.mode == "reads":
                 return self.run_reads()
             self.status(ST_RUN)
+            if self.mode == "durable":
+                self.open_new()  # takes its slot over even after the storm: it owes a drain
             while not self.stopping():
                 if self.h is None and not self.open_new():
                     break
@@ -1098,10 +1109,11 @@ def plan(seed, members=None, method=None, duration=None, size=None, **over):
         "durable": rng.random() < 0.5,
         "threads": rng.random() < 0.6,
         "bridge": False,
+        "stall_s": STALL_S,
     }
     t.update(over)
-    if t["method"] == "spawn":  # a replacement costs ~0.5 s of CPU to start
-        t["kill_rate"] = min(t["kill_rate"], 3.0)
+    if t["method"] == "spawn":  # a replacement costs ~0.5-1 s of CPU to start
+        t["kill_rate"] = min(t["kill_rate"], 1.0)
     return t
 
 
@@ -1135,6 +1147,7 @@ def run_trial(seed, name=None, **over):
         "dir": tmp,
         "maxinc": maxinc,
         "fault": t["fault"],
+        "stall_s": t["stall_s"],
     }
     cfg["slots"] = 4 * t["members"] + 16
     slots = 4 * t["members"] + 16
@@ -1192,9 +1205,13 @@ def run_trial(seed, name=None, **over):
             start("durable", 0)
         while state["next"] < t["members"]:
             start(qidx=state["next"] % len(qnames))
+        # The storm's clock starts once the first members have opened: under
+        # spawn each takes about a second of CPU to import numba and pysyncq.
+        if not _wait_all(lambda: all(board.beat[2 * i] for i in procs), 60):
+            _stall(res, board, procs, killed, "members did not start")
         storm_end = time.monotonic() + t["duration"]
         next_stats = time.monotonic() + 0.2
-        last_phase = {}
+        budget, last_round = 0.0, time.monotonic()
         while time.monotonic() < storm_end:
             _reap_exits(procs, killed, res, roles, tmp)
             for inc, p in list(procs.items()):
@@ -1202,31 +1219,24 @@ def run_trial(seed, name=None, **over):
                     p._replaced = True
                     role, qidx = roles[inc]
                     start(role if role == "durable" else None, qidx)
-            if rng.random() < t["kill_rate"] * 0.005 and res.kills < max_kills:
-                _kill_one(rng, q, board, procs, killed, protected, roles, res)
+            # Kills come at kill_rate per second however long a round takes; a
+            # round whose aim finds nobody in that phase tries another aim next.
+            now = time.monotonic()
+            budget = min(2.0, budget + t["kill_rate"] * (now - last_round))
+            last_round = now
+            if budget >= 1 and res.kills < max_kills:
+                wanted = range(t["members"])
+                if _kill_one(rng, q, board, procs, killed, protected, roles, res, wanted):
+                    budget -= 1
             if CHECK_STATS and time.monotonic() >= next_stats:
                 next_stats = time.monotonic() + 0.25
                 _sample_stats(queues, res)
-            _watch_stalls(board, procs, killed, last_phase, res)
+            _watch_stalls(board, procs, killed, res, t["stall_s"])
             if any(c == "stall" for c, _ in res.failures):
                 break
             time.sleep(0.005)
-        # Stop writing, then drain.
-        board.ctl[0] = 1
-        if not _wait_all(lambda: all(state_of(i) >= ST_WRITES_DONE for i in live()), STALL_S):
-            _stall(res, board, procs, killed, "members did not stop writing")
-        board.ctl[1] = 1
-        if not _wait_all(lambda: all(state_of(i) >= ST_DRAINED for i in live()), DRAIN_S + 10):
-            _stall(res, board, procs, killed, "members did not finish draining")
-        if CHECK_STATS and not res.failures and not t["fault"]:
-            _final_stats(queues, board, procs, killed, roles, res, bool(t["bridge"]))
-        board.ctl[2] = 1
-        deadline = time.monotonic() + STALL_S
-        for inc in live():
-            procs[inc].join(max(0.1, deadline - time.monotonic()))
-        left = live()
-        if left:
-            _stall(res, board, procs, killed, "members did not close and exit")
+        if not any(c == "stall" for c, _ in res.failures):
+            _finish(t, board, procs, killed, queues, roles, res, live, state_of)
         _reap_exits(procs, killed, res, roles, tmp)
         _check_logs(res, board, tmp, roles)
     finally:
@@ -1261,6 +1271,25 @@ def run_trial(seed, name=None, **over):
         os.rmdir(tmp)
     res.seconds = time.monotonic() - t0
     return res
+
+
+def _finish(t, board, procs, killed, queues, roles, res, live, state_of):
+    """Stop writing, drain, check the stats of the idle queue, close."""
+    stall_s = t["stall_s"]
+    board.ctl[0] = 1
+    if not _wait_all(lambda: all(state_of(i) >= ST_WRITES_DONE for i in live()), stall_s):
+        return _stall(res, board, procs, killed, "members did not stop writing")
+    board.ctl[1] = 1
+    if not _wait_all(lambda: all(state_of(i) >= ST_DRAINED for i in live()), DRAIN_S + 10):
+        return _stall(res, board, procs, killed, "members did not finish draining")
+    if CHECK_STATS and not res.failures and not t["fault"]:
+        _final_stats(queues, board, procs, killed, roles, res, bool(t["bridge"]))
+    board.ctl[2] = 1
+    deadline = time.monotonic() + stall_s
+    for inc in live():
+        procs[inc].join(max(0.1, deadline - time.monotonic()))
+    if live():
+        _stall(res, board, procs, killed, "members did not close and exit")
 
 
 def _start_bridge(ctx, qname, url, stream, origin):
@@ -1303,7 +1332,7 @@ def _stall(res, board, procs, killed, what):
     res.fail("stall", f"{what}: {_phases(board, procs, killed)}")
 
 
-def _watch_stalls(board, procs, killed, last_phase, res):
+def _watch_stalls(board, procs, killed, res, stall_s):
     now = now_ms()
     for inc, p in procs.items():
         if inc in killed or p.exitcode is not None:
@@ -1314,7 +1343,7 @@ def _watch_stalls(board, procs, killed, last_phase, res):
             if (
                 beat
                 and ph not in ("writes_done", "drained", "done", "starting")
-                and (now - beat > STALL_S * 1000)
+                and (now - beat > stall_s * 1000)
             ):
                 res.fail(
                     "stall",
@@ -1330,11 +1359,11 @@ def _reap_exits(procs, killed, res, roles, tmp):
             p._seen = True
             if p.exitcode != 0:
                 path = os.path.join(tmp, f"crash{inc}.txt")
-                why = open(path).read()[-3000:] if os.path.exists(path) else ""
+                why = _read(path)[-3000:] if os.path.exists(path) else ""
                 res.fail("crash", f"member {inc} ({roles[inc][0]}) exited {p.exitcode}: {why}")
 
 
-def _kill_one(rng, q, board, procs, killed, protected, roles, res):
+def _kill_one(rng, q, board, procs, killed, protected, roles, res, procs_wanted=()):
     """SIGKILL one member: by phase, the lock holder, or at random."""
     import introspect
 
@@ -1343,8 +1372,12 @@ def _kill_one(rng, q, board, procs, killed, protected, roles, res):
         for i, p in procs.items()
         if i not in killed and i not in protected and p.exitcode is None and board.nlanes[i]
     ]
-    if not alive:
-        return
+    # Keep at least half of the members running: under spawn a replacement
+    # needs a second or more to start, and a storm of members still starting
+    # tests nothing.
+    running = [i for i in alive if board.status[2 * i] == ST_RUN]
+    if len(running) < max(2, len(procs_wanted) // 2):
+        return False
     aim = rng.choice(AIMS + ("lock", "lock", "random"))
     victim = None
     if aim == "lock":
@@ -1363,17 +1396,18 @@ def _kill_one(rng, q, board, procs, killed, protected, roles, res):
         victim = rng.choice(hits) if hits else None
     if victim is None:
         res.notes["missed_aims"] = res.notes.get("missed_aims", 0) + 1
-        return
+        return False
     try:
         os.kill(int(board.pid[victim]), signal.SIGKILL)
     except ProcessLookupError:
-        return
+        return False
     killed.add(victim)
     res.kills += 1
     key = aim.split("@")[0] if not aim.startswith("lock@") else aim
     if roles[victim][0] == "durable":
         key = "durable:" + key
     res.aimed[key] = res.aimed.get(key, 0) + 1
+    return True
 
 
 def _sample_stats(queues, res):
@@ -1407,7 +1441,8 @@ def _final_stats(queues, board, procs, killed, roles, res, bridged):
                     "stats", f"final stats: drained member {name} has lag {r.lag}"))  # fmt: skip
             if r.reader and r.lag_messages != 0:
                 res.hit(5, f"final stats: drained member {name} lag_messages {r.lag_messages}")
-        if s.held != 0:
+        dead = [r.name for r in s.members if not r.alive]
+        if s.held != 0 and not dead:
             res.hit(5, f"final stats: held {s.held} with every member drained")
         if not bridged:
             lo, hi = int(board.done.sum()), int(board.pend.sum())
@@ -1417,17 +1452,22 @@ def _final_stats(queues, board, procs, killed, roles, res, bridged):
                 res.fail("stats", f"final stats: appended {s.appended} > {hi} attempted")
 
 
+def _read(path):
+    with open(path) as f:
+        return f.read()
+
+
 def _check_logs(res, board, tmp, roles):
     """The end-of-trial verdict from every membership's log and violations."""
     for path in sorted(glob.glob(os.path.join(tmp, "v*.txt"))):
-        for line in open(path).read().splitlines():
+        for line in _read(path).splitlines():
             cat = line.split(":", 1)[0]
             if cat == "stall":
                 res.hit(1, line) if KNOWN.get(1) else res.fail("stall", line)
             else:
                 res.fail(cat, line)
     for path in sorted(glob.glob(os.path.join(tmp, "n*.txt"))):
-        for line in open(path).read().splitlines():
+        for line in _read(path).splitlines():
             kind, _, text = line.partition("\t")
             if kind == "item2":
                 res.hit(2, text)
