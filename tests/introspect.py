@@ -40,6 +40,7 @@ from pysyncq import (
 )
 from pysyncq import batch as _batch
 from pysyncq import queue as _queue
+from pysyncq.layout import CONTENDED, H_LOCK
 from pysyncq.screen import as_bytes, screen_table
 
 __all__ = [
@@ -72,6 +73,7 @@ __all__ = [
     "handle_lock",
     "is_alive",
     "is_kernel",
+    "lock_holder_pid",
     "kernel_calls",
     "kernel_signature",
     "load_kernel",
@@ -271,6 +273,14 @@ def slot_of(q, pid):
     return None
 
 
+def lock_holder_pid(q):
+    """The pid of the process whose token is in ``q``'s lock word now, 0 when
+    the lock is free: one unsynchronised read, for a killer that aims at the
+    holder (it may have let go by the time the caller acts on it)."""
+    token = int(q._seg.words[H_LOCK]) & ~CONTENDED
+    return _proc.token_pid(token) if token else 0
+
+
 def reads(q):
     """Whether ``q`` is open as a reader (False when it is not open)."""
     m = q._m
@@ -322,8 +332,6 @@ def take_lock(q):
     """Take ``q``'s queue lock for this process (and never release it), as
     a process stopped inside a kernel holds it: True if it was free.  Not
     atomic: for a test whose other processes are not using the queue yet."""
-    from pysyncq.layout import H_LOCK
-
     w = q._seg.words
     if int(w[H_LOCK]) != 0:
         return False
