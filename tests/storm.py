@@ -1032,13 +1032,20 @@ def member_main(cfg, raw, inc, role, qidx):
     Member(cfg, raw, inc, role, qidx).run()
 
 
-def bridge_main(qname, url, stream, origin):
-    """A bridge process (the slow variant): relays until SIGTERM."""
+def bridge_main(qname, url, stream, origin, ready):
+    """A bridge process (the bridge variant): relays until SIGTERM.  Sets
+    ``ready`` once relaying has begun: a message appended before that is
+    owed to nobody across the bridge, so members start after it."""
+    import threading
+
     from pysyncq.bridge import Bridge
 
-    b = Bridge(qname, url, stream=stream, origin=origin)
-    signal.signal(signal.SIGTERM, lambda *a: b.stop())
-    b.run()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    b = Bridge(qname, url, stream=stream, origin=origin).start(timeout=120)
+    ready.set()
+    stop.wait()
+    b.stop()
 
 
 # -- A trial ------------------------------------------------------------------------------
@@ -1207,6 +1214,9 @@ def run_trial(seed, name=None, **over):
             redis = RedisServer(tmp).start()
             for i, qn in enumerate(qnames):
                 bridges[i] = _start_bridge(ctx, qn, redis.url, base, "AB"[i])
+            for p in bridges.values():
+                if not p.ready.wait(120):
+                    _stall(res, board, procs, killed, f"bridge {p.name} did not start")
         protected = set()
         if t["fault"]:
             protected.add(start("fault"))
@@ -1302,8 +1312,10 @@ def _finish(t, board, procs, killed, queues, roles, res, live, state_of):
 
 
 def _start_bridge(ctx, qname, url, stream, origin):
-    p = ctx.Process(target=bridge_main, args=(qname, url, stream, origin), daemon=True)
+    ready = ctx.Event()
+    p = ctx.Process(target=bridge_main, args=(qname, url, stream, origin, ready), daemon=True)
     p.start()
+    p.ready = ready
     return p
 
 
