@@ -34,7 +34,7 @@ class State:
     the handle itself.
     """
 
-    __slots__ = ("seg", "member", "creator", "pid", "lingering", "lock", "__weakref__")
+    __slots__ = ("seg", "member", "creator", "pid", "lingering", "at_exit", "lock", "__weakref__")
 
     def __init__(self, seg, creator):
         self.seg = seg
@@ -42,6 +42,7 @@ class State:
         self.creator = creator
         self.pid = os.getpid()
         self.lingering = False  # closed, but the slot pins arrays of views
+        self.at_exit = None  # then: the exit hook that frees it at the latest
         # Reentrant: the last view's finalizer may run inside release().
         self.lock = threading.RLock()
 
@@ -113,7 +114,7 @@ class State:
         self.lingering = True
         member.linger = self
         # At exit the arrays are gone: leave then at the latest.
-        multiprocessing.util.Finalize(self, self.release_lingering, exitpriority=-10)
+        self.at_exit = multiprocessing.util.Finalize(self, self.release_lingering, exitpriority=-10)
         if not member.views:  # the last one was collected meanwhile
             self.release_lingering()
         return True
@@ -141,6 +142,9 @@ class State:
             self.member = None
             self.creator = False
             member.linger = None
+            hook, self.at_exit = self.at_exit, None
+            if hook is not None:
+                hook.cancel()
             self.seg = None
             seg.close()
 
