@@ -6,6 +6,8 @@ report failure through their exit code: ``raise SystemExit("why")`` exits with
 """
 
 import multiprocessing as mp
+import os
+import signal
 import time
 
 
@@ -46,3 +48,20 @@ class ProcPool:
             if p.exitcode is not None:
                 p.close()
         self.procs = []
+
+
+def kill(p):
+    """SIGKILL process ``p``: it dies at whatever instruction it is at."""
+    os.kill(p.pid, signal.SIGKILL)
+
+
+def wait_dead(p, timeout=30):
+    """Wait for a killed process to end *without* reaping it: it stays a zombie,
+    which pysyncq must recognise as dead."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(f"/proc/{p.pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return
+        time.sleep(0.005)
+    raise AssertionError(f"process {p.pid} did not die")

@@ -3,12 +3,12 @@ the lock, and the others carry on without a hang, a loss or a corruption."""
 
 import multiprocessing as mp
 import os
-import signal
 import time
 
 import introspect
 import pytest
 import workers
+from procs import kill, wait_dead
 
 import pysyncq
 from pysyncq import PySyncQ
@@ -16,22 +16,6 @@ from pysyncq import layout as L
 from pysyncq.layout import F_FOREIGN_NS, H_FLAGS, H_LOCK, H_PIDNS, H_TIMENS, H_WRITE_POS
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def kill(p):
-    os.kill(p.pid, signal.SIGKILL)
-
-
-def wait_dead(p, timeout=30):
-    """Wait for a killed process to end *without* reaping it: it stays a zombie,
-    which pysyncq must recognise as dead."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with open(f"/proc/{p.pid}/stat") as f:
-            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                return
-        time.sleep(0.005)
-    raise AssertionError(f"process {p.pid} did not die")
 
 
 def test_killed_reader_is_reaped_and_survivors_get_everything(qname, procs):

@@ -8,35 +8,19 @@ reservation whose writer's slot is not active, whatever left it.
 """
 
 import multiprocessing as mp
-import os
-import signal
 import time
 
 import introspect
 import numpy as np
 import pytest
 import workers
+from procs import kill, wait_dead
 
 from pysyncq import PySyncQ
 from pysyncq import layout as L
 from pysyncq.kernels import slot_word
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def kill(p):
-    os.kill(p.pid, signal.SIGKILL)
-
-
-def wait_dead(p, timeout=30):
-    """Wait for a killed process to end without reaping it (a zombie)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with open(f"/proc/{p.pid}/stat") as f:
-            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                return
-        time.sleep(0.005)
-    raise AssertionError(f"process {p.pid} did not die")
 
 
 def reap_forever(q, started):
