@@ -8,6 +8,8 @@ import introspect
 import pytest
 from procs import ProcPool
 
+from pysyncq import PySyncQ
+
 _names = itertools.count()
 START_METHODS = ["fork", "spawn", "forkserver"]
 
@@ -28,6 +30,26 @@ def qname(request):
     leaked = shm_exists(name)
     introspect.remove_shm(name)
     assert not leaked, f"test left shared memory {name!r} behind"
+
+
+@pytest.fixture
+def handles(qname):
+    """The queue (its creator's handle, not open), a reader ``r`` and a
+    writer ``w``; all closed at the end, whatever happened."""
+    made = []
+
+    def make(size):
+        q = PySyncQ(qname, size=size)
+        r = PySyncQ(qname, create=False)
+        w = PySyncQ(qname, create=False)
+        made.extend([w, r, q])
+        r.open("r")
+        w.open("w", reader=False)
+        return q, r, w
+
+    yield make
+    for h in made:
+        h.close()
 
 
 @pytest.fixture

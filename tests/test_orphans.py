@@ -16,7 +16,6 @@ import pytest
 import workers
 from procs import kill, wait_dead
 
-from pysyncq import PySyncQ
 from pysyncq import layout as L
 from pysyncq.kernels import slot_word
 
@@ -28,26 +27,6 @@ def reap_forever(q, started):
     started.set()
     while True:
         q.stats()
-
-
-@pytest.fixture
-def handles(qname):
-    """The queue (its creator's handle, not open), a reader ``r`` and a
-    writer ``w``; all closed at the end, whatever happened."""
-    made = []
-
-    def make(size):
-        q = PySyncQ(qname, size=size)
-        r = PySyncQ(qname, create=False)
-        w = PySyncQ(qname, create=False)
-        made.extend([w, r, q])
-        r.open("r")
-        w.open("w", reader=False)
-        return q, r, w
-
-    yield make
-    for h in made:
-        h.close()
 
 
 def loan_holder(q, procs):

@@ -30,12 +30,8 @@ def viewed_array(r):
         return m[2]
 
 
-def test_an_array_kept_past_close_keeps_its_bytes(qname):
-    q = PySyncQ(qname, size=1 << 14)
-    w = PySyncQ(qname, create=False)
-    w.open("w", reader=False)
-    r = PySyncQ(qname, create=False)
-    r.open("r")
+def test_an_array_kept_past_close_keeps_its_bytes(handles):
+    q, r, w = handles(1 << 14)
     want = np.arange(200, dtype=np.int64)
     w.append_array("a", want)
     arr = viewed_array(r)
@@ -52,8 +48,6 @@ def test_an_array_kept_past_close_keeps_its_bytes(qname):
     gc.collect()
     assert "r" not in {m.name for m in q.stats().members}
     assert fill(w) > 0  # the space is free again
-    w.close()
-    q.close()
 
 
 def test_the_last_close_with_an_array_alive_removes_the_queue_when_it_goes(qname):
@@ -95,12 +89,8 @@ def test_a_process_that_exits_with_an_array_kept_past_close_leaves_no_slot(qname
     q.close()
 
 
-def test_an_array_collected_before_close_leaves_nothing_behind(qname):
-    q = PySyncQ(qname, size=1 << 14)
-    w = PySyncQ(qname, create=False)
-    w.open("w", reader=False)
-    r = PySyncQ(qname, create=False)
-    r.open("r")
+def test_an_array_collected_before_close_leaves_nothing_behind(handles):
+    q, r, w = handles(1 << 14)
     w.append_array("a", np.ones(10))
     arr = viewed_array(r)
     del arr
@@ -108,5 +98,3 @@ def test_an_array_collected_before_close_leaves_nothing_behind(qname):
     r.close()
     assert [m.name for m in q.stats().members] == ["w"]
     assert introspect.words(q) is not None
-    w.close()
-    q.close()
