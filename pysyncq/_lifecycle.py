@@ -76,14 +76,7 @@ class State:
                 reap_dead(seg, own=member.token if member else None, deadline=deadline)
                 if member is not None or creator:
                     token = member.token if member else _proc.own_token()
-                    slot = member.slot if member else -1
-                    args = (slot, token, creator)
-                    st = locked(seg, token, kernels.op_leave, args, deadline)
-                    wake(seg, st)
-                    if creator:
-                        wake_sleepers(seg)  # followers (open(follow=True)) look now
-                    if st & UNLINK:
-                        seg.unlink_if_same()
+                    _leave(seg, token, member.slot if member else -1, creator, deadline)
         finally:
             self.seg = None
             seg.close()
@@ -104,10 +97,8 @@ class State:
         if creator:
             self.creator = True  # dropped now, or with the slot if the lock is busy
             try:
-                st = locked(seg, token, kernels.op_leave, (-1, token, True), deadline)
+                _leave(seg, token, -1, True, deadline)
                 self.creator = False
-                wake(seg, st)
-                wake_sleepers(seg)
             except LockBusy:
                 pass
         self.member = member
@@ -131,11 +122,7 @@ class State:
             try:
                 if seg.mem is not None:
                     deadline = time.monotonic() + _wait.LOCK_PATIENCE
-                    args = (member.slot, member.token, self.creator)
-                    st = locked(seg, member.token, kernels.op_leave, args, deadline)
-                    wake(seg, st)
-                    if st & UNLINK:
-                        seg.unlink_if_same()
+                    _leave(seg, member.token, member.slot, self.creator, deadline)
             except LockBusy:
                 return  # at exit, or by a reap once this process has ended
             self.lingering = False
@@ -163,14 +150,23 @@ class State:
             return
         token = _proc.own_token()
         try:
-            st = locked(seg, token, kernels.op_leave, (-1, token, True), time.monotonic() + 1.0)
+            _leave(seg, token, -1, True, time.monotonic() + 1.0)
         except LockBusy:
             return
         self.creator = False
-        wake(seg, st)
-        wake_sleepers(seg)
-        if st & UNLINK:
-            seg.unlink_if_same()
+
+
+def _leave(seg, token, slot, creator, deadline):
+    """Give back ``slot`` (``-1``: none) of member ``token`` and, with
+    ``creator``, the creator's hold (``op_leave``), then wake whoever must
+    look (followers too, when the creator left) and unlink the name if no
+    member is left.  Raises ``LockBusy`` past ``deadline``."""
+    st = locked(seg, token, kernels.op_leave, (slot, token, creator), deadline)
+    wake(seg, st)
+    if creator:
+        wake_sleepers(seg)  # followers (open(follow=True)) look now
+    if st & UNLINK:
+        seg.unlink_if_same()
 
 
 def create_segment(name, capacity, nslots):
