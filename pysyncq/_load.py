@@ -38,6 +38,7 @@ loads, as it always did.
 """
 
 import os
+import sys
 
 import numpy as np
 
@@ -177,6 +178,13 @@ def kernel_calls():
 
 _warmed = False
 _all_loaded = False
+_told = False
+
+#: In the environment, ``1`` keeps pysyncq from saying on stderr that it
+#: compiles its kernels.
+QUIET_ENV = "PYSYNCQ_QUIET"
+#: What compiling every kernel takes, measured on 2 cores (issue 18: 30-34 s).
+COMPILE_SECONDS = 30
 
 
 def warm_up():
@@ -209,6 +217,23 @@ def load_all():
         for name, args in kernel_calls():
             ensure(_jit.KERNELS[name].dispatcher, args)
         _all_loaded = True
+
+
+def compile_all():
+    """A kernel is not in numba's cache: say so once on stderr (a first use
+    is otherwise silent for half a minute), then compile every kernel."""
+    global _told
+    if not _all_loaded and not _told:
+        _told = True
+        if os.environ.get(QUIET_ENV, "") in ("", "0"):
+            print(
+                f"pysyncq: compiling its numba kernels for first use (about "
+                f"{COMPILE_SECONDS} s on 2 cores); they are cached for later runs "
+                f"({QUIET_ENV}=1 silences this)",
+                file=sys.stderr,
+                flush=True,
+            )
+    load_all()
 
 
 def _before_fork():
@@ -255,7 +280,7 @@ def _find_entry_points(names=_AT_WARM_UP):
             continue
         entry = loaded(disp, args) or load(disp, args)
         if entry is None:  # not in the cache: compile everything now
-            load_all()
+            compile_all()
             entry = ensure(disp, args)
         FAST[name] = entry
 
@@ -263,4 +288,4 @@ def _find_entry_points(names=_AT_WARM_UP):
 # Every kernel's first call loads it from numba's cache without numba's compiler
 # setup, also for calls made before any handle exists; a kernel missing from the
 # cache has them all compiled at once.
-install([k.dispatcher for k in _jit.KERNELS.values()], on_miss=load_all)
+install([k.dispatcher for k in _jit.KERNELS.values()], on_miss=compile_all)

@@ -14,6 +14,7 @@ under test (and then ``tests/``, for ``introspect``).
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -37,8 +38,9 @@ WAIT = 120  # seconds a whole program may take (a cold cache compiles for 20-40 
 BASIC = {"ring_format", "header_check", "op_open", "op_append", "op_pop", "op_leave", "members"}
 
 
-def run(tmp_path, body, *args, env=None, timeout=WAIT):
-    """Run ``body`` as a script in a fresh interpreter; return its stdout."""
+def run(tmp_path, body, *args, env=None, timeout=WAIT, stderr=""):
+    """Run ``body`` as a script in a fresh interpreter; return its stdout.
+    Its stderr must be ``stderr`` (a compiled regex: match it)."""
     script = tmp_path / "scenario.py"
     script.write_text(textwrap.dedent(body))
     environ = dict(os.environ, PYTHONPATH=os.pathsep.join((str(TREE), str(TESTS))), **(env or {}))
@@ -51,7 +53,10 @@ def run(tmp_path, body, *args, env=None, timeout=WAIT):
         env=environ,
     )
     assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stderr == ""
+    if isinstance(stderr, str):
+        assert r.stderr == stderr
+    else:
+        assert stderr.fullmatch(r.stderr), r.stderr
     return r.stdout
 
 
@@ -361,14 +366,26 @@ print(json.dumps(asked))
 """
 
 
+COMPILING = re.compile(r"pysyncq: compiling its numba kernels for first use \(about \d+ s.*\n")
+
+
 def test_with_a_cold_cache_warm_up_compiles_every_kernel_at_once(tmp_path):
+    # ... and says so once on stderr (issue 18: 30 s of silence before).
     cache = tmp_path / "cache"
     cache.mkdir()
-    asked = json.loads(run(tmp_path, COLD_CACHE_BOOKKEEPING, env={"NUMBA_CACHE_DIR": str(cache)}))
+    env = {"NUMBA_CACHE_DIR": str(cache)}
+    asked = json.loads(run(tmp_path, COLD_CACHE_BOOKKEEPING, env=env, stderr=COMPILING))
     expected = [
         [name, str(introspect.kernel_signature(args))] for name, args in introspect.kernel_calls()
     ]
     assert set(map(tuple, asked)) == set(map(tuple, expected))
+
+
+def test_the_compiling_notice_can_be_silenced(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    env = {"NUMBA_CACHE_DIR": str(cache), "PYSYNCQ_QUIET": "1"}
+    run(tmp_path, COLD_CACHE_BOOKKEEPING, env=env)  # stderr must be empty
 
 
 @pytest.mark.slow
@@ -377,7 +394,9 @@ def test_a_cold_cache_is_filled_once_and_then_only_loaded(tmp_path, qname, metho
     cache = tmp_path / "cache"
     cache.mkdir()
     env = {"NUMBA_CACHE_DIR": str(cache)}
-    parent = json.loads(run(tmp_path, ONLY_WHAT_IT_USES, qname, method, env=env, timeout=300))
+    parent = json.loads(
+        run(tmp_path, ONLY_WHAT_IT_USES, qname, method, env=env, timeout=300, stderr=COMPILING)
+    )
     child = json.loads((tmp_path / "child.json").read_text())
     assert parent["misses"] > 0  # the parent compiled (everything, in warm_up)
     assert set(parent["loaded"]) >= {n for n, _ in introspect.kernel_calls()}
