@@ -57,6 +57,25 @@ def check_timer(timer):
     return timer
 
 
+def check_processes(processes):
+    """Validate a ``processes=`` argument: an iterable of objects with an
+    ``exitcode`` (``multiprocessing.Process``); return it as a tuple."""
+    try:
+        procs = tuple(processes)
+    except TypeError:
+        raise TypeError(
+            f"processes must be an iterable of processes (multiprocessing.Process), "
+            f"not {type(processes).__name__}"
+        ) from None
+    for p in procs:
+        if not hasattr(p, "exitcode"):
+            raise TypeError(
+                f"processes must hold objects with an exitcode (multiprocessing.Process), "
+                f"not {type(p).__name__}"
+            )
+    return procs
+
+
 def msgtype_bytes(mtype):
     """A message type as the bytes written (str is UTF-8, objects ``str()``)."""
     t = mtype.encode() if type(mtype) is str else as_bytes(mtype)

@@ -24,6 +24,7 @@ import numpy as np
 
 from . import _futex, _proc, _status, kernels
 from ._wait import LockBusy, may_judge, reap_dead, wait_bits
+from .errors import ChildExited
 from .layout import H_CREATOR, PENDING, W_ASYNC, W_DATA, WAITS_EMPTY_SHIFT
 from .screen import screen_table
 
@@ -143,10 +144,22 @@ def skips(q, m, t):
 
 
 def skip_refresh(q, m):
-    """Note whether this handle screens its own sender, and which types."""
+    """Note whether this handle screens its own sender, and which types.
+
+    Every write calls this when the screens changed (``q._skip_at`` stale).
+    A ``follow=True`` handle keeps ``q._skip_at`` stale for good, so that its
+    writes come here each time and look at the creator (``follow_check``,
+    at most every ``FOLLOW_INTERVAL``): a write-only member raises
+    ``QueueClosed`` once the creator has left even if the queue never fills,
+    at no cost to the writes of other handles."""
+    if m.follow:
+        follow_check(q, m)
+        if q._skip_seen == q._changes[0]:
+            return
     q._skip_own = m.sender_bytes in q._scrnsend
     q._skip_types = frozenset(q._scrntype.keys_bytes())
-    q._skip_at = q._changes[0]
+    q._skip_seen = q._changes[0]
+    q._skip_at = -1 if m.follow else q._skip_seen
 
 
 # -- Wait bits ----------------------------------------------------------------
@@ -194,13 +207,15 @@ def sleep(q, m, bit, word, seq, timeout):
 # -- When nothing was found ---------------------------------------------------
 
 
-def idle(q, m, code, lock_deadline=math.inf):
+def idle(q, m, code, lock_deadline=math.inf, procs=None):
     """After a pop found nothing (``EMPTY``, or ``PENDING``: it stopped at
     an unpublished reservation): check the creator a ``follow=True`` handle
-    follows, and reap the reservation's writer if it may have died (at
-    most every ``reap_interval``).  Returns ``time.monotonic()``."""
+    follows and the processes the call watches (``procs``, default the
+    handle's ``_procs``), and reap the reservation's writer if it may have
+    died (at most every ``reap_interval``).  Returns ``time.monotonic()``."""
     if m.follow:
         follow_check(q, m)
+    peers_check(q, q._procs if procs is None else procs)
     now = time.monotonic()
     if code == PENDING and now >= q._next_reap:
         q._next_reap = now + q.reap_interval
@@ -209,6 +224,15 @@ def idle(q, m, code, lock_deadline=math.inf):
         except LockBusy:
             pass  # best effort: the next look reaps
     return now
+
+
+def peers_check(q, procs):
+    """Raise ``ChildExited`` if one of ``procs`` (objects with an
+    ``exitcode``: ``multiprocessing.Process``) has exited with an error: a
+    blocked call that waits for what they would send learns of it."""
+    for p in procs:
+        if p.exitcode:  # None: still running; 0: a normal end
+            raise ChildExited(_status.peer_exited_message(q, p))
 
 
 def follow_check(q, m):

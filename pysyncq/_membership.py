@@ -54,8 +54,9 @@ def open(q, sender=None, filtself=True, *, reader=True, follow=False, durable=Fa
 
     With ``follow=True`` this handle follows the process that created the
     queue: once that process has closed the queue or died, a ``pop`` that
-    finds nothing to read and an ``append`` that finds the queue full raise
-    :class:`QueueClosed` (at once, or within ``TICK`` seconds of blocking),
+    finds nothing to read and every write (within ``FOLLOW_INTERVAL``
+    seconds, even on a queue nobody reads) raise :class:`QueueClosed` (at
+    once, or within ``TICK`` seconds of blocking),
     so that a worker blocked with ``timer=None`` does not outlive its
     parent.  Messages appended before the creator left are still read
     first.  In the creating process itself it has no effect.
@@ -99,7 +100,7 @@ def _open(q, sender, filtself, reader, follow, durable):
         creator = int(seg.words[H_CREATOR])
         if creator != token:
             member.follow = creator or -1  # -1: the creator has left already
-    q._skip_at = -1
+    q._skip_at = q._skip_seen = -1
     q._state.member = member
     q._m = member
     arm_finalizer(q)

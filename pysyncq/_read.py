@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from . import _handle, _load, _outside, _retry, _status, _wait, kernels
-from ._args import check_timer
+from ._args import check_processes, check_timer
 from ._wait import WAKE_BITS, LockBusy, locked, wake
 from .codec import decode_at, decode_text, record_fields
 from .layout import (
@@ -58,7 +58,7 @@ def use_entry_points():
     _op_pop = _load.FAST.get("op_pop", kernels.op_pop)
 
 
-def pop(q, block=False, timer=0.5, decode=True):
+def pop(q, block=False, timer=0.5, decode=True, *, processes=None):
     """Pop the next unread message: ``(sender, type, body)``, or None.
 
     Messages whose sender is in :attr:`scrnsend` or whose type is in
@@ -67,12 +67,18 @@ def pop(q, block=False, timer=0.5, decode=True):
     seconds in all (None: for ever).  ``decode=False`` returns bytes; by
     default the fields are decoded from UTF-8 (a field that is not valid
     UTF-8 is returned as bytes rather than lost).
+
+    ``processes`` (``multiprocessing.Process`` objects): while there is
+    nothing to read, raise :class:`ChildExited` within ``TICK`` s (even with
+    ``timer=None``) once one of them has exited with an error.
     """
     m = q._m
     if m is None or not m.reader or m.viewing:
         _status.not_reader(q, m)
     if type(timer) is not float or not timer >= 0:
         timer = check_timer(timer)
+    if processes is not None:
+        processes = check_processes(processes)
     if m.unpins:  # arrays of earlier views have gone: drop their pins
         _outside.drain_unpins(q, m)
     lock = m.lock
@@ -116,7 +122,9 @@ def pop(q, block=False, timer=0.5, decode=True):
             if left < 0:
                 q._spin_ok = False  # too many members: arm at once next time
             status = RETRY  # the slow path arms the bit and looks again, then sleeps
-        got = pop_slow(q, m, status & ~WAKE_BITS, slen, blen, block, timer, decode, spun=spin)
+        got = pop_slow(
+            q, m, status & ~WAKE_BITS, slen, blen, block, timer, decode, spun=spin, procs=processes
+        )
         if got is None:
             return None
         s, t, b, _ = got
@@ -132,7 +140,7 @@ def pop(q, block=False, timer=0.5, decode=True):
     return (s, t, b)
 
 
-def pop_slow(q, m, status, slen, blen, block, timer, decode=False, spun=False):
+def pop_slow(q, m, status, slen, blen, block, timer, decode=False, spun=False, procs=None):
     """Everything but an immediate hit (see :func:`pysyncq._retry.wait_for_data`).
 
     Returns ``(sender, type, body, kind)`` or None.  ``body`` is bytes or
@@ -145,7 +153,8 @@ def pop_slow(q, m, status, slen, blen, block, timer, decode=False, spun=False):
     ``m.lock`` (so another thread of this handle keeps the bit), as ``pop``
     did before calling this (``status`` ``EMPTY`` or ``PENDING`` with
     ``block``); the next pop kernel clears it.  ``spun``: ``pop`` has spun
-    already (then the slow path sleeps at once).
+    already (then the slow path sleeps at once).  ``procs``: the processes
+    to watch (None: the handle's).
     """
     if m.unpins:
         _outside.drain_unpins(q, m)
@@ -170,7 +179,18 @@ def pop_slow(q, m, status, slen, blen, block, timer, decode=False, spun=False):
     armed = bool(block) and status & CODE_MASK in (EMPTY, PENDING)
     spin = 0.0 if spun else q.spin
     return _retry.wait_for_data(
-        q, m, attempt, status, slen, blen, block, timer, spin=spin, armed=armed, large=large
+        q,
+        m,
+        attempt,
+        status,
+        slen,
+        blen,
+        block,
+        timer,
+        spin=spin,
+        armed=armed,
+        large=large,
+        procs=procs,
     )
 
 
@@ -189,20 +209,22 @@ def pop_raw(q, block=False, timer=0.5):
     return s, t, b, kind & KIND_MASK, (kind >> KIND_WRITER_SHIFT) == m.slot + 1
 
 
-def call(q, block=False, timer=0.5, decode=True):
+def call(q, block=False, timer=0.5, decode=True, *, processes=None):
     """An iterator that pops until :meth:`pop` returns None.
 
     ``for m in q(block=True, timer=0.1): ...`` waits up to ``timer`` for
-    each next message.
+    each next message.  ``processes``: as for :meth:`pop`.
     """
     if q._m is None:
         _status.not_member(q)
     check_timer(timer)
-    return _iterate(q, block, timer, decode)
+    if processes is not None:
+        processes = check_processes(processes)
+    return _iterate(q, block, timer, decode, processes)
 
 
-def _iterate(q, block, timer, decode):
-    while (m := pop(q, block, timer, decode)) is not None:
+def _iterate(q, block, timer, decode, processes):
+    while (m := pop(q, block, timer, decode, processes=processes)) is not None:
         yield m
 
 

@@ -100,12 +100,16 @@ def full_step(q, m, status, need, block, timer, deadline, lock_deadline):
             return None
     if m.follow:
         _handle.follow_check(q, m)
+    if q._procs:
+        _handle.peers_check(q, q._procs)
     if now >= deadline:
         raise _status.queue_full(q, m, need, block, timer)
     return now
 
 
-def wait_for_data(q, m, attempt, status, a, b, block, timer, *, spin=0.0, armed=False, large=None):
+def wait_for_data(
+    q, m, attempt, status, a, b, block, timer, *, spin=0.0, armed=False, large=None, procs=None
+):
     """Everything but an immediate hit of a read: wait, retry, grow the
     buffer, or pop a record too large for the buffer outside the lock.
 
@@ -122,6 +126,8 @@ def wait_for_data(q, m, attempt, status, a, b, block, timer, *, spin=0.0, armed=
     sequence before the first sleep.  ``large(lock_deadline)``, if given,
     pops a record of at least ``q.copy_outside`` bytes that does not fit the
     buffer outside the lock, answering as ``attempt`` does less ``armed``.
+    ``procs``: the processes whose failure ends the wait (``ChildExited``;
+    None: the handle's ``_procs``).
 
     Returns the fields of the hit, or None when nothing came within
     ``timer`` seconds (``block=False``: at once).
@@ -136,7 +142,7 @@ def wait_for_data(q, m, attempt, status, a, b, block, timer, *, spin=0.0, armed=
                 wake(seg, status)
             code = status & CODE_MASK
             if code == EMPTY or code == PENDING:
-                now = _handle.idle(q, m, code, lock_deadline)
+                now = _handle.idle(q, m, code, lock_deadline, procs)
                 if not block or now >= deadline:
                     return None
                 timeout = min(deadline - now, TICK, q.reap_interval)

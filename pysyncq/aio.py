@@ -33,7 +33,7 @@ import threading
 import time
 
 from . import _aiowake, _handle, _outside, _retry, _status, _wait, kernels
-from ._args import check_timer, msgtype_bytes
+from ._args import check_processes, check_timer, msgtype_bytes
 from ._wait import WAKE_BITS, LockBusy, LockWatch, wake
 from .codec import encode_array, encode_body, message, record_fields
 from .layout import (
@@ -238,10 +238,10 @@ class _LockWait:
         self.delay = min(self.delay * 2, _LOCK_SLEEP_MAX)
 
 
-def _try_pop(q, m):
+def _try_pop(q, m, procs=None):
     """One pop that never waits: ``(sender, type, body, kind)``, or the code
     ``EMPTY`` (also when stopped at an unpublished reservation) or ``BUSY``.
-    Raises as ``pop`` does."""
+    Raises as ``pop`` does (``procs``: the processes it watches)."""
     seg = q._seg
     while True:
         with m.lock:
@@ -256,7 +256,7 @@ def _try_pop(q, m):
         if fields is not None:
             return fields
         if code == EMPTY or code == PENDING:
-            _handle.idle(q, m, code, time.monotonic())  # follow, and reap a dead reservation
+            _handle.idle(q, m, code, time.monotonic(), procs)  # follow, watch, reap
             return EMPTY
         if code == BUSY:
             return code
@@ -272,14 +272,17 @@ def _result(fields, decode):
     return message(s, t, b, decode)
 
 
-async def apop(q, timer=0.5, decode=True):
-    """``pop(block=True, timer=timer, decode=decode)`` for asyncio: waits
-    without blocking the event loop; None when ``timer`` passes."""
+async def apop(q, timer=0.5, decode=True, *, processes=None):
+    """``pop(block=True, timer=timer, decode=decode, processes=processes)``
+    for asyncio: waits without blocking the event loop; None when ``timer``
+    passes."""
     m = q._m
     if m is None or not m.reader:
         _status.not_reader(q, m)
     timer = check_timer(timer)
-    got = _try_pop(q, m)
+    if processes is not None:
+        processes = check_processes(processes)
+    got = _try_pop(q, m, processes)
     if type(got) is tuple:
         return _result(got, decode)
     start = time.monotonic()
@@ -301,7 +304,7 @@ async def apop(q, timer=0.5, decode=True):
                 else:
                     await waiter.wait(min(deadline - now, _wait.TICK))
                 waiter.arm()
-            got = _try_pop(q, m)
+            got = _try_pop(q, m, processes)
             if type(got) is tuple:
                 return _result(got, decode)
     finally:

@@ -48,7 +48,7 @@ from itertools import repeat
 import numpy as np
 
 from . import _handle, _load, _outside, _read, _retry, _status, _wait, kernels
-from ._args import check_int, check_timer, msgtype_bytes
+from ._args import check_int, check_processes, check_timer, msgtype_bytes
 from ._wait import WAKE_BITS, LockBusy, locked, wake
 from .codec import decode_at, decode_text, encode_body
 from .errors import MessageTooLarge, QueueFull, QueueLocked
@@ -285,7 +285,7 @@ def _extend_rest(q, m, t, blob, lens, kinds, kind, count, status, written, off, 
         written += n
 
 
-def pop_many(q, n, block=False, timer=0.5, decode=True):
+def pop_many(q, n, block=False, timer=0.5, decode=True, *, processes=None):
     """Pop up to ``n`` messages, in order, taking the queue lock as few
     times as possible: a list of what :meth:`pop` returns (empty when
     there is nothing).  With ``block=True`` wait up to ``timer`` seconds
@@ -304,6 +304,8 @@ def pop_many(q, n, block=False, timer=0.5, decode=True):
         n = check_int(n, "n", 0, 1 << 30)
     if type(timer) is not float or not timer >= 0:
         timer = check_timer(timer)
+    if processes is not None:
+        processes = check_processes(processes)
     with _gc_hold:
         got, code = _pop_batch(q, m, n, decode)
     if got or n == 0:
@@ -311,7 +313,8 @@ def pop_many(q, n, block=False, timer=0.5, decode=True):
     if not block and (code == EMPTY or code == PENDING):
         _handle.idle(q, m, code)  # as pop() does when it finds nothing
         return []
-    first = _read.pop(q, block, timer, decode)  # waits, grows, raises as pop does
+    # waits, grows, raises as pop does
+    first = _read.pop(q, block, timer, decode, processes=processes)
     if first is None:
         return []
     with _gc_hold:

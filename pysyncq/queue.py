@@ -153,6 +153,10 @@ class PySyncQ(Screened):
         self._skip_own = False
         self._skip_types = frozenset()
         self._skip_at = -1
+        self._skip_seen = -1
+        #: Processes every blocking call of this handle watches when it is
+        #: given no ``processes=`` (a worker group sets them).
+        self._procs = ()
         self._auto_screen = None  # the sender open(filtself=True) added, if it did
         self._next_reap = 0.0
         self._hlock = threading.Lock()  # open() and close() one thread at a time
@@ -178,6 +182,7 @@ class PySyncQ(Screened):
     def _forget_parent(self):
         """In a forked child: the parent's membership and hooks are not ours."""
         self._m = None
+        self._procs = ()
         self._exit_hook = None
         self._drop_auto_screen()
         self._finalizer = None

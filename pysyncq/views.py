@@ -28,7 +28,7 @@ import weakref
 import numpy as np
 
 from . import _handle, _outside, _retry, _status, _wait, kernels
-from ._args import check_timer, msgtype_bytes
+from ._args import check_processes, check_timer, msgtype_bytes
 from ._wait import WAKE_BITS, LockBusy, locked, wake
 from .codec import decode_array, decode_text, descriptor
 from .layout import (
@@ -86,7 +86,7 @@ def _loan(q, mtype, shape, dtype, block, timer):
     _outside.publish(q, m, pos, kind)
 
 
-def _peek(q, m, block, timer):
+def _peek(q, m, block, timer, procs=None):
     """Find the next record for a view, waiting as ``pop`` does: ``(sender_len,
     type_len, body_len, kind, offset, position, size)``, or None."""
 
@@ -96,10 +96,10 @@ def _peek(q, m, block, timer):
         status, slen, _, blen = r[:4]
         return status, (r[1:] if status & CODE_MASK == OK else None), slen, blen, False
 
-    return _retry.wait_for_data(q, m, attempt, RETRY, 0, 0, block, timer)
+    return _retry.wait_for_data(q, m, attempt, RETRY, 0, 0, block, timer, procs=procs)
 
 
-def pop_view(q, block=False, timer=0.5):
+def pop_view(q, block=False, timer=0.5, *, processes=None):
     """Read the next message in place: ``with q.pop_view() as m:``.
 
     ``m`` is None when nothing arrived in time, else ``(sender, mtype,
@@ -110,23 +110,26 @@ def pop_view(q, block=False, timer=0.5):
     next pop returns it again.  A memoryview body fails (``ValueError``)
     if used after the block; an array body kept after the block keeps
     its bytes from being reused until it is garbage-collected.  No other
-    pop on this handle while the view is open.
+    pop on this handle while the view is open.  ``processes``: as for
+    :meth:`pop`.
     """
-    return _pop_view(q, block, timer)
+    return _pop_view(q, block, timer, processes)
 
 
 @contextlib.contextmanager
-def _pop_view(q, block, timer):
+def _pop_view(q, block, timer, processes):
     m = q._m
     if m is None or not m.reader:
         _status.not_reader(q, m)
     timer = check_timer(timer)
+    if processes is not None:
+        processes = check_processes(processes)
     if m.viewing:
         raise RuntimeError(
             f"a pop_view of queue {q.name!r} is already open in this handle: finish it first"
         )
     _outside.drain_unpins(q, m)
-    found = _peek(q, m, block, timer)
+    found = _peek(q, m, block, timer, processes)
     if found is None:
         yield None
         return

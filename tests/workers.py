@@ -8,10 +8,11 @@ checks what it receives itself and reports failure through its exit code
 import os
 import random
 import struct
+import sys
 import time
 import zlib
 
-from pysyncq import QueueFull
+from pysyncq import QueueClosed, QueueFull
 
 WAIT = 60  # seconds any single wait in a worker may take before it is a failure
 
@@ -315,3 +316,47 @@ def loan_and_die(q, started):
         arr[:] = 7
         started.set()
         time.sleep(WAIT)
+
+
+def follow_writer(q, started, count):
+    """A write-only producer that follows the creator and never reads: it
+    appends until the creator has left, then must end with QueueClosed."""
+    q.open("producer", reader=False, follow=True)
+    started.set()
+    try:
+        while True:
+            q.append("data", "x", block=True, timer=None)
+            with count.get_lock():
+                count.value += 1
+            time.sleep(0.001)
+    except QueueClosed:
+        sys.exit(0)
+    sys.exit(3)  # the loop only ends by QueueClosed
+
+
+def follow_loaner(q, started, count):
+    """As follow_writer, with loan and append_array."""
+    import numpy as np
+
+    q.open("producer", reader=False, follow=True)
+    started.set()
+    try:
+        while True:
+            with q.loan("data", 8) as buf:
+                buf[:] = 1
+            q.append_array("arr", np.zeros(3))
+            with count.get_lock():
+                count.value += 1
+            time.sleep(0.001)
+    except QueueClosed:
+        sys.exit(0)
+    sys.exit(3)
+
+
+def open_then_fail(q, started, code):
+    """Open, write one message, then exit with ``code``."""
+    q.open("child", reader=False)
+    q.append("before", "sent before failing", block=True, timer=10)
+    started.set()
+    time.sleep(0.3)
+    sys.exit(code)
