@@ -167,6 +167,16 @@ def _leave(seg, token, slot, creator, deadline):
         wake_sleepers(seg)  # followers (open(follow=True)) look now
     if st & UNLINK:
         seg.unlink_if_same()
+    elif may_judge(seg) and not live_tokens(seg):
+        # Only the holds of dead processes are left (a creator killed by a
+        # signal, a kernel restart, members killed): nobody will close them.
+        kernels.flags_set(seg.mem, F_UNLINKED)
+        seg.unlink_if_same()
+
+
+def live_tokens(seg):
+    """The tokens of the live processes holding ``seg`` (members, creator)."""
+    return {t for t in map(int, kernels.members(seg.mem)[:, 1]) if _proc.is_alive(t)}
 
 
 def create_segment(name, capacity, nslots):
@@ -218,10 +228,9 @@ def live_holders(name):
         # remove(name, force=True) removes it.
         return {0}
     try:
-        tokens = {int(t) for t in kernels.members(seg.mem)[:, 1]}
         if not may_judge(seg):
-            return tokens or {0}
-        return {t for t in tokens if _proc.is_alive(t)}
+            return {int(t) for t in kernels.members(seg.mem)[:, 1]} or {0}
+        return live_tokens(seg)
     finally:
         seg.close()
 

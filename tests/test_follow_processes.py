@@ -80,6 +80,12 @@ def test_write_only_follower_ends_when_creator_is_killed(qname, procs):
             time.sleep(0.05)
         else:
             pytest.fail("the follow=True producer outlived its killed creator")
+        # The creator's hold is a dead process's: the producer's close, the
+        # last of a live process, removes the queue.
+        deadline = time.monotonic() + 10
+        while shm_exists(qname) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not shm_exists(qname), "the queue outlived its last live member"
     finally:
         if creator.poll() is None:
             creator.kill()
