@@ -20,6 +20,7 @@ from .errors import (
     QueueLocked,
     TooManyProcesses,
 )
+from .group import Workers
 from .queue import (
     DEFAULT_SIZE,
     DEFAULT_SLOTS,
@@ -48,6 +49,7 @@ __all__ = [
     "ReaderStats",
     "ScreenSet",
     "TooManyProcesses",
+    "Workers",
     "fast_exit",
     "list_queues",
     "remove",

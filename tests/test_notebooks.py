@@ -11,11 +11,14 @@ asserted here.
 
 import json
 import multiprocessing as mp
+import os
 import sys
+import time
 from pathlib import Path
 
 import introspect
 import pytest
+from conftest import new_name as conftest_new_name
 
 import pysyncq
 
@@ -121,3 +124,158 @@ def test_numerical_workers(method, jupyter_path, monkeypatch):
         if "image/png" in out.get("data", {})
     ]
     assert len(images) == 3, "the notebook draws three figures"
+
+
+# -- A worker group in a kernel: interrupt, restart (issue 18) ---------------------
+
+TESTS = Path(__file__).resolve().parent
+
+GROUP_CELL = """
+import sys; sys.path.insert(0, {tests!r})
+import workers, pysyncq
+group = pysyncq.Workers(workers.idle_worker, 2, name={name!r}, start="fork", timeout=5)
+with group as q:
+    for _ in range(2):
+        q.pop(block=True, timer=60)
+    print("pids", *[p.pid for p in group.processes], flush=True)
+    q.pop(block=True, timer=None)  # until interrupted
+"""
+
+SWEEP_CELL = """
+with pysyncq.Workers(workers.square_worker, 2, args=(2,), name={name!r}) as q:
+    for i in range(6):
+        q.append("task", i)
+    q.append("stop")
+    got = sorted(int(q.pop(block=True, timer=30)[2].split()[1]) for _ in range(6))
+print("squares", got)
+"""
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _await(what, timeout=30):
+    deadline = time.monotonic() + timeout
+    while not what():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+class Kernel:
+    """A kernel started as nbclient starts one (jupyter_client's KernelManager,
+    this interpreter's kernelspec), for cells run one message at a time."""
+
+    def __init__(self, jupyter_path, monkeypatch):
+        monkeypatch.setenv("JUPYTER_PATH", str(jupyter_path))
+        monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")
+        from jupyter_client import KernelManager
+
+        self.km = KernelManager(kernel_name="python3")
+
+    def __enter__(self):
+        self.km.start_kernel()
+        self.kc = self.km.blocking_client()
+        self.kc.start_channels()
+        try:
+            self.kc.wait_for_ready(timeout=60)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            self.kc.stop_channels()
+        finally:
+            self.km.shutdown_kernel(now=True)
+
+    def start(self, code):
+        return self.kc.execute(code)
+
+    def output_until(self, msg_id, marker, timeout=60):
+        """The stdout text of ``msg_id`` up to a line starting with ``marker``."""
+        deadline = time.monotonic() + timeout
+        text = ""
+        while time.monotonic() < deadline:
+            try:
+                msg = self.kc.get_iopub_msg(timeout=1)
+            except Exception:  # noqa: BLE001 (queue.Empty)
+                continue
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "stream":
+                text += msg["content"]["text"]
+                for line in text.splitlines():
+                    if line.startswith(marker):
+                        return line
+            if msg["msg_type"] == "error":
+                raise AssertionError("\n".join(msg["content"]["traceback"]))
+        raise AssertionError(f"no {marker!r} within {timeout} s; got {text!r}")
+
+    def reply(self, msg_id, timeout=60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = self.kc.get_shell_msg(timeout=timeout)
+            if msg["parent_header"].get("msg_id") == msg_id:
+                return msg["content"]
+        raise AssertionError(f"no reply within {timeout} s")
+
+
+def test_a_notebook_interrupt_stops_the_group_and_a_rerun_works(jupyter_path, monkeypatch):
+    name = conftest_new_name("nbint")
+    try:
+        with Kernel(jupyter_path, monkeypatch) as k:
+            cell = k.start(GROUP_CELL.format(tests=str(TESTS), name=name))
+            pids = [int(p) for p in k.output_until(cell, "pids").split()[1:]]
+            k.km.interrupt_kernel()  # SIGINT to the kernel's whole process group
+            reply = k.reply(cell)
+            assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
+            assert _await(lambda: not any(map(_alive, pids))), "the group's workers are left"
+            assert name not in queues()
+            again = k.start(SWEEP_CELL.format(name=name))
+            assert k.output_until(again, "squares") == "squares [0, 1, 4, 9, 16, 25]"
+            assert k.reply(again)["status"] == "ok"
+    finally:
+        if name in queues():
+            pysyncq.remove(name, force=True)
+
+
+def _restart_during_a_group(jupyter_path, monkeypatch, name):
+    """Start a group in a kernel, restart the kernel (it is killed, its cell
+    never ends); return the workers' pids."""
+    with Kernel(jupyter_path, monkeypatch) as k:
+        cell = k.start(GROUP_CELL.format(tests=str(TESTS), name=name))
+        pids = [int(p) for p in k.output_until(cell, "pids").split()[1:]]
+        k.km.restart_kernel(now=True)
+        assert _await(lambda: not any(map(_alive, pids))), "workers outlived the kernel"
+
+
+def test_a_kernel_restart_ends_the_group(jupyter_path, monkeypatch):
+    name = conftest_new_name("nbrestart")
+    try:
+        _restart_during_a_group(jupyter_path, monkeypatch, name)
+    finally:
+        if name in queues():
+            pysyncq.remove(name, force=True)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 18, open: the restart kills the kernel's whole process group, workers "
+    "included, and no process is left to remove the queue (the planned watcher process)",
+)
+def test_a_kernel_restart_removes_the_queue(jupyter_path, monkeypatch):
+    name = conftest_new_name("nbrestart")
+    try:
+        _restart_during_a_group(jupyter_path, monkeypatch, name)
+        assert _await(lambda: name not in queues(), 10), "the queue outlived the kernel"
+    finally:
+        if name in queues():
+            pysyncq.remove(name, force=True)

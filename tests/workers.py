@@ -360,3 +360,34 @@ def open_then_fail(q, started, code):
     started.set()
     time.sleep(0.3)
     sys.exit(code)
+
+
+def square_worker(q, index, n):
+    """A worker of a group: squares its share of the tasks (i % n == index)."""
+    q.scrntype.add("result")
+    for _, mtype, body in q(block=True, timer=None):
+        if mtype == "stop":
+            return
+        if int(body) % n == index:
+            q.append("result", f"{body} {int(body) ** 2}", block=True, timer=None)
+
+
+def failing_worker(q, index, bad):
+    """A worker of a group that raises on task ``bad``."""
+    for _, _mtype, body in q(block=True, timer=None):
+        if body == str(bad) and index == 0:
+            raise ValueError(f"worker {index} cannot do task {body}")
+
+
+def stubborn_worker(q, index):
+    """A worker of a group that never calls the queue again: terminated."""
+    q.append("ready", str(os.getpid()))
+    while True:
+        time.sleep(1)
+
+
+def idle_worker(q, index):
+    """A worker of a group that waits for ever (until the parent leaves)."""
+    q.scrntype.add("ready")  # the other workers'
+    q.append("ready", str(os.getpid()))
+    q.pop(block=True, timer=None)

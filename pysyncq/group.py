@@ -1,0 +1,196 @@
+"""A group of worker processes on one queue, as short to use as ``multiprocessing.Pool``.
+
+::
+
+    def work(q, index):                     # q: this worker's opened handle
+        for sender, mtype, body in q(block=True, timer=None):
+            ...
+
+    with Workers(work, 4) as q:             # q: the parent's opened handle
+        q.append("task", ...)
+        ... q.pop(block=True, timer=None) ...
+
+``Workers`` makes the queue, starts ``n`` processes that each open it
+(``follow=True``) and call ``target(q, index, *args)``, opens the parent's
+handle and waits until every worker has opened (so that none misses a message).
+
+* A worker's exception reaches the parent as that exception, with the
+  worker's formatted traceback chained as its ``__cause__`` (as
+  ``concurrent.futures`` does): raised by a blocked pop or write of the
+  parent's handle (the workers are its default ``processes=``), else on
+  leaving the block.  A worker that dies without a traceback (killed by a
+  signal, ``os._exit``) gives ``ChildExited`` naming its exit code.
+* Leaving the block -- normally, by an exception, by Ctrl-C -- closes the
+  parent's handle (the workers, following it, get ``QueueClosed`` at their
+  next call of the queue: a normal end), waits up to ``timeout`` seconds for
+  them, then terminates and at last kills what is left, and removes the queue.
+* Workers ignore SIGINT (``sigint=False``, the default): a Ctrl-C or a
+  notebook interrupt goes to the whole process group, and the parent decides
+  what happens to its workers.
+"""
+
+import multiprocessing
+import signal
+import sys
+import time
+import traceback
+
+from ._args import check_int, check_timer
+from ._lifecycle import remove
+from .errors import ChildExited, QueueClosed, QueueExists
+from .queue import DEFAULT_SIZE, PySyncQ
+
+#: Seconds for the workers to end by themselves on leaving the block, by default.
+STOP_TIMEOUT = 5.0
+#: Seconds for the workers to start and open the queue, by default.
+START_TIMEOUT = 60.0
+
+
+class RemoteTraceback(Exception):
+    """A worker's traceback, as text: the ``__cause__`` of its exception."""
+
+    def __init__(self, tb):
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self):
+        return self.tb
+
+
+def _work(target, q, index, args, errors, sigint):
+    """A worker's body: open, run the target, report an exception."""
+    if not sigint:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with q.open(f"worker-{index}", follow=True):
+            target(q, index, *args)
+    except QueueClosed:
+        pass  # the parent has left the block: the normal end of a worker
+    except BaseException as e:  # noqa: BLE001 (reported to the parent)
+        tb = "".join(traceback.format_exception(e))
+        try:
+            errors.send((e, tb))
+        except Exception:  # noqa: BLE001 (an exception that does not pickle)
+            errors.send((None, tb))
+        errors.close()
+        sys.exit(1)
+
+
+class Workers:
+    """``with Workers(target, n, args=()) as q:`` runs ``target(q, index, *args)``
+    in ``n`` processes on one new queue; ``q`` is the parent's opened handle.
+
+    ``name``, ``size``: the queue's (default: a fresh name, ``DEFAULT_SIZE``);
+    ``start``: the start method (``"fork"``, ``"spawn"``, ``"forkserver"``;
+    default multiprocessing's); ``sigint``: let the workers receive SIGINT;
+    ``timeout``: seconds the workers have to end on leaving the block before
+    they are terminated.  ``processes``: the worker processes, once started.
+    """
+
+    def __init__(
+        self,
+        target,
+        n,
+        args=(),
+        *,
+        name=None,
+        size=DEFAULT_SIZE,
+        start=None,
+        sigint=False,
+        timeout=STOP_TIMEOUT,
+    ):
+        if not callable(target):
+            raise TypeError(f"target must be callable, not {type(target).__name__}")
+        self.target = target
+        self.n = check_int(n, "n", 1, 1 << 16)
+        self.args = tuple(args)
+        self.name, self.size, self.start = name, size, start
+        self.ctx = multiprocessing.get_context(start)
+        self.sigint = bool(sigint)
+        self.timeout = check_timer(timeout)
+        self.q = None
+        self.processes = []
+        self._pipes = []
+
+    def __enter__(self):
+        q = self.q = PySyncQ(self.name, size=self.size, start=self.ctx.get_start_method())
+        try:
+            q.open("parent")  # before the workers: it misses none of their messages
+            for i in range(self.n):
+                recv, send = self.ctx.Pipe(duplex=False)
+                p = self.ctx.Process(
+                    target=_work,
+                    args=(self.target, q, i, self.args, send, self.sigint),
+                    name=f"worker-{i}",
+                )
+                p.start()
+                send.close()
+                self.processes.append(p)
+                self._pipes.append(recv)
+            q._procs = tuple(self.processes)
+            q.wait_for_readers(self.n, timer=START_TIMEOUT, processes=self.processes)
+        except BaseException as e:
+            self._exit(type(e), e)
+            raise
+        return q
+
+    def __exit__(self, exc_type, exc, tb):
+        self._exit(exc_type, exc)
+        return False
+
+    def _exit(self, exc_type, exc):
+        failure = self.stop()
+        if failure is not None and (exc_type is None or issubclass(exc_type, ChildExited)):
+            raise failure
+
+    def stop(self):
+        """Stop the workers (at most ``timeout`` seconds for them to end,
+        then terminate, then kill), remove the queue; return the exception
+        of the first worker that failed, or None."""
+        q = self.q
+        if q is not None:
+            q._procs = ()
+            q.close()
+        deadline = time.monotonic() + self.timeout
+        for p in self.processes:
+            p.join(max(0.0, deadline - time.monotonic()))
+        failure = self._failure()  # before the group itself ends any: not failures
+        for p in self.processes:
+            if p.exitcode is None:
+                p.terminate()
+                p.join(1.0)
+            if p.exitcode is None:
+                p.kill()
+                p.join(5.0)
+        for c in self._pipes:
+            c.close()
+        self._pipes = []
+        if q is not None:
+            try:
+                remove(q.name)  # what killed workers left; a live member keeps it
+            except QueueExists:
+                pass  # attached to by a process outside the group: its last close removes it
+        return failure
+
+    def _failure(self):
+        """The exception of the first failed worker, with its traceback as
+        ``__cause__``; ``ChildExited`` for one that left none."""
+        for p, c in zip(self.processes, self._pipes, strict=True):
+            if not p.exitcode:
+                continue
+            try:
+                got = c.recv() if c.poll() else None
+            except (EOFError, OSError):
+                got = None
+            if got is None:
+                return ChildExited(
+                    f"worker {p.name} (pid {p.pid}) of queue {self.q.name!r} ended with exit "
+                    f"code {p.exitcode} and no traceback"
+                    + (f" (killed by {signal.Signals(-p.exitcode).name})" if p.exitcode < 0 else "")
+                )
+            e, tb = got
+            if e is None:
+                e = ChildExited(f"worker {p.name} (pid {p.pid}) failed")
+            e.__cause__ = RemoteTraceback(f'\n"""\n{tb}"""')
+            return e
+        return None
