@@ -237,16 +237,18 @@ def peers_check(q, procs):
 
 def follow_check(q, m):
     """Raise ``QueueClosed`` if the creator this handle follows has left:
-    closed the queue (``H_CREATOR`` changed) or died.  Looks at most every
-    ``FOLLOW_INTERVAL`` seconds (a sleep is at most ``TICK``)."""
-    now = time.monotonic()
-    if now < m.follow_next:
-        return
-    m.follow_next = now + FOLLOW_INTERVAL
+    closed the queue (``H_CREATOR`` changed: seen at once, so that a
+    follower woken by the close ends now) or died (looked at at most every
+    ``FOLLOW_INTERVAL`` seconds; a sleep is at most ``TICK``)."""
     seg = q._seg
     creator = int(seg.words[H_CREATOR]) if seg.mem is not None else 0
-    if creator == m.follow and (not may_judge(seg) or _proc.is_alive(creator)):
-        return
+    if creator == m.follow:
+        now = time.monotonic()
+        if now < m.follow_next:
+            return
+        m.follow_next = now + FOLLOW_INTERVAL
+        if not may_judge(seg) or _proc.is_alive(creator):
+            return
     dead = m.follow > 0 and may_judge(seg) and not _proc.is_alive(m.follow)
     pid = _proc.token_pid(m.follow) if m.follow > 0 else None
     raise _status.creator_gone(q, dead, pid)
