@@ -30,6 +30,7 @@ handle and waits until every worker has opened (so that none misses a message).
 """
 
 import multiprocessing
+import multiprocessing.connection
 import signal
 import sys
 import time
@@ -44,6 +45,10 @@ from .queue import DEFAULT_SIZE, PySyncQ
 STOP_TIMEOUT = 5.0
 #: Seconds for the workers to start and open the queue, by default.
 START_TIMEOUT = 60.0
+
+
+#: What a worker sends through its pipe once it has opened the queue.
+OPENED = "opened"
 
 
 class RemoteTraceback(Exception):
@@ -63,6 +68,7 @@ def _work(target, q, index, args, errors, sigint):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         with q.open(f"worker-{index}", follow=True):
+            errors.send(OPENED)
             target(q, index, *args)
     except QueueClosed:
         pass  # the parent has left the block: the normal end of a worker
@@ -111,6 +117,7 @@ class Workers:
         self.q = None
         self.processes = []
         self._pipes = []
+        self._early = {}  # pipe: what a worker sent before it opened
 
     def __enter__(self):
         q = self.q = PySyncQ(self.name, size=self.size, start=self.ctx.get_start_method())
@@ -128,11 +135,33 @@ class Workers:
                 self.processes.append(p)
                 self._pipes.append(recv)
             q._procs = tuple(self.processes)
-            q.wait_for_readers(self.n, timer=START_TIMEOUT, processes=self.processes)
+            self._wait_opened()
         except BaseException as e:
             self._exit(type(e), e)
             raise
         return q
+
+    def _wait_opened(self):
+        """Wait until every worker has opened the queue (a worker may be done
+        and gone already: it has opened, and missed nothing)."""
+        pending = set(self._pipes)
+        deadline = time.monotonic() + START_TIMEOUT
+        while pending:
+            ready = multiprocessing.connection.wait(pending, deadline - time.monotonic())
+            if not ready:
+                raise TimeoutError(
+                    f"{len(pending)} of {self.n} workers did not open queue {self.q.name!r} "
+                    f"within {START_TIMEOUT} s"
+                )
+            for c in ready:
+                pending.discard(c)
+                try:
+                    got = c.recv()
+                except EOFError:  # it died before it opened
+                    got = None
+                if got != OPENED:
+                    self._early[c] = got
+                    raise ChildExited(f"a worker of queue {self.q.name!r} failed before it opened")
 
     def __exit__(self, exc_type, exc, tb):
         self._exit(exc_type, exc)
@@ -179,7 +208,7 @@ class Workers:
             if not p.exitcode:
                 continue
             try:
-                got = c.recv() if c.poll() else None
+                got = self._early[c] if c in self._early else c.recv() if c.poll() else None
             except (EOFError, OSError):
                 got = None
             if got is None:

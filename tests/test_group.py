@@ -98,6 +98,23 @@ def test_workers_ignore_sigint(qname):
     assert not shm_exists(qname)
 
 
+def test_a_worker_done_at_once(qname):
+    # It opened, so it missed nothing: not a failure, even if it is gone before
+    # the parent looks.
+    group = Workers(workers.quick_worker, 3, name=qname)
+    with group as q:
+        q.append("task", "ignored")
+    assert [p.exitcode for p in group.processes] == [0, 0, 0]
+    assert not shm_exists(qname)
+
+
+def test_a_worker_that_cannot_start_leaves_nothing(qname):
+    with pytest.raises(Exception, match="pickle|lambda"):
+        with Workers(lambda q, i: None, 2, name=qname, start="spawn"):
+            pass
+    assert not shm_exists(qname)
+
+
 def test_bad_arguments():
     with pytest.raises(TypeError, match="target"):
         Workers(3, 2)

@@ -391,3 +391,7 @@ def idle_worker(q, index):
     q.scrntype.add("ready")  # the other workers'
     q.append("ready", str(os.getpid()))
     q.pop(block=True, timer=None)
+
+
+def quick_worker(q, index):
+    """A worker of a group that is done at once."""
