@@ -20,6 +20,8 @@ from .layout import (
     H_FLAGS,
     H_INSTANCE,
     OK,
+    S_FLAGS,
+    SF_DURABLE,
     UNLINK,
 )
 
@@ -167,11 +169,20 @@ def _leave(seg, token, slot, creator, deadline):
         wake_sleepers(seg)  # followers (open(follow=True)) look now
     if st & UNLINK:
         seg.unlink_if_same()
-    elif may_judge(seg) and not live_tokens(seg):
+    elif may_judge(seg) and not live_tokens(seg) and not _durable_left(seg):
         # Only the holds of dead processes are left (a creator killed by a
         # signal, a kernel restart, members killed): nobody will close them.
+        # A durable slot waits for its next process (open(durable=True)).
         kernels.flags_set(seg.mem, F_UNLINKED)
         seg.unlink_if_same()
+
+
+def _durable_left(seg):
+    w = seg.words
+    return any(
+        slot >= 0 and w[kernels.slot_word(int(slot), S_FLAGS)] & SF_DURABLE
+        for slot, _, _ in kernels.members(seg.mem)
+    )
 
 
 def live_tokens(seg):

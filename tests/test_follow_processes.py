@@ -213,3 +213,24 @@ def test_processes_argument_is_checked(qname):
         assert q.pop(processes=[]) is None
     finally:
         q.close()
+
+
+def test_a_dead_durable_member_keeps_the_queue_after_the_last_close(qname, procs):
+    # The last live member's close removes a queue held only by dead
+    # processes, but not one a durable slot waits in (for the relay's next run).
+    import pysyncq
+
+    q = PySyncQ(qname, size=1 << 16)
+    q.open("parent")
+    started = mp.Event()
+    p = procs.start(workers.open_durable_and_idle, q, started)
+    try:
+        assert started.wait(20)
+        kill(p)
+        wait_dead(p)
+        q.close()
+        assert shm_exists(qname)
+    finally:
+        q.close()
+        if shm_exists(qname):
+            pysyncq.remove(qname, force=True)

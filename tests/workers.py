@@ -395,3 +395,10 @@ def idle_worker(q, index):
 
 def quick_worker(q, index):
     """A worker of a group that is done at once."""
+
+
+def open_durable_and_idle(q, started):
+    """Open as a durable member (a relay), sleep until killed."""
+    q.open("relay", durable=True)
+    started.set()
+    time.sleep(3600)
