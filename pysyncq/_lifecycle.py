@@ -169,25 +169,23 @@ def _leave(seg, token, slot, creator, deadline):
         wake_sleepers(seg)  # followers (open(follow=True)) look now
     if st & UNLINK:
         seg.unlink_if_same()
-    elif may_judge(seg) and not live_tokens(seg) and not _durable_left(seg):
+    elif may_judge(seg) and _only_dead_holds(seg):
         # Only the holds of dead processes are left (a creator killed by a
         # signal, a kernel restart, members killed): nobody will close them.
-        # A durable slot waits for its next process (open(durable=True)).
         kernels.flags_set(seg.mem, F_UNLINKED)
         seg.unlink_if_same()
 
 
-def _durable_left(seg):
+def _only_dead_holds(seg):
+    """Whether every process holding ``seg`` (members, creator) has ended
+    and no durable slot waits for its process's next run (open(durable=True))."""
     w = seg.words
-    return any(
-        slot >= 0 and w[kernels.slot_word(int(slot), S_FLAGS)] & SF_DURABLE
-        for slot, _, _ in kernels.members(seg.mem)
-    )
-
-
-def live_tokens(seg):
-    """The tokens of the live processes holding ``seg`` (members, creator)."""
-    return {t for t in map(int, kernels.members(seg.mem)[:, 1]) if _proc.is_alive(t)}
+    for slot, token, _ in kernels.members(seg.mem):
+        if slot >= 0 and w[kernels.slot_word(int(slot), S_FLAGS)] & SF_DURABLE:
+            return False
+        if _proc.is_alive(int(token)):
+            return False
+    return True
 
 
 def create_segment(name, capacity, nslots):
@@ -239,9 +237,10 @@ def live_holders(name):
         # remove(name, force=True) removes it.
         return {0}
     try:
+        tokens = {int(t) for t in kernels.members(seg.mem)[:, 1]}
         if not may_judge(seg):
-            return {int(t) for t in kernels.members(seg.mem)[:, 1]} or {0}
-        return live_tokens(seg)
+            return tokens or {0}
+        return {t for t in tokens if _proc.is_alive(t)}
     finally:
         seg.close()
 

@@ -211,7 +211,7 @@ def _full_message(q, m, payload, block, timer):
     return head + tail + "; it must pop first"
 
 
-def _exited(p):
+def process_exited(p):
     """``process NAME (pid N) has exited with exit code C (killed by SIG)``."""
     code = p.exitcode
     how = f"exit code {code}"
@@ -229,7 +229,7 @@ def _exited(p):
 def peer_exited_message(q, p):
     """What a blocked pop or write says of a watched process that failed."""
     return (
-        f"{_exited(p)} while this process waited on queue {q.name!r} "
+        f"{process_exited(p)} while this process waited on queue {q.name!r} "
         f"(processes=); see its traceback on stderr"
     )
 
@@ -237,7 +237,7 @@ def peer_exited_message(q, p):
 def child_exited_message(q, p, count, n):
     """What ``wait_for_readers`` says of process ``p`` that exited early."""
     return (
-        f"{_exited(p)} while "
+        f"{process_exited(p)} while "
         f"waiting for {n} readers of queue {q.name!r} ({count} opened); see its "
         f"traceback on stderr.  Under spawn or forkserver, a target defined in __main__ "
         f"of 'python -c' or a notebook cannot be found by the children: define it in an "

@@ -38,6 +38,7 @@ import traceback
 
 from ._args import check_int, check_timer
 from ._lifecycle import remove
+from ._status import process_exited
 from .errors import ChildExited, QueueClosed, QueueExists
 from .queue import DEFAULT_SIZE, PySyncQ
 
@@ -213,9 +214,7 @@ class Workers:
                 got = None
             if got is None:
                 return ChildExited(
-                    f"worker {p.name} (pid {p.pid}) of queue {self.q.name!r} ended with exit "
-                    f"code {p.exitcode} and no traceback"
-                    + (f" (killed by {signal.Signals(-p.exitcode).name})" if p.exitcode < 0 else "")
+                    f"{process_exited(p)}, a worker of queue {self.q.name!r}, with no traceback"
                 )
             e, tb = got
             if e is None:
