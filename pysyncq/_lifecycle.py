@@ -10,7 +10,7 @@ import os
 import threading
 import time
 
-from . import _proc, _segment, _wait, kernels
+from . import _proc, _segment, _wait, _watch, kernels
 from ._args import check_name
 from ._wait import LockBusy, locked, may_judge, reap_dead, wake, wake_sleepers
 from .errors import NotAQueue, QueueCorrupt, QueueExists
@@ -82,6 +82,7 @@ class State:
         finally:
             self.seg = None
             seg.close()
+            _watch.reap()  # the watchers of queues gone before (this one's ends later)
 
     def _linger(self, seg, member, creator, deadline):
         """Keep ``member``'s slot as the pin of its views' arrays; drop the
@@ -193,9 +194,12 @@ def create_segment(name, capacity, nslots):
     token = _proc.own_token()
     for _ in range(3):
         try:
-            return _segment.Segment.create(name, capacity, nslots, token)
+            seg = _segment.Segment.create(name, capacity, nslots, token)
         except FileExistsError:
             pass
+        else:
+            _watch.start(name, seg.instance)
+            return seg
         header = _segment.read_header(name)
         if header is None:
             raise QueueExists(
@@ -218,6 +222,32 @@ def create_segment(name, capacity, nslots):
         # the name meanwhile.
         _segment.unlink_instance(name, header[H_INSTANCE])
     raise QueueExists(f"could not create queue {name!r}: its name keeps being taken")
+
+
+def reclaim_abandoned(name, instance):
+    """For the watcher (``_watcher.py``): free the holds of the ended processes
+    of queue ``name`` under its lock (``reap_dead``), which unlinks the name
+    with the last of them; only while ``name`` is still the segment
+    ``instance``.  False when this process may not judge (another namespace)
+    or the queue is corrupt: then the watcher leaves it to ``python -m
+    pysyncq clean``."""
+    try:
+        seg = _segment.Segment.attach(name)
+    except (FileNotFoundError, NotAQueue):
+        return True
+    except QueueCorrupt:
+        return False
+    try:
+        if seg.instance != instance or seg.words[H_FLAGS] & F_UNLINKED:
+            return True
+        if not may_judge(seg):
+            return False
+        reap_dead(seg, deadline=time.monotonic() + CLOSE_PATIENCE)
+        return True
+    except LockBusy:
+        return True  # a live process holds the lock: it is not abandoned
+    finally:
+        seg.close()
 
 
 def queue_in_use(name):

@@ -53,6 +53,13 @@ def handles(qname):
 
 
 @pytest.fixture
+def no_watcher(monkeypatch):
+    """Queues created by this test, and by its children, have no watcher: a
+    test of what is left behind sees the leftover, not the watcher's work."""
+    monkeypatch.setenv("PYSYNCQ_WATCH", "0")
+
+
+@pytest.fixture
 def procs():
     """Start processes with ``procs.start(...)``; all are reaped at teardown."""
     pool = ProcPool()

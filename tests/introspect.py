@@ -34,6 +34,7 @@ from pysyncq import (
     _read,
     _segment,
     _wait,
+    _watch,
     _write,
     codec,
     kernels,
@@ -391,6 +392,21 @@ def queues_in_shm():
 
 
 # -- Processes ---------------------------------------------------------------------------
+
+
+def package_file():
+    """The path of pysyncq's ``__init__.py`` (its folder holds ``_watcher.py``)."""
+    return _watch.SCRIPT.replace("_watcher.py", "__init__.py")
+
+
+def watchers_started():
+    """Pids of the queue watchers this process started and has not yet reaped."""
+    return list(_watch._started)
+
+
+def reap_watchers():
+    """Collect the watchers of this process that have ended."""
+    _watch.reap()
 
 
 def token_of(pid):

@@ -72,7 +72,7 @@ def _create_and_wait(name, started):
     time.sleep(3600)
 
 
-def test_list_and_clean(qname, procs):
+def test_list_and_clean(qname, procs, no_watcher):
     started = mp.Event()
     child = procs.start(_create_and_wait, qname, started)
     assert started.wait(60)

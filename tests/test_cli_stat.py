@@ -113,7 +113,7 @@ def test_stat_live_queue_with_a_dead_member(qname, procs):
     q.close()  # reaps the dead, and as the last member removes the queue
 
 
-def test_stat_and_list_a_stale_queue(qname, procs):
+def test_stat_and_list_a_stale_queue(qname, procs, no_watcher):
     child = _start(procs, _create_and_idle, qname)
     _kill(child)
     r = cli("stat", qname)

@@ -266,11 +266,6 @@ def test_a_kernel_restart_ends_the_group(jupyter_path, monkeypatch):
             pysyncq.remove(name, force=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 18, open: the restart kills the kernel's whole process group, workers "
-    "included, and no process is left to remove the queue (the planned watcher process)",
-)
 def test_a_kernel_restart_removes_the_queue(jupyter_path, monkeypatch):
     name = conftest_new_name("nbrestart")
     try:
