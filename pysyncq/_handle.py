@@ -23,6 +23,7 @@ import weakref
 import numpy as np
 
 from . import _futex, _proc, _status, kernels
+from ._inbox import Inbox
 from ._wait import LockBusy, may_judge, reap_dead, wait_bits
 from .errors import ChildExited
 from .layout import H_CREATOR, PENDING, W_ASYNC, W_DATA, WAITS_EMPTY_SHIFT
@@ -76,6 +77,7 @@ class Member:
         "linger",
         "follow",
         "follow_next",
+        "inbox",
     )
 
     def __init__(self, slot, token, sender, sender_bytes, reader, follow=0):
@@ -98,6 +100,7 @@ class Member:
         self.linger = None  # once closed with such arrays: the State keeping the slot
         self.follow = follow  # open(follow=True): the creator's token, else 0
         self.follow_next = 0.0  # when to look at the creator next
+        self.inbox = Inbox()  # messages moved out of the queue for own writes
         self.grow(FIRST_BUFFER)
 
     def view_gone(self, pos):

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from . import _handle, _load, _outside, _retry, _status, _wait, kernels
+from . import _handle, _inbox, _load, _outside, _retry, _status, _wait, kernels
 from ._args import check_processes, check_timer
 from ._wait import WAKE_BITS, LockBusy, locked, wake
 from .codec import decode_at, decode_text, record_fields
@@ -34,6 +34,7 @@ from .layout import (
     CODE_MASK,
     EMPTY,
     FROM_CURSOR,
+    H_HEAD,
     KIND_ARRAY,
     KIND_MASK,
     KIND_WRITER_SHIFT,
@@ -41,7 +42,10 @@ from .layout import (
     OK,
     PENDING,
     RETRY,
+    S_CURSOR,
+    S_FLAGS,
     SEQ_SHIFT,
+    SF_DURABLE,
     W_DATA,
 )
 
@@ -61,16 +65,14 @@ def use_entry_points():
 def pop(q, block=False, timer=0.5, decode=True, *, processes=None):
     """Pop the next unread message: ``(sender, type, body)``, or None.
 
-    Messages whose sender is in :attr:`scrnsend` or whose type is in
-    :attr:`scrntype` are skipped (and count as read).  With nothing to
-    read: return None at once, or with ``block=True`` wait up to ``timer``
-    seconds in all (None: for ever).  ``decode=False`` returns bytes; by
-    default the fields are decoded from UTF-8 (a field that is not valid
-    UTF-8 is returned as bytes rather than lost).
-
-    ``processes`` (``multiprocessing.Process`` objects): while there is
-    nothing to read, raise :class:`ChildExited` within ``TICK`` s (even with
-    ``timer=None``) once one of them has exited with an error.
+    Messages moved to the handle's inbox (by a write blocked on its own unread
+    messages) come first.  Those with a sender in :attr:`scrnsend` or a type in
+    :attr:`scrntype` are skipped (and count as read).  Nothing to read: None at
+    once, or with ``block=True`` after up to ``timer`` s in all (None: for ever);
+    ``processes`` (``Process`` objects): :class:`ChildExited` within ``TICK`` s,
+    even with ``timer=None``, once one of them has exited with an error.
+    ``decode=False`` returns bytes; else fields are decoded from UTF-8 where
+    valid (a field that is not is returned as bytes, not lost).
     """
     m = q._m
     if m is None or not m.reader or m.viewing:
@@ -81,6 +83,8 @@ def pop(q, block=False, timer=0.5, decode=True, *, processes=None):
         processes = check_processes(processes)
     if m.unpins:  # arrays of earlier views have gone: drop their pins
         _outside.drain_unpins(q, m)
+    if m.inbox.items and (got := _inbox.take(q, m, decode)) is not None:
+        return got  # moved out of the queue to make room for a write (see _inbox)
     lock = m.lock
     spin = block and q._spin_ok and not m.follow and q.spin > 0
     rounds = _UNMEASURED  # spin rounds left
@@ -192,6 +196,33 @@ def pop_slow(q, m, status, slen, blen, block, timer, decode=False, spun=False, p
         large=large,
         procs=procs,
     )
+
+
+def drain_own(q, m):
+    """For a write that found the queue full (see :mod:`pysyncq._inbox`): if
+    this handle is a reader whose cursor holds the space (it is at the head),
+    move its unread messages into its inbox, up to ``q.inbox_limit`` bytes.
+    True if any moved (then the write tries again at once)."""
+    box = m.inbox
+    if not m.reader or m.viewing or box.bytes >= q.inbox_limit:
+        return False
+    w = q._seg.words
+    if w[kernels.slot_word(m.slot, S_FLAGS)] & SF_DURABLE:
+        return False  # its position is kept for its next run, not moved into this one
+    if w[kernels.slot_word(m.slot, S_CURSOR)] > w[H_HEAD]:
+        return False  # another reader holds the space: wait for it
+    moved = False
+    while box.bytes < q.inbox_limit:
+        got = pop_slow(q, m, RETRY, 0, 0, False, 0.0)
+        if got is None:
+            break
+        s, t, b, kind = got
+        if kind & KIND_MASK != KIND_ARRAY and type(b) is not bytes:
+            b = bytes(b)
+        with m.lock:
+            box.add(bytes(s), bytes(t), b)
+        moved = True
+    return moved
 
 
 def pop_raw(q, block=False, timer=0.5):

@@ -85,7 +85,9 @@ def wait_for_space(q, m, result, op, args, need, block, timer):
 def full_step(q, m, status, need, block, timer, deadline, lock_deadline):
     """What a write does with a status that is neither ``OK`` nor ``BUSY``:
     raise for a message too large, a corrupt queue or a lost membership;
-    else (``FULL``) reap dead members at most every ``reap_interval``, and
+    else (``FULL``) reap dead members at most every ``reap_interval``, move
+    the handle's own unread messages to its inbox when they hold the space
+    (``block`` only; see :mod:`pysyncq._inbox`), and
     raise ``QueueFull`` once the deadline has passed (or ``QueueClosed`` once
     the creator a ``follow=True`` handle follows has left).  Returns None
     when a slot was freed (try again at once), else the time it looked
@@ -102,6 +104,8 @@ def full_step(q, m, status, need, block, timer, deadline, lock_deadline):
         _handle.follow_check(q, m)
     if q._procs:
         _handle.peers_check(q, q._procs)
+    if block and m.reader and q._make_room(m):
+        return None  # its own unread messages moved to its inbox: try again
     if now >= deadline:
         raise _status.queue_full(q, m, need, block, timer)
     return now

@@ -186,6 +186,12 @@ def _full_message(q, m, payload, block, timer):
     r = max(readers, key=lambda r: r.lag)
     who = f"{r.name!r} (pid {r.pid})"
     lag = f"{r.lag} bytes in {r.lag_messages} messages"
+    if r.slot == m.slot and m.inbox.bytes and m.inbox.bytes >= q.inbox_limit:
+        return head + (
+            f"the slowest reader is this handle itself, {who}, which has not passed {lag}, "
+            f"and its inbox is full ({m.inbox.bytes} bytes of messages moved out of the queue "
+            f"to make room, q.inbox_limit = {q.inbox_limit}): pop them"
+        )
     if r.slot == m.slot:
         return head + (
             f"the slowest reader is this handle itself, {who}, which has not passed {lag}: "
@@ -203,9 +209,9 @@ def _full_message(q, m, payload, block, timer):
             head
             + tail
             + (
-                ", and is itself waiting for space to append: a cycle, which no timer will "
-                "break.  A process that waits for space must keep reading meanwhile (see the "
-                "README's tour), or use two queues, one per direction"
+                ", and is itself waiting for space to append, with no room left in its inbox "
+                "(inbox_limit): a cycle, which no timer will break.  A process that waits for "
+                "space must keep reading meanwhile, or use two queues, one per direction"
             )
         )
     return head + tail + "; it must pop first"

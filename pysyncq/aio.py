@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 
-from . import _aiowake, _handle, _outside, _retry, _status, _wait, kernels
+from . import _aiowake, _handle, _inbox, _outside, _retry, _status, _wait, kernels
 from ._args import check_processes, check_timer, msgtype_bytes
 from ._wait import WAKE_BITS, LockBusy, LockWatch, wake
 from .codec import encode_array, encode_body, message, record_fields
@@ -282,6 +282,10 @@ async def apop(q, timer=0.5, decode=True, *, processes=None):
     timer = check_timer(timer)
     if processes is not None:
         processes = check_processes(processes)
+    if m.inbox.items:  # messages a blocked write moved out of the queue (see _inbox)
+        got = _inbox.take(q, m, decode)
+        if got is not None:
+            return got
     got = _try_pop(q, m, processes)
     if type(got) is tuple:
         return _result(got, decode)

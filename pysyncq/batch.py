@@ -47,7 +47,7 @@ from itertools import repeat
 
 import numpy as np
 
-from . import _handle, _load, _outside, _read, _retry, _status, _wait, kernels
+from . import _handle, _inbox, _load, _outside, _read, _retry, _status, _wait, kernels
 from ._args import check_int, check_processes, check_timer, msgtype_bytes
 from ._wait import WAKE_BITS, LockBusy, locked, wake
 from .codec import decode_at, decode_text, encode_body
@@ -306,6 +306,10 @@ def pop_many(q, n, block=False, timer=0.5, decode=True, *, processes=None):
         timer = check_timer(timer)
     if processes is not None:
         processes = check_processes(processes)
+    if m.inbox.items and n:  # messages a blocked write moved out of the queue (see _inbox)
+        got = _inbox.take_many(q, m, n, decode)
+        if got:
+            return got
     with _gc_hold:
         got, code = _pop_batch(q, m, n, decode)
     if got or n == 0:

@@ -27,6 +27,7 @@ import threading
 
 from . import (
     _handle,
+    _inbox,
     _membership,
     _outside,
     _proc,
@@ -170,6 +171,9 @@ class PySyncQ(Screened):
         #: before it sleeps, when the queue has no more members than this
         #: process has CPUs (0: never; it always sleeps at once).
         self.spin = SPIN
+        #: The most bytes this handle's inbox holds (0: no inbox): see
+        #: :mod:`pysyncq._inbox`.
+        self.inbox_limit = max(_inbox.INBOX_LIMIT, seg.capacity)
         self._spin_ok = True  # the last spin_for watched (False: too many members)
         if (int(seg.words[H_PIDNS]), int(seg.words[H_TIMENS])) != _proc.namespaces():
             # Pids from another namespace mean nothing here: say so before this
@@ -231,6 +235,7 @@ class PySyncQ(Screened):
     aappend = aio.aappend
     aappend_array = aio.aappend_array
     aiter = aio.aiter
+    _make_room = _read.drain_own  # a blocked write's own unread messages: the inbox
 
     # -- Inspection -------------------------------------------------------------
 

@@ -27,7 +27,7 @@ import weakref
 
 import numpy as np
 
-from . import _handle, _outside, _retry, _status, _wait, kernels
+from . import _handle, _inbox, _outside, _retry, _status, _wait, kernels
 from ._args import check_processes, check_timer, msgtype_bytes
 from ._wait import WAKE_BITS, LockBusy, locked, wake
 from .codec import decode_array, decode_text, descriptor
@@ -116,6 +116,26 @@ def pop_view(q, block=False, timer=0.5, *, processes=None):
     return _pop_view(q, block, timer, processes)
 
 
+def _inbox_view(m, s, t, b):
+    """A view of the inbox's first message: read-only, over the inbox's own
+    copy; read (dropped from the inbox) only when the block ends normally."""
+    if type(b) is bytes:
+        body = mv = memoryview(b).toreadonly()
+    else:
+        body, mv = b.view(), None
+        body.flags.writeable = False
+    m.viewing = True
+    view = View(decode_text(s), decode_text(t), body)
+    try:
+        yield view
+    finally:
+        m.viewing = False
+        view._release()
+        if mv is not None:
+            mv.release()
+    _inbox.drop_first(m)
+
+
 @contextlib.contextmanager
 def _pop_view(q, block, timer, processes):
     m = q._m
@@ -129,6 +149,11 @@ def _pop_view(q, block, timer, processes):
             f"a pop_view of queue {q.name!r} is already open in this handle: finish it first"
         )
     _outside.drain_unpins(q, m)
+    if m.inbox.items:  # messages a blocked write moved out of the queue (see _inbox)
+        got = _inbox.first(q, m)
+        if got is not None:
+            yield from _inbox_view(m, *got)
+            return
     found = _peek(q, m, block, timer, processes)
     if found is None:
         yield None

@@ -356,6 +356,17 @@ def bridge_position_file(bridge):
     return bridge._posfile_path()
 
 
+def inbox_len(q):
+    """How many messages ``q``'s inbox holds (moved out of the queue by a
+    blocked write of this handle)."""
+    return len(q._m.inbox)
+
+
+def inbox_bytes(q):
+    """The bytes ``q``'s inbox holds (sender, type and body)."""
+    return q._m.inbox.bytes
+
+
 def gc_holds():
     """How many pop_many calls hold the garbage collector off right now."""
     return _batch._gc_hold.held

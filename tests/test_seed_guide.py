@@ -48,8 +48,8 @@ def test_start_argument_is_accepted_for_compatibility(qname):
 
 def test_default_sender_is_the_process_id(qname, procs, method):
     q = PySyncQ(qname)
+    q.open("parent")  # before the child appends: a reader sees what comes after its open
     child = procs.start(workers.default_sender_child, q, method=method)
-    q.open("parent")
     q.wait_for_readers(1, timer=60)
     m = q.pop(block=True, timer=60)
     assert m == (str(child.pid), "hello", "from child")

@@ -72,6 +72,7 @@ def test_queue_full_names_the_caller_when_it_is_the_slowest_reader(qname):
 
 def append_until_blocked(q, name):
     q.open(name)
+    q.inbox_limit = 0  # else its blocked appends move what it pins to its inbox
     if q.pop(block=True, timer=WAIT) != ("parent", "go", ""):
         fail("no go")
     while True:  # never reads again: it pins the parent's next message

@@ -402,3 +402,15 @@ def open_durable_and_idle(q, started):
     q.open("relay", durable=True)
     started.set()
     time.sleep(3600)
+
+
+def tour_worker(q, name):
+    """The README tour's worker, without a send helper: every task squared
+    back as a result until "stop"."""
+    with q.open(name, follow=True):
+        q.scrntype.add("result")  # not the other workers' results
+        while True:
+            sender, mtype, body = q.pop(block=True, timer=60)
+            if mtype == "stop":
+                break
+            q.append("result", f"{name} squared {body}: {int(body) ** 2}", block=True, timer=60)
