@@ -27,10 +27,15 @@ handle and waits until every worker has opened (so that none misses a message).
 * Workers ignore SIGINT (``sigint=False``, the default): a Ctrl-C or a
   notebook interrupt goes to the whole process group, and the parent decides
   what happens to its workers.
+
+For the commonest case, a function over a list, :meth:`Workers.map` is
+``Pool.map``: ``results = Workers.map(simulate, grid, 4)``.
 """
 
 import multiprocessing
 import multiprocessing.connection
+import os
+import pickle
 import signal
 import sys
 import time
@@ -83,6 +88,17 @@ def _work(target, q, index, args, errors, sigint):
         sys.exit(1)
 
 
+def _map_worker(q, index, n, fn):
+    """A worker of :meth:`Workers.map`: ``fn`` over the tasks of its share
+    (type ``t<index>``: the others' are screened out by the kernel)."""
+    q.scrntype.update(["r", *(f"t{i}" for i in range(n) if i != index)])
+    for _, mtype, body in q(block=True, timer=None, decode=False):
+        if mtype == b"end":
+            return
+        i, item = pickle.loads(body)
+        q.append("r", pickle.dumps((i, fn(item)), pickle.HIGHEST_PROTOCOL), block=True, timer=None)
+
+
 class Workers:
     """``with Workers(target, n, args=()) as q:`` runs ``target(q, index, *args)``
     in ``n`` processes on one new queue; ``q`` is the parent's opened handle.
@@ -119,6 +135,36 @@ class Workers:
         self.processes = []
         self._pipes = []
         self._early = {}  # pipe: what a worker sent before it opened
+
+    @staticmethod
+    def map(fn, iterable, n=None, *, size=DEFAULT_SIZE, start=None, timeout=STOP_TIMEOUT):
+        """``[fn(x) for x in iterable]``, computed in ``n`` worker processes
+        (default: the CPUs this process may use), as ``multiprocessing.Pool.map``.
+
+        Items and results travel pickled, one message each, and must fit in
+        the queue (``size``; ``MessageTooLarge`` otherwise); item ``i`` goes
+        to worker ``i % n``.  Under spawn and forkserver, ``fn`` must be
+        importable (defined in a module, not in ``__main__`` of ``python -c``
+        or a notebook), as for ``Pool``.  An exception of ``fn`` is raised
+        here, with the worker's traceback as its ``__cause__``, and the
+        workers are stopped."""
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+        if n is None:
+            n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        n = check_int(n, "n", 1, 1 << 16)
+        with Workers(_map_worker, n, (n, fn), size=size, start=start, timeout=timeout) as q:
+            count = 0
+            for i, item in enumerate(iterable):
+                body = pickle.dumps((i, item), pickle.HIGHEST_PROTOCOL)
+                q.append(f"t{i % n}", body, block=True, timer=None)
+                count += 1
+            q.append("end")
+            out = [None] * count
+            for _ in range(count):
+                i, result = pickle.loads(q.pop(block=True, timer=None, decode=False)[2])
+                out[i] = result
+        return out
 
     def __enter__(self):
         q = self.q = PySyncQ(self.name, size=self.size, start=self.ctx.get_start_method())

@@ -122,3 +122,48 @@ def test_bad_arguments():
         Workers(workers.idle_worker, 0)
     with pytest.raises(TypeError, match="n"):
         Workers(workers.idle_worker, "2")
+
+
+# -- Workers.map: Pool.map's shape
+
+
+@pytest.mark.parametrize("start", ["fork", "spawn", "forkserver"])
+def test_map_gives_every_result_in_order(start):
+    items = list(range(50))
+    assert Workers.map(workers.square, items, 3, start=start) == [x * x for x in items]
+
+
+def test_map_takes_any_picklable_items_and_any_iterable():
+    items = ({"a": i, "b": [i] * 3} for i in range(20))
+    got = Workers.map(len, items, 2)
+    assert got == [2] * 20
+    assert Workers.map(workers.square, [], 2) == []
+    assert Workers.map(workers.square, [4], 5) == [16]  # more workers than items
+
+
+def test_map_with_more_than_the_queue_holds():
+    """Tasks and results many times the queue's size: the parent's appends
+    take the results in meanwhile (its inbox), nothing waits for ever."""
+    items = [b"x" * 200] * 2000
+    assert Workers.map(len, items, 2, size=4096) == [200] * 2000
+
+
+def test_map_raises_the_worker_exception_with_its_traceback():
+    t0 = time.monotonic()
+    with pytest.raises(ValueError, match="unlucky 13") as e:
+        Workers.map(workers.square_or_fail, range(40), 2)
+    assert isinstance(e.value.__cause__, RemoteTraceback)
+    assert "square_or_fail" in str(e.value.__cause__)
+    assert time.monotonic() - t0 < 30
+
+
+def test_map_names_a_killed_worker():
+    with pytest.raises(ChildExited, match="SIGKILL"):
+        Workers.map(workers.die_on, range(20), 2)
+
+
+def test_map_bad_arguments():
+    with pytest.raises(TypeError, match="callable"):
+        Workers.map(3, [1])
+    with pytest.raises(ValueError):
+        Workers.map(workers.square, [1], 0)

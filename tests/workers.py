@@ -7,6 +7,7 @@ checks what it receives itself and reports failure through its exit code
 
 import os
 import random
+import signal
 import struct
 import sys
 import time
@@ -414,3 +415,22 @@ def tour_worker(q, name):
             if mtype == "stop":
                 break
             q.append("result", f"{name} squared {body}: {int(body) ** 2}", block=True, timer=60)
+
+
+def square(x):
+    """For Workers.map."""
+    return x * x
+
+
+def square_or_fail(x):
+    """For Workers.map: fails on 13."""
+    if x == 13:
+        raise ValueError(f"unlucky {x}")
+    return x * x
+
+
+def die_on(x):
+    """For Workers.map: a worker killed by a signal on 5."""
+    if x == 5:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x
