@@ -1,9 +1,10 @@
 """A parameter sweep written with multiprocessing.Pool and with pysyncq.Workers.
 
-    python benchmarks/sweep.py [--rounds 3] [--workers 2]
+    python benchmarks/sweep.py [--rounds 3] [--workers 2] [--seeds 8]
 
 Runs ``sweep/sweep_pool.py`` and ``sweep/sweep_pysyncq.py`` (the same
-simulation over the same 480-point grid) alternately, each in a fresh
+simulation over the same grid: 60 values of r times ``--seeds`` seeds, 480 by
+default) alternately, each in a fresh
 interpreter, and prints each script's line count (lines that are neither
 blank nor a comment nor a docstring-only line) and the median wall time of
 its runs, from start to exit (interpreter, imports and all).  Issue 18:
@@ -33,6 +34,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seeds", type=int, default=8, help="seeds per r (the grid's size / 60)")
     opts = p.parse_args()
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     times = {name: [] for name in VARIANTS}
@@ -41,7 +43,7 @@ def main():
         for name, script in VARIANTS.items():
             t = time.perf_counter()
             r = subprocess.run(
-                [sys.executable, str(script), str(opts.workers)],
+                [sys.executable, str(script), str(opts.workers), str(opts.seeds)],
                 capture_output=True,
                 text=True,
                 timeout=600,

@@ -89,14 +89,47 @@ def _work(target, q, index, args, errors, sigint):
 
 
 def _map_worker(q, index, n, fn):
-    """A worker of :meth:`Workers.map`: ``fn`` over the tasks of its share
+    """A worker of :meth:`Workers.map`: ``fn`` over the tasks sent to it
     (type ``t<index>``: the others' are screened out by the kernel)."""
     q.scrntype.update(["r", *(f"t{i}" for i in range(n) if i != index)])
     for _, mtype, body in q(block=True, timer=None, decode=False):
         if mtype == b"end":
             return
         i, item = pickle.loads(body)
-        q.append("r", pickle.dumps((i, fn(item)), pickle.HIGHEST_PROTOCOL), block=True, timer=None)
+        result = pickle.dumps((i, fn(item), index), pickle.HIGHEST_PROTOCOL)
+        q.append("r", result, block=True, timer=None)
+
+
+def _map_parent(q, n, items):
+    """The parent's side of :meth:`Workers.map`: each worker is kept ``AHEAD``
+    tasks ahead; a result from one is the signal to send it the next (so
+    that faster workers take more, as ``Pool``'s do)."""
+    items = enumerate(items)
+    out = {}
+    sent = 0
+
+    def send(w):
+        nonlocal sent
+        for i, item in items:  # the next item, if there is one
+            q.append(
+                f"t{w}", pickle.dumps((i, item), pickle.HIGHEST_PROTOCOL), block=True, timer=None
+            )
+            sent += 1
+            return
+
+    for _ in range(AHEAD):
+        for w in range(n):
+            send(w)
+    while len(out) < sent:
+        i, result, w = pickle.loads(q.pop(block=True, timer=None, decode=False)[2])
+        out[i] = result
+        send(w)
+    q.append("end")
+    return [out[i] for i in range(sent)]
+
+
+#: Tasks of Workers.map sent to each worker before its first result.
+AHEAD = 2
 
 
 class Workers:
@@ -142,8 +175,9 @@ class Workers:
         (default: the CPUs this process may use), as ``multiprocessing.Pool.map``.
 
         Items and results travel pickled, one message each, and must fit in
-        the queue (``size``; ``MessageTooLarge`` otherwise); item ``i`` goes
-        to worker ``i % n``.  Under spawn and forkserver, ``fn`` must be
+        the queue (``size``; ``MessageTooLarge`` otherwise); each worker is
+        sent its next item when it returns a result, so faster workers take
+        more.  Under spawn and forkserver, ``fn`` must be
         importable (defined in a module, not in ``__main__`` of ``python -c``
         or a notebook), as for ``Pool``.  An exception of ``fn`` is raised
         here, with the worker's traceback as its ``__cause__``, and the
@@ -154,17 +188,7 @@ class Workers:
             n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         n = check_int(n, "n", 1, 1 << 16)
         with Workers(_map_worker, n, (n, fn), size=size, start=start, timeout=timeout) as q:
-            count = 0
-            for i, item in enumerate(iterable):
-                body = pickle.dumps((i, item), pickle.HIGHEST_PROTOCOL)
-                q.append(f"t{i % n}", body, block=True, timer=None)
-                count += 1
-            q.append("end")
-            out = [None] * count
-            for _ in range(count):
-                i, result = pickle.loads(q.pop(block=True, timer=None, decode=False)[2])
-                out[i] = result
-        return out
+            return _map_parent(q, n, iterable)
 
     def __enter__(self):
         q = self.q = PySyncQ(self.name, size=self.size, start=self.ctx.get_start_method())

@@ -21,7 +21,8 @@ def task(params):
 
 if __name__ == "__main__":
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 2
-    grid = [(float(r), s) for r in np.linspace(2.5, 4.0, 60) for s in range(8)]
+    seeds = int(sys.argv[2]) if len(sys.argv) > 2 else 8
+    grid = [(float(r), s) for r in np.linspace(2.5, 4.0, 60) for s in range(seeds)]
     with mp.Pool(n) as pool:
         results = pool.map(task, grid)
     r, seed, mean = max(results, key=lambda t: t[2])

@@ -22,7 +22,8 @@ def task(params):
 
 if __name__ == "__main__":
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 2
-    grid = [(float(r), s) for r in np.linspace(2.5, 4.0, 60) for s in range(8)]
+    seeds = int(sys.argv[2]) if len(sys.argv) > 2 else 8
+    grid = [(float(r), s) for r in np.linspace(2.5, 4.0, 60) for s in range(seeds)]
     results = Workers.map(task, grid, n)
     r, seed, mean = max(results, key=lambda t: t[2])
     print(f"{len(results)} runs; the largest mean {mean:.4f} at r={r:.3f}, seed {seed}")
