@@ -9,10 +9,12 @@ after the kernel's pid itself.  Timings are printed by the notebooks, never
 asserted here.
 """
 
+import asyncio
 import json
 import multiprocessing as mp
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -151,6 +153,16 @@ print("squares", got)
 """
 
 
+CHECK_CELL = """
+import time
+deadline = time.monotonic() + 30
+while any(p.exitcode is None for p in group.processes) and time.monotonic() < deadline:
+    time.sleep(0.05)
+print("workers running", sum(p.exitcode is None for p in group.processes))
+print("queue left", {name!r} in dict(pysyncq.list_queues()))
+"""
+
+
 def _alive(pid):
     try:
         os.kill(pid, 0)
@@ -168,95 +180,107 @@ def _await(what, timeout=30):
     return True
 
 
-class Kernel:
-    """A kernel started as nbclient starts one (jupyter_client's KernelManager,
-    this interpreter's kernelspec), for cells run one message at a time."""
+def _client(nb, jupyter_path, monkeypatch, **options):
+    """An nbclient for ``nb`` in this interpreter's kernel."""
+    monkeypatch.setenv("JUPYTER_PATH", str(jupyter_path))
+    monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")
+    options.setdefault("timeout", CELL_TIMEOUT)
+    return nbclient.NotebookClient(
+        nb,
+        startup_timeout=60,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(TESTS)}},
+        **options,
+    )
 
-    def __init__(self, jupyter_path, monkeypatch):
-        monkeypatch.setenv("JUPYTER_PATH", str(jupyter_path))
-        monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")
-        from jupyter_client import KernelManager
 
-        self.km = KernelManager(kernel_name="python3")
+def _text(cell):
+    return "".join(out.get("text", "") for out in cell.get("outputs", []))
 
-    def __enter__(self):
-        self.km.start_kernel()
-        self.kc = self.km.blocking_client()
-        self.kc.start_channels()
-        try:
-            self.kc.wait_for_ready(timeout=60)
-        except BaseException:
-            self.__exit__()
-            raise
-        return self
 
-    def __exit__(self, *exc):
-        try:
-            self.kc.stop_channels()
-        finally:
-            self.km.shutdown_kernel(now=True)
-
-    def start(self, code):
-        return self.kc.execute(code)
-
-    def output_until(self, msg_id, marker, timeout=60):
-        """The stdout text of ``msg_id`` up to a line starting with ``marker``."""
-        deadline = time.monotonic() + timeout
-        text = ""
-        while time.monotonic() < deadline:
-            try:
-                msg = self.kc.get_iopub_msg(timeout=1)
-            except Exception:  # noqa: BLE001 (queue.Empty)
-                continue
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            if msg["msg_type"] == "stream":
-                text += msg["content"]["text"]
-                for line in text.splitlines():
-                    if line.startswith(marker):
-                        return line
-            if msg["msg_type"] == "error":
-                raise AssertionError("\n".join(msg["content"]["traceback"]))
-        raise AssertionError(f"no {marker!r} within {timeout} s; got {text!r}")
-
-    def reply(self, msg_id, timeout=60):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            msg = self.kc.get_shell_msg(timeout=timeout)
-            if msg["parent_header"].get("msg_id") == msg_id:
-                return msg["content"]
-        raise AssertionError(f"no reply within {timeout} s")
+def _group_members(name):
+    """The pids of the members of queue ``name`` once the group is up (3:
+    the kernel and its two workers), else None."""
+    if name not in queues():
+        return None
+    try:
+        q = pysyncq.PySyncQ(name, create=False)
+    except (FileNotFoundError, pysyncq.NotAQueue):
+        return None
+    try:
+        pids = [m.pid for m in q.stats().members if m.alive]
+    finally:
+        q.close()
+    return pids if len(pids) == 3 else None
 
 
 def test_a_notebook_interrupt_stops_the_group_and_a_rerun_works(jupyter_path, monkeypatch):
+    """nbclient interrupts the cell that waits (``interrupt_on_timeout``, as
+    Jupyter's interrupt: SIGINT to the kernel's process group); the workers
+    ignore it, the group stops them and removes the queue, and the same
+    group runs again in the same kernel."""
     name = conftest_new_name("nbint")
+    group = GROUP_CELL.format(tests=str(TESTS), name=name)
+    cells = [group, CHECK_CELL.format(name=name), SWEEP_CELL.format(name=name)]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    client = _client(
+        nb,
+        jupyter_path,
+        monkeypatch,
+        timeout_func=lambda cell: 10 if cell.source == group else CELL_TIMEOUT,
+        interrupt_on_timeout=True,
+        allow_errors=True,
+    )
     try:
-        with Kernel(jupyter_path, monkeypatch) as k:
-            cell = k.start(GROUP_CELL.format(tests=str(TESTS), name=name))
-            pids = [int(p) for p in k.output_until(cell, "pids").split()[1:]]
-            k.km.interrupt_kernel()  # SIGINT to the kernel's whole process group
-            reply = k.reply(cell)
-            assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
-            assert _await(lambda: not any(map(_alive, pids))), "the group's workers are left"
-            assert name not in queues()
-            again = k.start(SWEEP_CELL.format(name=name))
-            assert k.output_until(again, "squares") == "squares [0, 1, 4, 9, 16, 25]"
-            assert k.reply(again)["status"] == "ok"
+        client.execute()
+        errors = [o for o in nb.cells[0].outputs if o.output_type == "error"]
+        assert [e.ename for e in errors] == ["KeyboardInterrupt"]
+        assert "pids" in _text(nb.cells[0])
+        assert _text(nb.cells[1]) == "workers running 0\nqueue left False\n"
+        assert _text(nb.cells[2]) == "squares [0, 1, 4, 9, 16, 25]\n"
     finally:
         if name in queues():
             pysyncq.remove(name, force=True)
 
 
+#: jupyter_client drops the killed kernel's Popen without waiting for it on a
+#: restart from another event loop: its __del__ warns that it "is still running".
+RESTART_WARNINGS = pytest.mark.filterwarnings(
+    "ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning"
+)
+
+
 def _restart_during_a_group(jupyter_path, monkeypatch, name):
-    """Start a group in a kernel, restart the kernel (it is killed, its cell
-    never ends); return the workers' pids."""
-    with Kernel(jupyter_path, monkeypatch) as k:
-        cell = k.start(GROUP_CELL.format(tests=str(TESTS), name=name))
-        pids = [int(p) for p in k.output_until(cell, "pids").split()[1:]]
-        k.km.restart_kernel(now=True)
-        assert _await(lambda: not any(map(_alive, pids))), "workers outlived the kernel"
+    """Run a group's cell with nbclient and restart the kernel while it waits
+    (jupyter_client kills the kernel's process group, then starts a new
+    kernel); return the pids of the kernel and its workers."""
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell(GROUP_CELL.format(tests=str(TESTS), name=name))]
+    )
+    client = _client(nb, jupyter_path, monkeypatch, timeout=30)
+    members, restarted = [], []
+
+    def restart_when_up():
+        if _await(lambda: members.append(_group_members(name)) or members[-1], 60):
+            asyncio.run(client.km.restart_kernel(now=True))
+            restarted.append(True)
+
+    restarter = threading.Thread(target=restart_when_up, daemon=True)
+    # The cell never replies: nbclient finds the kernel dead, or (the new
+    # kernel being alive) gives up waiting at the cell's timeout.
+    errors = (nbclient.exceptions.DeadKernelError, nbclient.exceptions.CellTimeoutError)
+    with pytest.raises(errors):
+        with client.setup_kernel():
+            restarter.start()
+            client.execute_cell(nb.cells[0], 0)
+    restarter.join(60)
+    pids = members[-1]
+    assert pids and restarted, "the group never came up, or the kernel was not restarted"
+    assert _await(lambda: not any(map(_alive, pids))), "workers outlived the kernel"
+    return pids
 
 
+@RESTART_WARNINGS
 def test_a_kernel_restart_ends_the_group(jupyter_path, monkeypatch):
     name = conftest_new_name("nbrestart")
     try:
@@ -266,6 +290,7 @@ def test_a_kernel_restart_ends_the_group(jupyter_path, monkeypatch):
             pysyncq.remove(name, force=True)
 
 
+@RESTART_WARNINGS
 def test_a_kernel_restart_removes_the_queue(jupyter_path, monkeypatch):
     name = conftest_new_name("nbrestart")
     try:
