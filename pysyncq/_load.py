@@ -5,7 +5,8 @@ which argument types, and which are called past numba's dispatcher) are the
 registry of :mod:`pysyncq.kernels._jit`.  :func:`warm_up` readies a process,
 :func:`load_all` loads every registered signature (before the first fork, so
 that forked children load and compile nothing), :func:`fast` gives a hot
-kernel's entry point.
+kernel's entry point, ``FAMILIES`` says what is compiled together when the
+cache lacks a kernel.
 
 Why this module exists
 ----------------------
@@ -35,6 +36,21 @@ the call takes numba's own path, which refreshes, loads or compiles, and saves
 to the cache exactly as before.  Nothing is hidden from numba: the user's own
 ``@njit`` code runs numba's full setup (scipy included) when it compiles or
 loads, as it always did.
+
+Compiling, when the cache lacks a kernel
+----------------------------------------
+An empty cache (a fresh ``NUMBA_CACHE_DIR``, or sources changed: every entry
+goes stale at once) has to be filled by compiling, seconds a kernel, and a
+compile must not happen where it stalls other processes: while this process
+holds the queue lock, a reservation, a pin or records read ahead, or waits.
+So kernels are compiled by family (``FAMILIES``), each family at a safe
+point before the first operation that needs it: the core family (a handle's
+making, open, append, pop, close, the waits) by :func:`warm_up`; every other
+one at the first call of one of its kernels that misses the cache
+(:func:`compile_for`, the hook :func:`install` sets), which its Python entry
+makes before it holds anything.  A miss of a kernel outside the families
+ready, wherever it comes, compiles that kernel's families likewise.  A
+process that forks compiles what it still lacks before its first fork.
 """
 
 import os
@@ -231,24 +247,26 @@ FAMILIES = {
     "recovery": ("op_steal", "op_adopt"),
 }
 
-#: What compiling each family takes, in seconds, measured on 2 cores with an
-#: empty cache (issue 18): "core" first in a process, including numba's own
-#: start; the others after it.  ``SETUP_SECONDS`` more for a process whose
-#: first compile is not the core's.
+#: What a first use compiles, in seconds on 2 cores with an empty cache: the
+#: core family, including numba's own start (issue 18: 8.8 s of warm_up; every
+#: kernel at once took 20-25 s before families).
+COMPILE_SECONDS = 9
+#: What compiling each family takes, in seconds, measured likewise: "core"
+#: first in a process, the others after it (``SETUP_SECONDS`` more for the
+#: first compile of a process whose cache holds the core family already).
+#: Every family: about 20 s, what a process that forks pays before its first
+#: fork on an empty cache.
 FAMILY_SECONDS = {
-    "core": 9,
-    "arrays": 2,
+    "core": COMPILE_SECONDS,
+    "arrays": 2.5,
     "loan": 1.5,
-    "view": 2,
+    "view": 2.5,
     "ahead": 1,
-    "extend": 1,
-    "pop_many": 1.5,
+    "extend": 1.5,
+    "pop_many": 2,
     "recovery": 1,
 }
 SETUP_SECONDS = 1
-#: What compiling every kernel takes, measured on 2 cores (issue 18): what a
-#: process that forks pays before its first fork on an empty cache.
-COMPILE_SECONDS = 20
 
 
 def family_calls(family):
