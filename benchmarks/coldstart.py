@@ -26,7 +26,8 @@ test first); one sample of each per round:
 * References: a spawned child with ``PYSYNCQ_FAST_EXIT=0``, children that
   import only numba, or nothing, and one that ends with ``os._exit(0)``.
 * ``--coldstart-cold N``: N spawned children a round given their own empty
-  ``NUMBA_CACHE_DIR`` (so that they compile every kernel: 20-40 s each).
+  ``NUMBA_CACHE_DIR`` (so that they compile the core kernel family: about
+  10 s each on 2 cores).
 
 ``time.perf_counter`` is CLOCK_MONOTONIC: one clock for every process.
 Times are in ms.

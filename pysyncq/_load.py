@@ -5,7 +5,8 @@ which argument types, and which are called past numba's dispatcher) are the
 registry of :mod:`pysyncq.kernels._jit`.  :func:`warm_up` readies a process,
 :func:`load_all` loads every registered signature (before the first fork, so
 that forked children load and compile nothing), :func:`fast` gives a hot
-kernel's entry point.
+kernel's entry point, ``FAMILIES`` says what is compiled together when the
+cache lacks a kernel.
 
 Why this module exists
 ----------------------
@@ -35,6 +36,21 @@ the call takes numba's own path, which refreshes, loads or compiles, and saves
 to the cache exactly as before.  Nothing is hidden from numba: the user's own
 ``@njit`` code runs numba's full setup (scipy included) when it compiles or
 loads, as it always did.
+
+Compiling, when the cache lacks a kernel
+----------------------------------------
+An empty cache (a fresh ``NUMBA_CACHE_DIR``, or sources changed: every entry
+goes stale at once) has to be filled by compiling, seconds a kernel, and a
+compile must not happen where it stalls other processes: while this process
+holds the queue lock, a reservation, a pin or records read ahead, or waits.
+So kernels are compiled by family (``FAMILIES``), each family at a safe
+point before the first operation that needs it: the core family (a handle's
+making, open, append, pop, close, the waits) by :func:`warm_up`; every other
+one at the first call of one of its kernels that misses the cache
+(:func:`compile_for`, the hook :func:`install` sets), which its Python entry
+makes before it holds anything.  A miss of a kernel outside the families
+ready, wherever it comes, compiles that kernel's families likewise.  A
+process that forks compiles what it still lacks before its first fork.
 """
 
 import os
@@ -71,8 +87,9 @@ def install(kernels, on_miss=None):
     Numba's C dispatcher calls the dispatcher's ``_compile_for_args`` when no
     compiled overload matches the argument types; an instance attribute of that
     name takes its place.  When the cache does not hold the overload,
-    ``on_miss()`` is called first (pysyncq compiles all its kernels at once
-    then), and then numba's own path.  Idempotent.
+    ``on_miss(dispatcher, args)`` is called first (pysyncq compiles the
+    kernel's family then: :func:`compile_for`), and then numba's own path.
+    Idempotent.
     """
     for obj in kernels:
         if is_kernel(obj) and id(obj) not in _hooked:
@@ -90,7 +107,7 @@ def _first_call(disp, on_miss):
             if entry is not None:
                 return entry
             if on_miss is not None:
-                on_miss()
+                on_miss(disp, args)
         return numba_path(*args, **kws)
 
     return first_call
@@ -176,15 +193,118 @@ def kernel_calls():
     return [(k.name, args) for k in _jit.KERNELS.values() for args in k.calls]
 
 
+#: The kernel families: what is compiled together when the cache lacks a
+#: kernel.  An entry names a kernel (all its registered signatures) or
+#: ``(kernel, i)``, its ``i``-th registered signature only.  A family holds
+#: every kernel that its Python entries may call from their first kernel call
+#: on, so that, compiled at that first call (a safe point: no lock, no
+#: reservation, no wait yet), nothing of it is compiled later while the
+#: process holds the lock, a reservation, a pin or a read-ahead, or waits.
+#: numba compiles the callees of a kernel with it, so a family costs what its
+#: entry kernels cost (figures: ``FAMILY_SECONDS``).  A kernel may be in two
+#: families (``pin_set``: a loan's and a view's pins); a miss compiles all of
+#: a kernel's families.  tests/test_startup.py checks that every registered
+#: signature is in one.
+FAMILIES = {
+    # Making or attaching a handle (ring_format, flags_set), open, append of a
+    # str or bytes body, pop, close and reaping (op_leave, members, slot_word,
+    # flags_set), and every wait: for the lock (lock_prepare_wait), for data
+    # or space (spin_for, futex_wait, seq_load, set_waiting).  Compiled by
+    # warm_up, before a handle exists.
+    "core": (
+        ("op_append", 0),
+        "op_pop",
+        "ring_format",
+        "flags_set",
+        "header_check",
+        "op_open",
+        "op_leave",
+        "members",
+        "slot_word",
+        "wake_now",
+        "seq_load",
+        "set_waiting",
+        "spin_for",
+        "futex_wait",
+        "lock_prepare_wait",
+    ),
+    # append_array, and append of a large bytes-like body (a read-only array).
+    "arrays": (("op_append", 1), "op_append_array"),
+    # loan, and append of a body of at least copy_outside bytes: reserve,
+    # then publish or void, then unpin (the pin holds the space).
+    "loan": ("op_reserve", "record_publish", "pin_set"),
+    # pop_view, and pop of a record of at least copy_outside bytes: peek, then
+    # commit (the record holds its space till then); a view's pin let go, or
+    # kept by close() while the view's array lives (op_linger).
+    "view": ("op_peek", "op_commit", "pin_set", "op_linger"),
+    # A relay's read_ahead, then commit_to (the records hold their space).
+    "ahead": ("op_read_ahead", "op_commit_to"),
+    "extend": ("op_extend",),
+    "pop_many": ("op_pop_many",),
+    # A dead member: its lock stolen (by a process waiting for the lock, which
+    # every process waits for until it is stolen: a compile here delays them
+    # once, by what this family takes), its durable slot adopted by open().
+    "recovery": ("op_steal", "op_adopt"),
+}
+
+#: What a first use compiles, in seconds on 2 cores with an empty cache: the
+#: core family, including numba's own start (issue 18: 8.8 s of warm_up; every
+#: kernel at once took 20-25 s before families).
+COMPILE_SECONDS = 9
+#: What compiling each family takes, in seconds, measured likewise: "core"
+#: first in a process, the others after it (``SETUP_SECONDS`` more for the
+#: first compile of a process whose cache holds the core family already).
+#: Every family: about 20 s, what a process that forks pays before its first
+#: fork on an empty cache.
+FAMILY_SECONDS = {
+    "core": COMPILE_SECONDS,
+    "arrays": 2.5,
+    "loan": 1.5,
+    "view": 2.5,
+    "ahead": 1,
+    "extend": 1.5,
+    "pop_many": 2,
+    "recovery": 1,
+}
+SETUP_SECONDS = 1
+
+
+def family_calls(family):
+    """``(dispatcher, sample arguments)`` of every signature of ``family``."""
+    calls = []
+    for entry in FAMILIES[family]:
+        name, i = entry if isinstance(entry, tuple) else (entry, None)
+        k = _jit.KERNELS[name]
+        samples = k.calls if i is None else (k.calls[i],)
+        calls += [(k.dispatcher, args) for args in samples]
+    return calls
+
+
+def families_of(disp, args):
+    """The families that hold ``disp``'s signature for ``args``; those that
+    hold ``disp`` at all when that signature is not registered (a miss of a
+    call of another type, which numba then refuses or compiles)."""
+    sig = signature(args)
+    exact, named = [], []
+    for family in FAMILIES:
+        for d, a in family_calls(family):
+            if d is disp:
+                named.append(family)
+                if signature(a) == sig:
+                    exact.append(family)
+                    break
+    return exact or list(dict.fromkeys(named))
+
+
 _warmed = False
 _all_loaded = False
 _told = False
+#: The families whose kernels this process has loaded or compiled.
+_ready = set()
 
 #: In the environment, ``1`` keeps pysyncq from saying on stderr that it
 #: compiles its kernels.
 QUIET_ENV = "PYSYNCQ_QUIET"
-#: What compiling every kernel takes, measured on 2 cores (issue 18: 30-34 s).
-COMPILE_SECONDS = 30
 
 
 def warm_up():
@@ -195,10 +315,11 @@ def warm_up():
     numba's compiler setup), so a process loads only the kernels it uses;
     here only the two of the hot path (``FAST``).  When the cache lacks them
     (a cold cache; numba's entries for the kernels also go stale all together
-    when one of their files changes), every kernel is compiled here and now,
-    not later in the middle of a reservation or a wait, where seconds of
-    compilation would stall the other processes; any later miss, too, has
-    them all compiled at once.  A process that forks loads every kernel just
+    when one of their files changes), the core family (``FAMILIES``) is
+    compiled here and now, not later in the middle of a wait; every other
+    family is compiled at the first call of one of its kernels that misses the
+    cache, a call made at a safe point (no lock held, no reservation, no
+    wait).  A process that forks loads (or compiles) every kernel just
     before its first fork (``os.register_at_fork``), so forked children load
     and compile nothing.
     """
@@ -214,26 +335,58 @@ def load_all():
     """Load every kernel pysyncq calls (compiling those not in the cache)."""
     global _all_loaded
     if not _all_loaded:
-        for name, args in kernel_calls():
-            ensure(_jit.KERNELS[name].dispatcher, args)
+        _prepare(FAMILIES)
         _all_loaded = True
 
 
-def compile_all():
-    """A kernel is not in numba's cache: say so once on stderr (a first use
-    is otherwise silent for half a minute), then compile every kernel."""
+def compile_for(disp, args):
+    """``disp`` lacks its overload for ``args`` in numba's cache (the hook of
+    :func:`install`): ready that signature's families (:func:`families_of`),
+    compiling what the cache lacks, saying so on stderr first."""
+    if is_kernel(disp):
+        _prepare(families_of(disp, args))
+
+
+def _prepare(families):
+    """Load the kernels of ``families`` not ready yet; when the cache lacks
+    any, say so (once) and compile them."""
+    families = [f for f in families if f not in _ready]
+    missing = []
+    for family in families:
+        for disp, args in family_calls(family):
+            if is_kernel(disp) and (loaded(disp, args) or load(disp, args)) is None:
+                missing.append((family, disp, args))
+    if missing:
+        _tell(dict.fromkeys(f for f, _, _ in missing))
+        for _, disp, args in missing:
+            ensure(disp, args)
+    _ready.update(families)
+
+
+#: A later compile expected to take this long or longer is announced too
+#: (a process that forks compiles, before its first fork, what it had not).
+LONG_SECONDS = 5
+
+
+def _tell(families):
+    """Say on stderr that kernels are compiled now, with what that takes: at
+    the first compile in this process (a first use is otherwise silent for
+    seconds), and before a later one of ``LONG_SECONDS`` or more."""
     global _told
-    if not _all_loaded and not _told:
-        _told = True
-        if os.environ.get(QUIET_ENV, "") in ("", "0"):
-            print(
-                f"pysyncq: compiling its numba kernels for first use (about "
-                f"{COMPILE_SECONDS} s on 2 cores); they are cached for later runs "
-                f"({QUIET_ENV}=1 silences this)",
-                file=sys.stderr,
-                flush=True,
-            )
-    load_all()
+    seconds = sum(FAMILY_SECONDS[f] for f in families)
+    if not _told and "core" not in families:
+        seconds += SETUP_SECONDS
+    if _told and seconds < LONG_SECONDS:
+        return
+    what = "more of its numba kernels" if _told else "its numba kernels for first use"
+    _told = True
+    if os.environ.get(QUIET_ENV, "") in ("", "0"):
+        print(
+            f"pysyncq: compiling {what} (about {max(round(seconds), 1)} s on 2 cores); "
+            f"they are cached for later runs ({QUIET_ENV}=1 silences this)",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _before_fork():
@@ -279,13 +432,13 @@ def _find_entry_points(names=_AT_WARM_UP):
             FAST[name] = disp
             continue
         entry = loaded(disp, args) or load(disp, args)
-        if entry is None:  # not in the cache: compile everything now
-            compile_all()
+        if entry is None:  # not in the cache: compile its family now
+            compile_for(disp, args)
             entry = ensure(disp, args)
         FAST[name] = entry
 
 
 # Every kernel's first call loads it from numba's cache without numba's compiler
 # setup, also for calls made before any handle exists; a kernel missing from the
-# cache has them all compiled at once.
-install([k.dispatcher for k in _jit.KERNELS.values()], on_miss=compile_all)
+# cache has its family compiled (FAMILIES) before numba's own path runs.
+install([k.dispatcher for k in _jit.KERNELS.values()], on_miss=compile_for)

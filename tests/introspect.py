@@ -67,6 +67,7 @@ __all__ = [
     "copy_buffer",
     "crash",
     "fast_entry",
+    "families_ready",
     "fast_exit_now",
     "force_async_polling",
     "forget_array_warning",
@@ -74,6 +75,7 @@ __all__ = [
     "handle_lock",
     "is_alive",
     "is_kernel",
+    "kernel_families",
     "lock_holder_pid",
     "kernel_calls",
     "kernel_signature",
@@ -491,6 +493,20 @@ def warm_up():
 def compile_all():
     """Load every kernel pysyncq calls, compiling into numba's cache what it lacks."""
     _load.load_all()
+
+
+def kernel_families():
+    """``{family: [(kernel name, sample arguments), ...]}``: what pysyncq
+    compiles together when numba's cache lacks one of them."""
+    return {
+        f: [(d.__name__ if not is_kernel(d) else d.py_func.__name__, a) for d, a in calls]
+        for f, calls in ((f, _load.family_calls(f)) for f in _load.FAMILIES)
+    }
+
+
+def families_ready():
+    """The kernel families this process has loaded or compiled."""
+    return set(_load._ready)
 
 
 # -- Exit ----------------------------------------------------------------------------------
