@@ -3,8 +3,9 @@
 The policy is here; the facts it works from (which kernels Python calls, with
 which argument types, and which are called past numba's dispatcher) are the
 registry of :mod:`pysyncq.kernels._jit`.  :func:`warm_up` readies a process,
-:func:`load_all` loads every registered signature (before the first fork, so
-that forked children load and compile nothing), :func:`fast` gives a hot
+:func:`load_all` loads every registered signature (for tools and
+benchmarks), ``AT_FORK`` is what a process readies before it forks (so
+that forked children load nothing for what every member does), :func:`fast` gives a hot
 kernel's entry point, ``FAMILIES`` says what is compiled together when the
 cache lacks a kernel.
 
@@ -50,7 +51,7 @@ one at the first call of one of its kernels that misses the cache
 (:func:`compile_for`, the hook :func:`install` sets), which its Python entry
 makes before it holds anything.  A miss of a kernel outside the families
 ready, wherever it comes, compiles that kernel's families likewise.  A
-process that forks compiles what it still lacks before its first fork.
+process that forks readies the core family before it forks (``AT_FORK``).
 """
 
 import os
@@ -188,7 +189,8 @@ def kernel_calls():
     arrays, the screen table), so that a kernel loaded for a sample is the one
     a real call uses.  They are registered where each kernel is defined
     (``@kernel`` in pysyncq.kernels): ``tests/test_startup.py`` checks that
-    a process loads nothing else, and that forked children load nothing.
+    a process loads nothing else, and that forked children load nothing for
+    what every member does.
     """
     return [(k.name, args) for k in _jit.KERNELS.values() for args in k.calls]
 
@@ -319,15 +321,17 @@ def warm_up():
     compiled here and now, not later in the middle of a wait; every other
     family is compiled at the first call of one of its kernels that misses the
     cache, a call made at a safe point (no lock held, no reservation, no
-    wait).  A process that forks loads (or compiles) every kernel just
-    before its first fork (``os.register_at_fork``), so forked children load
-    and compile nothing.
+    wait).  A process that forks readies the core family just before each
+    fork (``AT_FORK``, ``os.register_at_fork``), so that forked children load
+    and compile nothing for what every member does.
     """
     global _warmed
     if _warmed:
         return
     _find_entry_points()
-    os.register_at_fork(before=_before_fork)
+    os.register_at_fork(
+        before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork
+    )
     _warmed = True
 
 
@@ -363,8 +367,7 @@ def _prepare(families):
     _ready.update(families)
 
 
-#: A later compile expected to take this long or longer is announced too
-#: (a process that forks compiles, before its first fork, what it had not).
+#: A later compile expected to take this long or longer is announced too.
 LONG_SECONDS = 5
 
 
@@ -389,13 +392,32 @@ def _tell(families):
         )
 
 
+#: The families a process readies before it forks: what every member calls
+#: (open, append, pop, close, the waits), so that forked children load and
+#: compile nothing for it.  A child that goes on to other operations loads
+#: their families itself, from the cache (a few ms a kernel) or, on a cold
+#: cache, compiling them as any process does.  Not every family: that cost
+#: a parent 0.16 s on a warm cache and 20-25 s on a cold one, before a fork
+#: whose children mostly need the core alone.
+AT_FORK = ("core",)
+
+
 def _before_fork():
     # Exceptions from fork hooks are only printed: load what can be loaded,
     # and a child that misses a kernel loads it itself.
     try:
-        load_all()
+        _prepare(AT_FORK)
     except Exception:  # noqa: BLE001
         pass
+    # No fork while another thread compiles or loads: a child would inherit
+    # numba's compiler lock held by a thread it does not have.
+    if Dispatcher is not None:
+        global_compiler_lock.acquire()
+
+
+def _after_fork():
+    if Dispatcher is not None:
+        global_compiler_lock.release()
 
 
 #: The compiled entry points of the hot kernels (``hot=True`` in the
