@@ -58,19 +58,6 @@ def _screened(q, s, t):
     return s in q._scrnsend or t in q._scrntype
 
 
-def first(q, m):
-    """The inbox's first message not screened out (dropping those that are),
-    left in the inbox; None when it is empty."""
-    box = m.inbox
-    with m.lock:
-        while box.items:
-            s, t, b = box.items[0]
-            if not _screened(q, s, t):
-                return s, t, b
-            _drop(box)
-    return None
-
-
 def size(s, t, b):
     return len(s) + len(t) + (len(b) if type(b) is bytes else b.nbytes)
 
@@ -81,29 +68,58 @@ def _drop(box):
         box.bytes = 0
 
 
-def drop_first(m):
-    """The message :func:`first` gave is read (a ``pop_view`` ended)."""
-    with m.lock:
-        if m.inbox.items:
-            _drop(m.inbox)
+# Every function below is called with the handle's thread lock (``m.lock``)
+# held, in the same hold as the read of the queue that would come next: so a
+# thread never reads the queue past messages another thread of the handle is
+# moving into the inbox, and no two threads take the same message.
 
 
-def take(q, m, decode):
-    """Pop the inbox's first message, as :meth:`pop` returns it; None when
+def first(q, m):
+    """The inbox's first message not screened out (dropping those that are),
+    left in the inbox; None when it is empty."""
+    box = m.inbox
+    while box.items:
+        s, t, b = box.items[0]
+        if not _screened(q, s, t):
+            return s, t, b
+        _drop(box)
+    return None
+
+
+def take(q, m):
+    """Take the inbox's first message not screened out: ``(sender, type,
+    body, 0)`` as ``codec.record_fields`` gives a record's fields; None when
     the inbox has none left (the queue is read next)."""
     got = first(q, m)
     if got is None:
         return None
-    drop_first(m)
-    return message(*got, decode)
+    _drop(m.inbox)
+    return (*got, 0)
 
 
-def take_many(q, m, n, decode):
-    """Up to ``n`` messages from the inbox, as ``pop_many`` returns them."""
-    out = []
-    while len(out) < n:
-        got = take(q, m, decode)
-        if got is None:
-            break
-        out.append(got)
-    return out
+def take_many(q, m, n, decode, out):
+    """Append up to ``n`` messages from the inbox to ``out``, as ``pop_many``
+    returns them; how many."""
+    count = 0
+    while count < n and (got := take(q, m)) is not None:
+        out.append(message(*got[:3], decode))
+        count += 1
+    return count
+
+
+def claim(q, m):
+    """For ``pop_view``: the inbox's first message, left in the inbox while
+    the view is open (``m.viewing``, set here: no other pop of the handle
+    meanwhile); :func:`release` drops it when the block ends normally."""
+    got = first(q, m)
+    if got is not None:
+        m.viewing = True
+    return got
+
+
+def release(m, read):
+    """A view of the inbox's first message ends: dropped if ``read``."""
+    with m.lock:
+        m.viewing = False
+        if read and m.inbox.items:
+            _drop(m.inbox)

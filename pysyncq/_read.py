@@ -20,10 +20,10 @@ import time
 
 import numpy as np
 
-from . import _handle, _inbox, _load, _outside, _retry, _status, _wait, kernels
+from . import _futex, _handle, _inbox, _load, _outside, _retry, _status, _wait, kernels
 from ._args import check_processes, check_timer
 from ._wait import WAKE_BITS, LockBusy, locked, wake
-from .codec import decode_at, decode_text, record_fields
+from .codec import decode_at, decode_text, message, record_fields
 from .layout import (
     AHEAD_BODY_LEN,
     AHEAD_KIND,
@@ -34,6 +34,7 @@ from .layout import (
     CODE_MASK,
     EMPTY,
     FROM_CURSOR,
+    H_DATA_SEQ,
     H_HEAD,
     KIND_ARRAY,
     KIND_MASK,
@@ -83,14 +84,14 @@ def pop(q, block=False, timer=0.5, decode=True, *, processes=None):
         processes = check_processes(processes)
     if m.unpins:  # arrays of earlier views have gone: drop their pins
         _outside.drain_unpins(q, m)
-    if m.inbox.items and (got := _inbox.take(q, m, decode)) is not None:
-        return got  # moved out of the queue to make room for a write (see _inbox)
     lock = m.lock
     spin = block and q._spin_ok and not m.follow and q.spin > 0
     rounds = _UNMEASURED  # spin rounds left
     while True:
         lock.acquire()
         try:
+            if m.inbox.items and (got := _inbox.take(q, m)) is not None:
+                return message(*got[:3], decode)  # moved aside for a write (see _inbox)
             scr = q._scr if q._scr_at == q._changes[0] else _handle.screens(q)
             status, slen, tlen, blen, kind = _op_pop(
                 q._mem, m.token, m.slot, scr, m.out, m.waits[1 if block and not spin else 0]
@@ -167,6 +168,8 @@ def pop_slow(q, m, status, slen, blen, block, timer, decode=False, spun=False, p
         # The handle's thread lock only around the kernel call (and the
         # read of m.out), never while waiting for the queue lock.
         with m.lock:
+            if m.inbox.items and (got := _inbox.take(q, m)) is not None:
+                return OK, got, 0, 0, False  # moved aside for a write meanwhile
             scr = _handle.screens(q)
             result = _op_pop(mem, lockval, m.slot, scr, m.out, m.waits[1 if block else 0])
             status, a, tlen, b, kind = result
@@ -202,7 +205,10 @@ def drain_own(q, m):
     """For a write that found the queue full (see :mod:`pysyncq._inbox`): if
     this handle is a reader whose cursor holds the space (it is at the head),
     move its unread messages into its inbox, up to ``q.inbox_limit`` bytes.
-    True if any moved (then the write tries again at once)."""
+    True if any moved (then the write tries again at once).  Each message is
+    popped and added to the inbox in one hold of the handle's thread lock, so
+    another thread's read of the handle sees it in one place or the other;
+    readers of the handle asleep meanwhile are woken to take them."""
     box = m.inbox
     if not m.reader or m.viewing or box.bytes >= q.inbox_limit:
         return False
@@ -213,15 +219,26 @@ def drain_own(q, m):
         return False  # another reader holds the space: wait for it
     moved = False
     while box.bytes < q.inbox_limit:
-        got = pop_slow(q, m, RETRY, 0, 0, False, 0.0)
-        if got is None:
-            break
-        s, t, b, kind = got
-        if kind & KIND_MASK != KIND_ARRAY and type(b) is not bytes:
-            b = bytes(b)
         with m.lock:
-            box.add(bytes(s), bytes(t), b)
-        moved = True
+            if m.viewing:
+                break
+            scr = _handle.screens(q)
+            status, slen, tlen, blen, kind = _op_pop(
+                q._mem, m.token, m.slot, scr, m.out, m.waits[0]
+            )
+            code = status & CODE_MASK
+            if not code:
+                s, t, b, _ = record_fields(m.out_mm, slen, tlen, blen, kind)
+                box.add(bytes(s), bytes(t), b if type(b) is not memoryview else bytes(b))
+                moved = True
+            elif code == NEED_SPACE:
+                m.grow(blen)  # whatever its size: the move copies it anyway
+        if status & WAKE_BITS:
+            wake(q._seg, status)
+        if code and code != NEED_SPACE:
+            break  # nothing more to move now (or a problem the next read reports)
+    if moved and any(m.waiting):
+        _futex.wake(q._seg.addr + 8 * H_DATA_SEQ)
     return moved
 
 

@@ -245,6 +245,8 @@ def _try_pop(q, m, procs=None):
     seg = q._seg
     while True:
         with m.lock:
+            if m.inbox.items and (got := _inbox.take(q, m)) is not None:
+                return got  # moved aside for a write (see _inbox)
             scr = _handle.screens(q)
             status, slen, tlen, blen, kind = kernels.op_pop(
                 q._mem, m.token, m.slot, scr, m.out, m.waits[0]
@@ -277,15 +279,11 @@ async def apop(q, timer=0.5, decode=True, *, processes=None):
     for asyncio: waits without blocking the event loop; None when ``timer``
     passes."""
     m = q._m
-    if m is None or not m.reader:
+    if m is None or not m.reader or m.viewing:
         _status.not_reader(q, m)
     timer = check_timer(timer)
     if processes is not None:
         processes = check_processes(processes)
-    if m.inbox.items:  # messages a blocked write moved out of the queue (see _inbox)
-        got = _inbox.take(q, m, decode)
-        if got is not None:
-            return got
     got = _try_pop(q, m, processes)
     if type(got) is tuple:
         return _result(got, decode)

@@ -306,10 +306,6 @@ def pop_many(q, n, block=False, timer=0.5, decode=True, *, processes=None):
         timer = check_timer(timer)
     if processes is not None:
         processes = check_processes(processes)
-    if m.inbox.items and n:  # messages a blocked write moved out of the queue (see _inbox)
-        got = _inbox.take_many(q, m, n, decode)
-        if got:
-            return got
     with _gc_hold:
         got, code = _pop_batch(q, m, n, decode)
     if got or n == 0:
@@ -383,6 +379,8 @@ def _pop_into(msgs, mem, lockval, q, m, want, decode):
     the kernel call and the reading of its buffers, never while waiting for
     the queue lock (``locked`` calls this again after a wait)."""
     with m.lock:
+        if m.inbox.items and (count := _inbox.take_many(q, m, want, decode, msgs)):
+            return OK, count  # moved aside for a write (see _inbox): these first
         b = m.lens
         if b is None or b.room < want:
             b = m.lens = _Buffers(max(want, 64))

@@ -92,6 +92,8 @@ def _peek(q, m, block, timer, procs=None):
 
     def attempt(mem, lockval):
         with m.lock:
+            if m.inbox.items:
+                return OK, _INBOX, 0, 0, False
             r = kernels.op_peek(mem, lockval, m.slot, _handle.screens(q))
         status, slen, _, blen = r[:4]
         return status, (r[1:] if status & CODE_MASK == OK else None), slen, blen, False
@@ -116,24 +118,30 @@ def pop_view(q, block=False, timer=0.5, *, processes=None):
     return _pop_view(q, block, timer, processes)
 
 
+#: What ``_peek`` finds when a write of another thread of the handle has
+#: moved messages to its inbox meanwhile (see _inbox): read those first.
+_INBOX = ("inbox",)
+
+
 def _inbox_view(m, s, t, b):
-    """A view of the inbox's first message: read-only, over the inbox's own
-    copy; read (dropped from the inbox) only when the block ends normally."""
+    """A view of the inbox's first message (claimed: ``m.viewing``): read-only,
+    over the inbox's own copy; read (dropped from the inbox) only when the
+    block ends normally."""
     if type(b) is bytes:
         body = mv = memoryview(b).toreadonly()
     else:
         body, mv = b.view(), None
         body.flags.writeable = False
-    m.viewing = True
     view = View(decode_text(s), decode_text(t), body)
+    read = False
     try:
         yield view
+        read = True
     finally:
-        m.viewing = False
         view._release()
         if mv is not None:
             mv.release()
-    _inbox.drop_first(m)
+        _inbox.release(m, read)
 
 
 @contextlib.contextmanager
@@ -149,12 +157,15 @@ def _pop_view(q, block, timer, processes):
             f"a pop_view of queue {q.name!r} is already open in this handle: finish it first"
         )
     _outside.drain_unpins(q, m)
-    if m.inbox.items:  # messages a blocked write moved out of the queue (see _inbox)
-        got = _inbox.first(q, m)
+    while True:  # messages a blocked write moved out of the queue come first (_inbox)
+        with m.lock:
+            got = _inbox.claim(q, m) if m.inbox.items else None
         if got is not None:
             yield from _inbox_view(m, *got)
             return
-    found = _peek(q, m, block, timer, processes)
+        found = _peek(q, m, block, timer, processes)
+        if found is not _INBOX:
+            break
     if found is None:
         yield None
         return

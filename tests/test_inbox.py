@@ -8,6 +8,7 @@ README then needs no ``send`` helper: the last test runs it for real.
 
 import asyncio
 import multiprocessing as mp
+import threading
 
 import introspect
 import numpy as np
@@ -209,3 +210,87 @@ def test_the_tour_without_a_helper(qname):
             if p.is_alive():
                 kill(p)
         q.close()
+
+
+# -- Threads and tasks sharing one handle (the review of the inbox) -------------
+
+
+def test_two_reader_threads_share_the_inbox_without_loss_or_doubles(handles):
+    q, r, w = handles(SIZE)
+    for _ in range(10):
+        sent = fill(w)
+        r.append("mine", "x", block=True, timer=5)  # moves all of it to the inbox
+        got = []
+
+        def read(got=got):
+            while (m := r.pop()) is not None:
+                got.append(m[2])
+
+        ts = [threading.Thread(target=read) for _ in range(2)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(30)
+        assert sorted(got, key=lambda b: int(b[1:])) == [b for _, _, b in sent]
+
+
+def test_a_reader_thread_sees_order_while_a_writer_thread_moves_messages(handles):
+    """One thread pops while another thread of the same handle appends to the
+    full queue, moving messages to the inbox: the reader sees every message
+    of the other writer once, in order, and is woken for the moved ones."""
+    q, r, w = handles(SIZE)
+    n = 5000
+    got = []
+
+    def reader():
+        while (m := r.pop(block=True, timer=5)) is not None:
+            got.append(int(m[2]))
+
+    def other_writer():
+        for i in range(n):
+            w.append("t", str(i), block=True, timer=30)
+
+    def own_writer():
+        for i in range(n):
+            r.append("mine", str(i), block=True, timer=30)
+
+    ts = [threading.Thread(target=f) for f in (reader, other_writer, own_writer)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(120)
+    assert got == list(range(n))
+
+
+def test_an_apop_waiting_is_given_what_a_task_of_its_handle_moved(handles):
+    """The usual asyncio shape: a consumer task waits in apop on the handle a
+    producer task appends with; the producer's blocked aappend moves the
+    queue's messages to the inbox, and the waiting apop returns the first."""
+    q, r, w = handles(SIZE)
+
+    async def consumer():
+        return await r.apop(timer=10)
+
+    async def producer():
+        await asyncio.sleep(0.2)  # the consumer waits in apop now
+        sent = fill(w)
+        await r.aappend("mine", "x", timer=5)
+        return sent
+
+    async def main():
+        return await asyncio.gather(consumer(), producer())
+
+    first, sent = asyncio.run(main())
+    assert first == sent[0]
+    assert [r.pop() for _ in sent[1:]] == sent[1:]
+
+
+def test_apop_during_a_view_raises_and_loses_nothing(handles):
+    q, r, w = handles(SIZE)
+    sent = fill(w)
+    r.append("mine", "x", block=True, timer=5)
+    with r.pop_view() as v:
+        with pytest.raises(RuntimeError):
+            asyncio.run(r.apop(timer=0.1))
+        assert bytes(v[2]).decode() == sent[0][2]
+    assert r.pop() == sent[1]
