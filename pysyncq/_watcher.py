@@ -181,7 +181,15 @@ def reclaim(name, instance, package_parent):
 def main(argv):
     full = argv[:1] == ["--reclaim"]
     name, instance, package_parent = argv[full:]
-    os.chdir("/")  # pin no folder of the creator's (a temporary one, say)
+    if not full:
+        # Hold nothing of the creator's: no inherited descriptor (a pipe
+        # someone waits to see closed), no folder (a temporary one), and be
+        # no child of it (a zombie there, or a pid its os.wait() collects):
+        # the creator reaps the first process, which ends at once.
+        os.closerange(3, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 4096)
+        os.chdir("/")
+        if os.fork():
+            os._exit(0)
     watch(name, int(instance), package_parent, full)
 
 

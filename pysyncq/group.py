@@ -44,6 +44,7 @@ import traceback
 from ._args import check_int, check_timer
 from ._lifecycle import remove
 from ._status import process_exited
+from ._wait import TICK
 from .errors import ChildExited, QueueClosed, QueueExists
 from .queue import DEFAULT_SIZE, PySyncQ
 
@@ -121,11 +122,24 @@ def _map_parent(q, n, items):
         for w in range(n):
             send(w)
     while len(out) < sent:
-        i, result, w = pickle.loads(q.pop(block=True, timer=None, decode=False)[2])
+        got = q.pop(block=True, timer=TICK, decode=False)
+        if got is None:
+            _all_running(q)
+            continue
+        i, result, w = pickle.loads(got[2])
         out[i] = result
         send(w)
-    q.append("end")
+    q.append("end", block=True, timer=None)
     return [out[i] for i in range(sent)]
+
+
+def _all_running(q):
+    """While results are outstanding every worker must run: one that has
+    ended, even with exit code 0 (``os._exit(0)`` in ``fn``), never sends
+    its results (one that failed is reported by the pop itself)."""
+    for p in q._procs:
+        if p.exitcode is not None:
+            raise ChildExited(f"{process_exited(p)}, a worker of Workers.map, before its results")
 
 
 #: Tasks of Workers.map sent to each worker before its first result.
@@ -287,8 +301,9 @@ class Workers:
                     f"{process_exited(p)}, a worker of queue {self.q.name!r}, with no traceback"
                 )
             e, tb = got
-            if e is None:
-                e = ChildExited(f"worker {p.name} (pid {p.pid}) failed")
+            if not isinstance(e, Exception):  # None (not picklable), SystemExit, ...
+                what = "failed" if e is None else f"raised {type(e).__name__}"
+                e = ChildExited(f"worker {p.name} (pid {p.pid}) {what}")
             e.__cause__ = RemoteTraceback(f'\n"""\n{tb}"""')
             return e
         return None

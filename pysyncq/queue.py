@@ -62,7 +62,7 @@ REAP_INTERVAL = 1.0
 SPIN = 20e-6
 
 
-def _attach(name, instance, start, scrnsend, scrntype):
+def _attach(name, instance, start, scrnsend, scrntype, inbox_limit=None):
     """Unpickle a handle: attach to the same queue by name, unopened."""
     warm_up()
     gone = QueueClosed(
@@ -80,6 +80,8 @@ def _attach(name, instance, start, scrnsend, scrntype):
     q._setup(name, seg, start, creator=False)
     q.scrnsend.update(scrnsend)
     q.scrntype.update(scrntype)
+    if inbox_limit is not None:
+        q.inbox_limit = inbox_limit
     return q
 
 
@@ -200,7 +202,7 @@ class PySyncQ(Screened):
         args = (self.name, self._seg.instance, self.start)
         auto = self._auto_screen
         scrnsend = [s for s in self._scrnsend if auto is None or as_bytes(s) != auto]
-        return (_attach, (*args, scrnsend, list(self._scrntype)))
+        return (_attach, (*args, scrnsend, list(self._scrntype), self.inbox_limit))
 
     def _drop_auto_screen(self):
         """Forget the sender open(filtself=True) screened: it is this process's

@@ -167,3 +167,15 @@ def test_map_bad_arguments():
         Workers.map(3, [1])
     with pytest.raises(ValueError):
         Workers.map(workers.square, [1], 0)
+
+
+def test_map_names_a_worker_that_ended_without_its_results():
+    """os._exit(0) in fn: no traceback, exit code 0, and its item never
+    returns: the parent must not wait for it for ever."""
+    with pytest.raises(ChildExited, match="exit code 0"):
+        Workers.map(workers.exit_quietly_on, range(20), 2)
+
+
+def test_map_does_not_raise_a_workers_systemexit_as_its_own():
+    with pytest.raises(ChildExited, match="SystemExit"):
+        Workers.map(workers.sys_exit_on, range(20), 2)

@@ -94,7 +94,7 @@ time.sleep(120)
 class Program:
     """A Python program in a session of its own, its first line read."""
 
-    def __init__(self, path, code, env=None):
+    def __init__(self, path, code, env=None, pass_fds=()):
         with open(path, "w") as f:
             f.write(textwrap.dedent(code))
         self.p = subprocess.Popen(
@@ -104,6 +104,7 @@ class Program:
             text=True,
             start_new_session=True,
             env={**os.environ, **(env or {})},
+            pass_fds=pass_fds,
         )
         self.first = self.p.stdout.readline().strip()
         if not self.first:
@@ -154,8 +155,8 @@ def stays_for(name, seconds=1.5):
 def programs(tmp_path):
     started = []
 
-    def start(code, env=None):
-        prog = Program(tmp_path / f"program{len(started)}.py", code, env)
+    def start(code, env=None, pass_fds=()):
+        prog = Program(tmp_path / f"program{len(started)}.py", code, env, pass_fds)
         started.append(prog)
         return prog
 
@@ -306,17 +307,70 @@ def test_watchers_can_be_turned_off(programs, cleanup):
     assert not shm_exists(name)
 
 
-def test_a_watcher_ends_with_its_queue_and_is_reaped():
-    """No process is left behind by a queue closed as usual."""
+def watchers_of(name):
+    """Pids of the watcher processes of queue ``name`` (from /proc)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
+            except OSError:
+                continue
+            if any(a.endswith(b"_watcher.py") for a in argv) and name.encode() in argv:
+                pids.append(int(entry))
+    return pids
+
+
+def test_a_watcher_ends_with_its_queue_and_leaves_no_zombie():
+    """No process is left behind by a queue closed as usual, and the watcher
+    is no child of its creator (its first process, reaped here, forked it)."""
     q = PySyncQ(None, size=1 << 16)
-    pids = introspect.watchers_started()
-    assert pids, "no watcher was started"
-    pid = pids[-1]
-    q.close()
-    deadline = time.monotonic() + GONE_WITHIN
-    while pid in introspect.watchers_started() and time.monotonic() < deadline:
+    try:
+        deadline = time.monotonic() + GONE_WITHIN
+        # Its first process (a child of this one) forks it and ends at once.
+        while (
+            not (pids := watchers_of(q.name)) or os.getpid() in map(parent_of, pids)
+        ) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert pids and os.getpid() not in map(parent_of, pids)
+    finally:
+        q.close()
+    while watchers_of(q.name) and time.monotonic() < deadline:
         time.sleep(0.05)
-        introspect.reap_watchers()
-    assert pid not in introspect.watchers_started()
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)
+    assert not watchers_of(q.name)
+    introspect.reap_watchers()
+    assert not introspect.watchers_started()
+
+
+def parent_of(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def test_the_watcher_holds_no_descriptor_of_its_creator(programs, cleanup):
+    """A pipe the creator leaves inheritable is not held open by the watcher:
+    whoever waits for its end sees it when the creator ends."""
+    name = new_name("watch")
+    cleanup(name)
+    r, w = os.pipe()
+    os.set_inheritable(w, True)
+    prog = programs(HOLD.format(name=name, more=""), pass_fds=(w,))  # inheritable there
+    os.close(w)
+    prog.signal_group(signal.SIGKILL)
+    prog.wait()
+    os.set_blocking(r, False)
+    deadline = time.monotonic() + GONE_WITHIN
+    while time.monotonic() < deadline:
+        try:
+            if os.read(r, 1) == b"":
+                break  # every writer is gone: the watcher holds none
+        except BlockingIOError:
+            time.sleep(0.02)
+    else:
+        raise AssertionError("the pipe stayed open: something holds its write end")
+    os.close(r)
+    assert gone_within(name) is not None
