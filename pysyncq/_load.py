@@ -52,6 +52,10 @@ one at the first call of one of its kernels that misses the cache
 makes before it holds anything.  A miss of a kernel outside the families
 ready, wherever it comes, compiles that kernel's families likewise.  A
 process that forks readies the core family before it forks (``AT_FORK``).
+numba compiles one kernel at a time in a process, so where two CPUs are free
+the core family is compiled in two: a helper Python compiles about half of
+it into the cache meanwhile (``_compile_elsewhere``; ``PYSYNCQ_COMPILE_JOBS=1``
+keeps it all in this process).
 """
 
 import os
@@ -253,11 +257,13 @@ FAMILIES = {
 #: core family, including numba's own start (issue 18: 8.8 s of warm_up; every
 #: kernel at once took 20-25 s before families).
 COMPILE_SECONDS = 9
+#: The same with a helper process compiling part of it meanwhile (two CPUs:
+#: ``_compile_elsewhere``): 7.9-8.9 s for a whole first program, measured.
+SPLIT_SECONDS = 6
 #: What compiling each family takes, in seconds, measured likewise: "core"
 #: first in a process, the others after it (``SETUP_SECONDS`` more for the
 #: first compile of a process whose cache holds the core family already).
-#: Every family: about 20 s, what a process that forks pays before its first
-#: fork on an empty cache.
+#: Every family: about 20 s.
 FAMILY_SECONDS = {
     "core": COMPILE_SECONDS,
     "arrays": 2.5,
@@ -362,9 +368,87 @@ def _prepare(families):
                 missing.append((family, disp, args))
     if missing:
         _tell(dict.fromkeys(f for f, _, _ in missing))
-        for _, disp, args in missing:
-            ensure(disp, args)
+        calls = [(disp, args) for _, disp, args in missing]
+        helper, theirs = _compile_elsewhere(calls)
+        try:
+            for disp, args in calls:
+                if id(disp) not in theirs:
+                    ensure(disp, args)
+        finally:
+            _join(helper)
+        for disp, args in calls:
+            if id(disp) in theirs:
+                ensure(disp, args)  # loaded from what the helper saved (compiled if it failed)
     _ready.update(families)
+
+
+#: In the environment, the processes a cold cache's core family is compiled
+#: in (default 2 where this process may use 2 CPUs or more; 1: this one alone).
+JOBS_ENV = "PYSYNCQ_COMPILE_JOBS"
+#: The kernels a helper process compiles into the cache while this one
+#: compiles the rest of the core family: about half of its time (op_pop and
+#: op_open, with their callees, against op_append and op_leave).
+ELSEWHERE = ("op_pop", "op_open", "members", "seq_load", "set_waiting", "spin_for", "futex_wait")
+
+
+def _jobs():
+    try:
+        return max(1, int(os.environ.get(JOBS_ENV, "")))
+    except ValueError:
+        return 2 if len(os.sched_getaffinity(0)) >= 2 else 1
+
+
+def _compile_elsewhere(calls):
+    """When ``calls`` hold the core family's two large kernels and this process
+    may use two CPUs: start a Python that compiles the ``ELSEWHERE`` part of
+    them into numba's cache meanwhile (numba compiles one kernel at a time in
+    a process).  Returns the helper process (None if there is none) and the
+    ids of the dispatchers it took."""
+    names = {disp.py_func.__name__ for disp, _ in calls}
+    if _jobs() < 2 or not {"op_append", "op_pop"} <= names or not sys.executable:
+        return None, set()
+    theirs = {d.py_func.__name__: d for d, _ in calls if d.py_func.__name__ in ELSEWHERE}
+    import subprocess  # only on a cold cache
+
+    parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); "
+        "from pysyncq import _load; _load.compile_names(sys.argv[2:])"
+    )
+    try:
+        helper = subprocess.Popen(
+            [sys.executable, "-c", code, parent, *sorted(theirs)],  # this one's environment
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, QUIET_ENV: "1", JOBS_ENV: "1"},
+        )
+    except OSError:
+        return None, set()
+    return helper, {id(d) for d in theirs.values()}
+
+
+def _join(helper):
+    """Wait for the helper (a Ctrl-C, or ten minutes, stops it: then this
+    process compiles what the helper did not save)."""
+    if helper is None:
+        return
+    try:
+        helper.wait(600)
+    except BaseException as e:
+        helper.kill()
+        helper.wait()
+        if not isinstance(e, Exception):  # KeyboardInterrupt and the like
+            raise
+
+
+def compile_names(names):
+    """For the helper of :func:`_compile_elsewhere`: compile the registered
+    signatures of kernels ``names`` into numba's cache."""
+    for name in names:
+        k = _jit.KERNELS[name]
+        for args in k.calls:
+            ensure(k.dispatcher, args)
 
 
 #: A later compile expected to take this long or longer is announced too.
@@ -377,6 +461,8 @@ def _tell(families):
     seconds), and before a later one of ``LONG_SECONDS`` or more."""
     global _told
     seconds = sum(FAMILY_SECONDS[f] for f in families)
+    if "core" in families and _jobs() >= 2:
+        seconds -= COMPILE_SECONDS - SPLIT_SECONDS
     if not _told and "core" not in families:
         seconds += SETUP_SECONDS
     if _told and seconds < LONG_SECONDS:

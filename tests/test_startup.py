@@ -402,7 +402,7 @@ def test_with_a_cold_cache_warm_up_compiles_the_core_family_and_a_miss_its_famil
     # ... and says so once on stderr (issue 18: 30 s of silence before).
     cache = tmp_path / "cache"
     cache.mkdir()
-    env = {"NUMBA_CACHE_DIR": str(cache)}
+    env = {"NUMBA_CACHE_DIR": str(cache), "PYSYNCQ_COMPILE_JOBS": "1"}
     calls = ["op_reserve", "op_extend", "pin_set", "op_append"]
     asked = json.loads(run(tmp_path, COLD_CACHE_BOOKKEEPING, *calls, env=env, stderr=COMPILING))
     asked = {k: set(map(tuple, v)) for k, v in asked.items()}
@@ -420,7 +420,7 @@ def test_with_a_cold_cache_warm_up_compiles_the_core_family_and_a_miss_its_famil
 def test_the_compiling_notice_can_be_silenced(tmp_path):
     cache = tmp_path / "cache"
     cache.mkdir()
-    env = {"NUMBA_CACHE_DIR": str(cache), "PYSYNCQ_QUIET": "1"}
+    env = {"NUMBA_CACHE_DIR": str(cache), "PYSYNCQ_QUIET": "1", "PYSYNCQ_COMPILE_JOBS": "1"}
     run(tmp_path, COLD_CACHE_BOOKKEEPING, env=env)  # stderr must be empty
 
 
@@ -472,10 +472,11 @@ print(json.dumps(report))
 def test_a_first_use_compiles_the_core_family_then_a_loan_the_loan_family(tmp_path):
     """With an empty cache, a process that creates, opens, appends, pops and
     closes compiles the core family only (the notice says so once); its
-    first loan then compiles the loan family, silently (it is short)."""
+    first loan then compiles the loan family, silently (it is short).  In
+    this process alone (``PYSYNCQ_COMPILE_JOBS=1``): see the next test."""
     cache = tmp_path / "cache"
     cache.mkdir()
-    env = {"NUMBA_CACHE_DIR": str(cache)}
+    env = {"NUMBA_CACHE_DIR": str(cache), "PYSYNCQ_COMPILE_JOBS": "1"}
     out = json.loads(run(tmp_path, FIRST_USE, env=env, timeout=300, stderr=COMPILING))
     families = {f: signatures(c) for f, c in introspect.kernel_families().items()}
     registered = signatures(introspect.kernel_calls())
@@ -485,6 +486,36 @@ def test_a_first_use_compiles_the_core_family_then_a_loan_the_loan_family(tmp_pa
     loan = {tuple(c) for c in out["loan"]} & registered
     assert loan == families["core"] | families["loan"]
     assert out["ready_after"] == ["core", "loan"]
+
+
+def test_a_first_use_compiles_the_core_family_on_two_cpus(tmp_path):
+    """By default a helper process compiles part of the core family into the
+    cache meanwhile (issue 18: first use under 10 s on 2 cores): this process
+    compiles only the rest, and has the whole family afterwards."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    env = {"NUMBA_CACHE_DIR": str(cache), "PYSYNCQ_COMPILE_JOBS": "2"}
+    out = json.loads(run(tmp_path, FIRST_USE, env=env, timeout=300, stderr=COMPILING))
+    families = {f: signatures(c) for f, c in introspect.kernel_families().items()}
+    registered = signatures(introspect.kernel_calls())
+    here = {tuple(c) for c in out["basic"]} & registered
+    assert here < families["core"]  # some of it compiled elsewhere...
+    assert {n for n, _ in here} >= {"op_append"} and "op_pop" not in {n for n, _ in here}
+    assert out["ready"] == ["core"]  # ...and loaded from the cache here
+
+
+@pytest.mark.slow
+def test_a_helper_that_fails_leaves_the_compiling_to_this_process(tmp_path):
+    """The helper compiles nothing (its interpreter fails at once): this
+    process compiles the whole core family itself and works."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    env = {"NUMBA_CACHE_DIR": str(cache), "PYSYNCQ_COMPILE_JOBS": "2"}
+    script = 'import sys; sys.executable = "/bin/false"\n' + FIRST_USE
+    out = json.loads(run(tmp_path, script, env=env, timeout=300, stderr=COMPILING))
+    families = {f: signatures(c) for f, c in introspect.kernel_families().items()}
+    registered = signatures(introspect.kernel_calls())
+    assert {tuple(c) for c in out["basic"]} & registered == families["core"]
 
 
 # -- Exit -------------------------------------------------------------------------
