@@ -174,9 +174,20 @@ class Segment:
         # Everything, the namespaces included, is in place before the magic
         # word (stored last) lets another process attach.
         pidns, timens = namespaces()
-        kernels.ring_format(
-            mem, capacity, nslots, offset, new_instance_id(), creator, start_pos, pidns, timens
-        )
+        try:
+            kernels.ring_format(
+                mem, capacity, nslots, offset, new_instance_id(), creator, start_pos, pidns, timens
+            )
+        except BaseException:
+            # Never formatted (a Ctrl-C, a kernel that cannot run): nobody can
+            # attach to it or reclaim it as a queue, so it must not stay.
+            del mem
+            unlink(name)
+            try:
+                mm.close()
+            except BufferError:  # the traceback still holds the array: the gc unmaps
+                pass
+            raise
         del mem
         return cls(name, mm)
 

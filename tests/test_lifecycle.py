@@ -12,6 +12,8 @@ import time
 import pytest
 from conftest import START_METHODS, shm_exists
 
+from pysyncq import PySyncQ, kernels
+
 PROLOGUE = """
 import multiprocessing as mp
 import os
@@ -217,3 +219,18 @@ def group_members(pgid):
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 out.append(f.read().replace(b"\0", b" ").decode(errors="replace")[:120])
     return out
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, NotImplementedError])
+def test_a_segment_that_could_not_be_formatted_is_not_left(qname, monkeypatch, error):
+    """A Ctrl-C, or a kernel that cannot run (NUMBA_DISABLE_JIT), while the
+    new segment is formatted: it is unlinked (unformatted, nobody could ever
+    reclaim it as a queue)."""
+
+    def boom(*args):
+        raise error("while formatting")
+
+    monkeypatch.setattr(kernels, "ring_format", boom)
+    with pytest.raises(error):
+        PySyncQ(qname, size=4096)
+    assert not shm_exists(qname)
