@@ -47,9 +47,6 @@ class Inbox:
         self.items.append((s, t, b))
         self.bytes += size(s, t, b)
 
-    def __bool__(self):
-        return bool(self.items)
-
     def __len__(self):
         return len(self.items)
 

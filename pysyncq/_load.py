@@ -63,6 +63,7 @@ import sys
 
 import numpy as np
 
+from ._wait import CPUS
 from .kernels import _jit
 
 try:
@@ -395,7 +396,7 @@ def _jobs():
     try:
         return max(1, int(os.environ.get(JOBS_ENV, "")))
     except ValueError:
-        return 2 if len(os.sched_getaffinity(0)) >= 2 else 1
+        return 2 if CPUS >= 2 else 1
 
 
 def _compile_elsewhere(calls):

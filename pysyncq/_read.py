@@ -228,8 +228,7 @@ def drain_own(q, m):
             )
             code = status & CODE_MASK
             if not code:
-                s, t, b, _ = record_fields(m.out_mm, slen, tlen, blen, kind)
-                box.add(bytes(s), bytes(t), b if type(b) is not memoryview else bytes(b))
+                box.add(*record_fields(m.out_mm, slen, tlen, blen, kind)[:3])  # bytes, copies
                 moved = True
             elif code == NEED_SPACE:
                 m.grow(blen)  # whatever its size: the move copies it anyway

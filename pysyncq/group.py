@@ -34,7 +34,6 @@ For the commonest case, a function over a list, :meth:`Workers.map` is
 
 import multiprocessing
 import multiprocessing.connection
-import os
 import pickle
 import signal
 import sys
@@ -44,7 +43,7 @@ import traceback
 from ._args import check_int, check_timer
 from ._lifecycle import remove
 from ._status import process_exited
-from ._wait import TICK
+from ._wait import CPUS, TICK
 from .errors import ChildExited, QueueClosed, QueueExists
 from .queue import DEFAULT_SIZE, PySyncQ
 
@@ -199,7 +198,7 @@ class Workers:
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {type(fn).__name__}")
         if n is None:
-            n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+            n = CPUS
         n = check_int(n, "n", 1, 1 << 16)
         with Workers(_map_worker, n, (n, fn), size=size, start=start, timeout=timeout) as q:
             return _map_parent(q, n, iterable)
