@@ -469,22 +469,28 @@ print(json.dumps(report))
 """
 
 
+def first_use(tmp_path, jobs, script=FIRST_USE):
+    """Run ``script`` (``FIRST_USE``) on an empty cache with the core family
+    compiled in ``jobs`` processes: its report, the signatures of each
+    family, and a function that keeps the registered ones of a report's list."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    env = {"NUMBA_CACHE_DIR": str(cache), "PYSYNCQ_COMPILE_JOBS": str(jobs)}
+    out = json.loads(run(tmp_path, script, env=env, timeout=300, stderr=COMPILING))
+    families = {f: signatures(c) for f, c in introspect.kernel_families().items()}
+    registered = signatures(introspect.kernel_calls())
+    return out, families, lambda listed: {tuple(c) for c in listed} & registered
+
+
 def test_a_first_use_compiles_the_core_family_then_a_loan_the_loan_family(tmp_path):
     """With an empty cache, a process that creates, opens, appends, pops and
     closes compiles the core family only (the notice says so once); its
     first loan then compiles the loan family, silently (it is short).  In
     this process alone (``PYSYNCQ_COMPILE_JOBS=1``): see the next test."""
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    env = {"NUMBA_CACHE_DIR": str(cache), "PYSYNCQ_COMPILE_JOBS": "1"}
-    out = json.loads(run(tmp_path, FIRST_USE, env=env, timeout=300, stderr=COMPILING))
-    families = {f: signatures(c) for f, c in introspect.kernel_families().items()}
-    registered = signatures(introspect.kernel_calls())
-    basic = {tuple(c) for c in out["basic"]} & registered
-    assert basic == families["core"]
+    out, families, compiled = first_use(tmp_path, jobs=1)
+    assert compiled(out["basic"]) == families["core"]
     assert out["ready"] == ["core"]
-    loan = {tuple(c) for c in out["loan"]} & registered
-    assert loan == families["core"] | families["loan"]
+    assert compiled(out["loan"]) == families["core"] | families["loan"]
     assert out["ready_after"] == ["core", "loan"]
 
 
@@ -492,13 +498,8 @@ def test_a_first_use_compiles_the_core_family_on_two_cpus(tmp_path):
     """By default a helper process compiles part of the core family into the
     cache meanwhile (issue 18: first use under 10 s on 2 cores): this process
     compiles only the rest, and has the whole family afterwards."""
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    env = {"NUMBA_CACHE_DIR": str(cache), "PYSYNCQ_COMPILE_JOBS": "2"}
-    out = json.loads(run(tmp_path, FIRST_USE, env=env, timeout=300, stderr=COMPILING))
-    families = {f: signatures(c) for f, c in introspect.kernel_families().items()}
-    registered = signatures(introspect.kernel_calls())
-    here = {tuple(c) for c in out["basic"]} & registered
+    out, families, compiled = first_use(tmp_path, jobs=2)
+    here = compiled(out["basic"])
     assert here < families["core"]  # some of it compiled elsewhere...
     assert {n for n, _ in here} >= {"op_append"} and "op_pop" not in {n for n, _ in here}
     assert out["ready"] == ["core"]  # ...and loaded from the cache here
@@ -508,14 +509,9 @@ def test_a_first_use_compiles_the_core_family_on_two_cpus(tmp_path):
 def test_a_helper_that_fails_leaves_the_compiling_to_this_process(tmp_path):
     """The helper compiles nothing (its interpreter fails at once): this
     process compiles the whole core family itself and works."""
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    env = {"NUMBA_CACHE_DIR": str(cache), "PYSYNCQ_COMPILE_JOBS": "2"}
     script = 'import sys; sys.executable = "/bin/false"\n' + FIRST_USE
-    out = json.loads(run(tmp_path, script, env=env, timeout=300, stderr=COMPILING))
-    families = {f: signatures(c) for f, c in introspect.kernel_families().items()}
-    registered = signatures(introspect.kernel_calls())
-    assert {tuple(c) for c in out["basic"]} & registered == families["core"]
+    out, families, compiled = first_use(tmp_path, jobs=2, script=script)
+    assert compiled(out["basic"]) == families["core"]
 
 
 # -- Exit -------------------------------------------------------------------------
