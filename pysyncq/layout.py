@@ -268,6 +268,14 @@ NEED_SPACE = 7  # the caller's output buffer is too small for the next record
 PENDING = 9  # like EMPTY, but the reader stopped at an unpublished reservation
 CORRUPT = 8  # a word read from the segment is impossible; the reason (C_*) is
 #              above SEQ_SHIFT, and nothing was changed after it was seen
+#: A pop that takes only some records (pysyncq.jit's ``take``, see
+#: ``kernels.read.pop_free_with``) answers these for one it does not take,
+#: and leaves it unread: not the kind it takes, an array of another dtype.
+WRONG_KIND = 10
+WRONG_DTYPE = 11
+#: ... or for a record whose body is malformed (an array descriptor that does
+#: not describe its body): passed, as Python's pop passes it before it raises.
+BAD_BODY = 12
 CODE_MASK = 0xFF
 WAKE_DATA = 1 << 8
 WAKE_SPACE = 1 << 9

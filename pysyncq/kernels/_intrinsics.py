@@ -1,4 +1,4 @@
-"""LLVM instructions numba does not offer: atomics, memcpy and the futex call.
+"""LLVM instructions numba does not offer: atomics, memcpy, the futex call, a clock.
 
 Numba has no CPU atomics of its own, so these are LLVM instructions emitted
 through ``numba.extending.intrinsic``.
@@ -180,5 +180,45 @@ def futex(typingctx, arr, idx, op, val, timeout_ns):
                 null,
             ],
         )
+
+    return sig, codegen
+
+
+#: ``clock_gettime``'s clock: CLOCK_MONOTONIC, as ``time.monotonic`` reads it.
+_CLOCK_MONOTONIC = 1
+
+
+@intrinsic
+def monotonic_ns(typingctx):
+    """``time.monotonic_ns()`` inside a kernel: libc's ``clock_gettime``
+    (the vDSO: no system call), for deadlines in nopython code."""
+    sig = types.int64()
+
+    def codegen(context, builder, sig, args):
+        i64 = ir.IntType(64)
+        i32 = ir.IntType(32)
+        ts = cgutils.alloca_once(builder, ir.ArrayType(i64, 2))
+        fnty = ir.FunctionType(i32, [i32, i64])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "clock_gettime")
+        builder.call(fn, [ir.Constant(i32, _CLOCK_MONOTONIC), builder.ptrtoint(ts, i64)])
+        zero = ir.Constant(i32, 0)
+        sec = builder.load(builder.gep(ts, [zero, zero]))
+        nsec = builder.load(builder.gep(ts, [zero, ir.Constant(i32, 1)]))
+        return builder.add(builder.mul(sec, ir.Constant(i64, 1_000_000_000)), nsec)
+
+    return sig, codegen
+
+
+@intrinsic
+def cpu_yield(typingctx):
+    """``os.sched_yield()`` inside a kernel: give the CPU to another runnable
+    process (a spinning waiter's turn, on a machine with few CPUs)."""
+    sig = types.void()
+
+    def codegen(context, builder, sig, args):
+        fnty = ir.FunctionType(ir.IntType(32), [])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "sched_yield")
+        builder.call(fn, [])
+        return context.get_dummy_value()
 
     return sig, codegen

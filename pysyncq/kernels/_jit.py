@@ -113,3 +113,20 @@ def _stamp(disp):
     cache_file = getattr(getattr(disp, "_cache", None), "_cache_file", None)
     if _SOURCES is not None and hasattr(cache_file, "_source_stamp"):
         cache_file._source_stamp = _SOURCES
+
+
+def stamp(disp, *paths):
+    """Stamp ``disp``, a dispatcher made outside this package over its kernels
+    (``pysyncq.jit``), with their hash and that of its own ``paths``: a change
+    to either recompiles it."""
+    cache_file = getattr(getattr(disp, "_cache", None), "_cache_file", None)
+    if _SOURCES is None or not hasattr(cache_file, "_source_stamp"):
+        return
+    h = hashlib.sha256(_SOURCES)
+    try:
+        for path in paths:
+            with open(path, "rb") as f:
+                h.update(f.read())
+    except OSError:
+        return
+    cache_file._source_stamp = h.digest()

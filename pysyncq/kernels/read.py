@@ -7,6 +7,7 @@ from collections import namedtuple
 import numpy as np
 
 from ..layout import (
+    BAD_BODY,
     C_CURSOR,
     C_RECORD,
     CODE_MASK,
@@ -326,6 +327,16 @@ def ring_commit(w, slot, token, pos, size, pin):
 _POP_TRIES = 8
 
 
+@kernel(inline=True)
+def take_copy(mem, r, out, info):
+    """``pop_free``'s take: the sender, type and body back to back into
+    ``out``, or ``NEED_SPACE`` when ``out`` is too small (``info`` unused)."""
+    if r.need > len(out):
+        return NEED_SPACE
+    copy_bytes(out, 0, mem, r.offset, r.need)
+    return OK
+
+
 @kernel(inline=True)  # into op_pop: its Reply never goes through memory
 def pop_free(w, mem, slot, token, scr, out):
     """Copy the next record that ``slot`` has not read and does not screen,
@@ -359,6 +370,18 @@ def pop_free(w, mem, slot, token, scr, out):
     before the look that decides it sleeps, so one of the two sees the
     other).
     """
+    return pop_free_with(w, mem, slot, token, scr, take_copy, out, out)
+
+
+@kernel(inline=True)
+def pop_free_with(w, mem, slot, token, scr, take, dst, info):
+    """``pop_free``, the record found handed to ``take(mem, r, dst, info)``
+    (a kernel; ``r`` the ``Reply``), which copies what it wants of it to
+    ``dst`` (and ``info``) and answers ``OK``; ``BAD_BODY`` (the record is
+    passed all the same: its body is malformed); or another code, which
+    the pop answers, leaving the record unread (``NEED_SPACE``: ``dst`` is
+    too small; ``WRONG_KIND``, ``WRONG_DTYPE``: not a record it takes).
+    ``take_copy`` is ``pop_free``'s; pysyncq.jit's take arrays and bytes."""
     bad = geometry_check(w)
     if bad:
         return _corrupt(bad), no_reply()
@@ -394,12 +417,12 @@ def pop_free(w, mem, slot, token, scr, out):
         cur = found.pos
         received = False
         if found.code == OK:
-            if r.need > len(out):
-                status = NEED_SPACE
-            else:
-                copy_bytes(out, 0, mem, r.offset, r.need)
+            taken = take(mem, r, dst, info)
+            if taken == OK or taken == BAD_BODY:
                 cur += found.size
                 received = True
+            if taken != OK:
+                status = taken
         # The copy's loads are done before the membership is looked at: a
         # slot revoked after this look had its records pinned until then.
         fence_acquire()
