@@ -37,15 +37,20 @@ class Inbox:
     writes: ``(sender, type, body)`` as bytes (the body an ndarray for array
     messages), and their size."""
 
-    __slots__ = ("items", "bytes")
+    __slots__ = ("items", "bytes", "flag")
 
     def __init__(self):
         self.items = deque()
         self.bytes = 0
+        #: Where nopython pops of this handle look (``pysyncq._jitside``): a
+        #: one-word int64 array that holds ``len(items)``, or None.
+        self.flag = None
 
     def add(self, s, t, b):
         self.items.append((s, t, b))
         self.bytes += size(s, t, b)
+        if self.flag is not None:
+            self.flag[0] = len(self.items)
 
     def __len__(self):
         return len(self.items)
@@ -63,6 +68,8 @@ def _drop(box):
     box.bytes -= size(*box.items.popleft())
     if not box.items:
         box.bytes = 0
+    if box.flag is not None:
+        box.flag[0] = len(box.items)
 
 
 # Every function below is called with the handle's thread lock (``m.lock``)

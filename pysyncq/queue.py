@@ -28,6 +28,7 @@ import threading
 from . import (
     _handle,
     _inbox,
+    _jitside,
     _membership,
     _outside,
     _proc,
@@ -238,6 +239,10 @@ class PySyncQ(Screened):
     aappend_array = aio.aappend_array
     aiter = aio.aiter
     _make_room = _read.drain_own  # a blocked write's own unread messages: the inbox
+
+    # -- From nopython code (pysyncq.jit) ----------------------------------------
+    jit_handle = _jitside.make
+    raise_for = _jitside.raise_for
 
     # -- Inspection -------------------------------------------------------------
 
