@@ -60,7 +60,7 @@ BYTES = b""
 BOOL = True
 
 
-def kernel(*calls, hot=False, nogil=False, inline=False):
+def kernel(*calls, hot=False, nogil=False, inline=False, allocates=False):
     """Compile the function below with numba (``njit``, cached on disk) and
     register it.  ``calls``: sample arguments, one tuple per signature that
     Python calls it with; ``hot``: Python calls its entry point past numba's
@@ -79,7 +79,9 @@ def kernel(*calls, hot=False, nogil=False, inline=False):
     def register(fn):
         if fn.__name__ in KERNELS:
             raise ValueError(f"two kernels named {fn.__name__}")
-        options = dict(_JIT, inline="always") if inline else _JIT
+        options = dict(_JIT, inline="always") if inline else dict(_JIT)
+        if not allocates:
+            options["_nrt"] = False
         disp = njit(nogil=nogil, **options)(fn)
         _stamp(disp)
         KERNELS[fn.__name__] = Kernel(fn.__name__, disp, calls, hot)
@@ -120,13 +122,22 @@ def stamp(disp, *paths):
     (``pysyncq.jit``), with their hash and that of its own ``paths``: a change
     to either recompiles it."""
     cache_file = getattr(getattr(disp, "_cache", None), "_cache_file", None)
-    if _SOURCES is None or not hasattr(cache_file, "_source_stamp"):
-        return
+    digest = _stamps.get(paths) or _stamps.setdefault(paths, _hash_with(paths))
+    if digest and hasattr(cache_file, "_source_stamp"):
+        cache_file._source_stamp = digest
+
+
+_stamps = {}
+
+
+def _hash_with(paths):
+    if _SOURCES is None:
+        return None
     h = hashlib.sha256(_SOURCES)
     try:
         for path in paths:
             with open(path, "rb") as f:
                 h.update(f.read())
     except OSError:
-        return
-    cache_file._source_stamp = h.digest()
+        return None
+    return h.digest()

@@ -285,7 +285,7 @@ def ring_recover(w):
     return WAKE_DATA | WAKE_SPACE | WAKE_MEMBERS
 
 
-@kernel((SEGMENT,))
+@kernel((SEGMENT,), allocates=True)
 def members(mem):
     """``(slot, token, is_reader)`` rows for every active slot, and a row
     ``(NOT_A_SLOT, creator_token, 0)`` while the creator holds the queue.  Safe on any

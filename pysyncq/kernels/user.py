@@ -12,6 +12,7 @@ ndarray from a record written here, and a record written by Python's
 
 import numpy as np
 from numba.core import types
+from numba.cpython.unicode import _get_code_point
 from numba.extending import overload
 from numba.np import numpy_support
 
@@ -40,7 +41,9 @@ INFO_KIND = 4
 INFO_SHAPE = 8
 #: numpy's most dimensions (64; 32 on numpy 1): ``info`` holds that many.
 MAX_NDIM = 64
-INFO_WORDS = INFO_SHAPE + MAX_NDIM
+#: Then room for an index per dimension (``_from_fortran``: kernels allocate nothing).
+INFO_INDEX = INFO_SHAPE + MAX_NDIM
+INFO_WORDS = INFO_INDEX + MAX_NDIM
 
 #: The array descriptor's magic (``codec.MAGIC``) and fixed part.
 _MAGIC = (80, 81, 65, 1)  # b"PQA\x01"
@@ -61,14 +64,14 @@ def fnv(buf, at, n):
     return h
 
 
-@kernel()
+@kernel(inline=True)
 def put_str(buf, at, s):
     """Write str ``s`` as UTF-8 to ``buf[at:]``; its length in bytes, or -1
     when it is longer than ``MAX_NAME_BYTES`` or than ``buf`` holds."""
     n = at
     end = min(len(buf), at + MAX_NAME_BYTES)
-    for c in s:
-        o = ord(c)
+    for i in range(len(s)):
+        o = _get_code_point(s, i)  # (iterating would make a str per character)
         if o < 0x80:
             k = 1
         elif o < 0x800:
@@ -116,19 +119,19 @@ def _dtype_text(arr):
     return impl
 
 
-@kernel()
+@kernel(inline=True)
 def _put_u32(buf, at, v):
     for i in range(4):
         buf[at + i] = (v >> (8 * i)) & 0xFF
 
 
-@kernel()
+@kernel(inline=True)
 def _put_i64(buf, at, v):
     for i in range(8):
         buf[at + i] = (v >> (8 * i)) & 0xFF
 
 
-@kernel()
+@kernel(inline=True)
 def _get_u32(mem, at):
     v = 0
     for i in range(4):
@@ -136,7 +139,7 @@ def _get_u32(mem, at):
     return v
 
 
-@kernel()
+@kernel(inline=True)
 def _get_i64(mem, at):
     v = np.int64(0)
     for i in range(8):
@@ -144,7 +147,7 @@ def _get_i64(mem, at):
     return v
 
 
-@kernel()
+@kernel(inline=True)
 def put_desc(buf, at, arr, lead):
     """Write the descriptor of C-ordered array ``arr`` to ``buf[at:]`` (the
     layout of ``codec``: magic, lengths, shape, dtype text, then zeros up to
@@ -180,7 +183,7 @@ def _names(mem, r, info):
     info[INFO_KIND] = r.kind
 
 
-@kernel()
+@kernel(inline=True)
 def take_array(mem, r, out, info):
     """``pop_free_with``'s take for ``pysyncq.jit.pop_array``: an array
     message whose dtype is ``out``'s, its values copied to the C-contiguous
@@ -237,8 +240,9 @@ def take_array(mem, r, out, info):
 @kernel()
 def _from_fortran(dst, mem, src, info, ndim, count, itemsize):
     """Copy ``count`` elements stored in Fortran order at ``mem[src:]`` to
-    ``dst`` in C order (the shape in ``info``)."""
-    idx = np.zeros(ndim, np.int64)
+    ``dst`` in C order (the shape in ``info``, its index as it goes too)."""
+    idx = info[INFO_INDEX : INFO_INDEX + ndim]
+    idx[:] = 0
     for e in range(count):
         f = 0
         stride = 1
@@ -255,7 +259,7 @@ def _from_fortran(dst, mem, src, info, ndim, count, itemsize):
             d -= 1
 
 
-@kernel()
+@kernel(inline=True)
 def take_bytes(mem, r, out, info):
     """``pop_free_with``'s take for ``pysyncq.jit.pop_bytes``: the body of a
     bytes or str message copied to the uint8 array ``out`` (its length to
@@ -277,8 +281,8 @@ def take_bytes(mem, r, out, info):
 def str_code(s):
     """``fnv`` of str ``s``'s UTF-8 bytes, without making them."""
     h = np.int64(_FNV_OFFSET)
-    for c in s:
-        o = ord(c)
+    for i in range(len(s)):
+        o = _get_code_point(s, i)
         if o < 0x80:
             h = (h ^ np.int64(o)) * np.int64(_FNV_PRIME)
         elif o < 0x800:

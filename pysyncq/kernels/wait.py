@@ -102,6 +102,17 @@ def wake_now(mem, status):
     return status
 
 
+@kernel()
+def active_slots(w):
+    """The queue's active slots: the members a spinner counts against the
+    CPUs (header checked)."""
+    n = 0
+    for i in range(slot_hwm(w)):
+        if atomic_load(w, slot_word(i, S_STATE)) == SLOT_ACTIVE:
+            n += 1
+    return n
+
+
 @kernel((SEGMENT, INT, INT, INT, INT), nogil=True)
 def spin_for(mem, index, expected, cpus, rounds):
     """Before a sleep: watch the low 32 bits of header word ``index`` for up
@@ -112,13 +123,7 @@ def spin_for(mem, index, expected, cpus, rounds):
     on watching with what is left; ``SPIN_UNCHANGED`` (0) if it did not
     change; ``SPIN_REFUSED`` (-1) if it did not spin."""
     w = mem.view(np.int64)
-    if geometry_check(w):
-        return SPIN_REFUSED
-    n = 0
-    for i in range(slot_hwm(w)):
-        if atomic_load(w, slot_word(i, S_STATE)) == SLOT_ACTIVE:
-            n += 1
-    if n > cpus:
+    if geometry_check(w) or active_slots(w) > cpus:
         return SPIN_REFUSED
     for i in range(rounds):
         if atomic_load(w, index) & SEQ_MASK != expected:
