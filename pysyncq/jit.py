@@ -106,7 +106,6 @@ from .kernels import _jit
 from .kernels._intrinsics import atomic_load, cpu_yield, monotonic_ns
 from .kernels.ops import op_append_array
 from .kernels.read import _screened, pop_free_with
-from .kernels.slots import count_members
 from .kernels.user import (
     INFO_COUNT,
     INFO_NDIM,
@@ -119,7 +118,7 @@ from .kernels.user import (
     take_array,
     take_bytes,
 )
-from .kernels.wait import wake_now
+from .kernels.wait import active_slots, wake_now
 from .layout import (
     APPEND_SKIP,
     BUSY,
@@ -183,21 +182,27 @@ _slow = _jitside.slow
 _take_inbox = _jitside.take_inbox
 
 
-def _nopython(fn=None, *, inline=False):
+def _nopython(fn=None, *, inline=False, nrt=False):
     """``njit``, cached, stamped with the kernels' hash and this file's.
     ``inline``: a helper inlined where it is called (numba's
-    ``inline="always"``), so that the arrays of a handle are not counted in
-    and out at each call (an atomic add each, eight arrays a handle)."""
+    ``inline="always"``).  ``nrt``: numba's memory runtime on, for the
+    functions that allocate or box (objmode); the others, as the kernels,
+    count no references: the caller's arrays outlive the call, and a
+    reference count is an atomic add (two per array and call: they were
+    most of an append's and a pop's time)."""
 
     def make(fn):
-        disp = njit(cache=True, **({"inline": "always"} if inline else {}))(fn)
+        options = {"inline": "always"} if inline else {}
+        if not nrt:
+            options["_nrt"] = False
+        disp = njit(cache=True, **options)(fn)
         _jit.stamp(disp, __file__)
         return disp
 
     return make if fn is None else make(fn)
 
 
-@_nopython
+@_nopython(nrt=True)
 def _ask(h, ask, status, need, left):
     """Hand the wait (or the failure) to Python: ``_jitside.slow``."""
     hid = h.state[S_ID]
@@ -223,7 +228,7 @@ def _left(deadline):
 
 @_nopython
 def _may_spin(h):
-    return count_members(h.mem.view(np.int64)) <= h.state[S_CPUS]
+    return active_slots(h.mem.view(np.int64)) <= h.state[S_CPUS]
 
 
 @_nopython(inline=True)
@@ -318,26 +323,35 @@ def _c_order_impl(arr):
     return lambda arr: np.ascontiguousarray(arr)
 
 
-@_nopython
+@_nopython(nrt=True)
 def append_array(h, mtype, arr, timer):
     """Append numpy array ``arr`` as message type ``mtype`` (a str), waiting
     up to ``timer`` seconds for space: a status."""
+    return _append_c(h, mtype, _c_order(arr), timer)
+
+
+@_nopython
+def _append_c(h, mtype, a, timer):
     tlen = put_str(h.buf, 0, mtype)
     if tlen < 0:
         return BAD_ARG
-    a = _c_order(arr)
     dlen = put_desc(h.buf, DESC_AT, a, len(h.sender) + tlen)
     return _write(h, tlen, dlen, a.reshape(a.size).view(np.uint8), KIND_ARRAY, timer)
 
 
-@_nopython
+@_nopython(nrt=True)
 def append_bytes(h, mtype, buf, timer):
     """Append the bytes of the 1-d uint8 array ``buf`` as message type
     ``mtype`` (a str): a Python reader gets ``bytes``.  A status."""
+    return _append_bytes_c(h, mtype, _c_order(buf), timer)
+
+
+@_nopython
+def _append_bytes_c(h, mtype, buf, timer):
     tlen = put_str(h.buf, 0, mtype)
     if tlen < 0:
         return BAD_ARG
-    return _write(h, tlen, 0, _c_order(buf), KIND_BYTES, timer)
+    return _write(h, tlen, 0, buf, KIND_BYTES, timer)
 
 
 @_nopython(inline=True)
@@ -348,7 +362,7 @@ def _try(h, out, want):
     return pop_free_with(w, h.mem, h.slot, h.token, _scr(h), take_bytes, out, h.info)
 
 
-@_nopython
+@_nopython(nrt=True)
 def _inbox(h, out, want):
     hid = h.state[S_ID]
     with objmode(r="int64"):
@@ -448,7 +462,7 @@ def pop_bytes(h, out, timer):
     return _pop_into(h, out, KIND_BYTES, timer)
 
 
-@_nopython
+@_nopython(nrt=True)
 def shape(h):
     """The shape of the array the last ``pop_array`` copied (an int64 view
     into the handle, valid until its next pop)."""
