@@ -39,19 +39,25 @@ import math
 import multiprocessing as mp
 import time
 
+import numba
 import numpy as np
 
+from . import jit as pqjit
 from .errors import QueueFull
 
 __all__ = [
+    "DONE",
     "MC_RESULT",
     "MC_TASK",
     "OSC_TASK",
     "RESULT",
+    "STATE",
     "STOP",
     "TASK",
     "damped_oscillator",
     "gather",
+    "lorenz",
+    "lorenz_worker",
     "monte_carlo_worker",
     "oscillator_result_dtype",
     "oscillator_worker",
@@ -385,3 +391,42 @@ def transfer_rate(sizes, budget=32 << 20, ctx=None, timer=60.0, repeats=3, name=
             x.close()
             x.join_thread()
     return out
+
+
+# -- A simulation in nopython code that streams its states (pysyncq.jit) ------
+
+#: The message type of a state, and of a worker's last word.
+STATE = "state"
+DONE = "done"
+
+
+@numba.njit(cache=True, nogil=True)
+def lorenz(h, rank, steps, dt):
+    """Integrate the Lorenz system from a start that differs by ``rank`` in
+    the 9th digit, appending ``(t, x, y, z)`` to handle ``h`` every step
+    from nopython code (waiting up to 10 s for space).  Returns ``(steps
+    done, status)``: ``pysyncq.jit.OK``, or what stopped it."""
+    s = np.array([0.0, 1.0 + 1e-9 * rank, 1.0, 1.0])
+    for i in range(steps):
+        x, y, z = s[1], s[2], s[3]
+        s[1] = x + dt * 10.0 * (y - x)
+        s[2] = y + dt * (x * (28.0 - z) - y)
+        s[3] = z + dt * (x * y - 8.0 / 3.0 * z)
+        s[0] = (i + 1) * dt
+        st = pqjit.append_array(h, STATE, s, 10.0)
+        if st != pqjit.OK:
+            return i, st
+    return steps, pqjit.OK
+
+
+def lorenz_worker(q, sender, rank, steps, dt=0.002):
+    """Open ``q`` as a writer, run :func:`lorenz` there (nopython code
+    streaming every state), raise what its status says, and say ``DONE``."""
+    q.open(sender, reader=False)
+    try:
+        h = q.jit_handle()
+        done, st = lorenz(h, rank, steps, dt)
+        q.raise_for(st)
+        q.append(DONE, str(done), block=True, timer=30)
+    finally:
+        q.close()

@@ -128,6 +128,28 @@ def test_numerical_workers(method, jupyter_path, monkeypatch):
     assert len(images) == 3, "the notebook draws three figures"
 
 
+@pytest.mark.parametrize("method", METHODS, ids=lambda m: m or "default")
+def test_nopython_streaming(method, jupyter_path, monkeypatch):
+    """Workers stream the states of an @njit simulation from nopython code
+    (pysyncq.jit); the notebook gathers and plots them."""
+    env = {"PYSYNCQ_START_METHOD": method} if method else {}
+    if method is None:
+        monkeypatch.delenv("PYSYNCQ_START_METHOD", raising=False)
+    nb = run(
+        "03-nopython-streaming.ipynb", jupyter_path, monkeypatch, PYSYNCQ_NOTEBOOK_QUICK="1", **env
+    )
+    shown = "".join(out.get("text", "") for cell in nb.cells for out in cell.get("outputs", []))
+    assert "12,000 states in" in shown  # 3 workers x 4,000 steps, every one
+    assert "still in /dev/shm: False" in shown
+    images = [
+        out
+        for cell in nb.cells
+        for out in cell.get("outputs", [])
+        if "image/png" in out.get("data", {})
+    ]
+    assert len(images) == 1
+
+
 # -- A worker group in a kernel: interrupt, restart (issue 18) ---------------------
 
 TESTS = Path(__file__).resolve().parent
