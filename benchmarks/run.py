@@ -11,7 +11,7 @@
                                                   # A/B: two pysyncq trees, interleaved
 
 Scenarios: echo, fanout, alltoall (the ``messages`` group, the default),
-arrays, batches (what ``arrays.py`` runs), bridge, aio_latency, recovery, coldstart.
+arrays, batches (what ``arrays.py`` runs), jit, bridge, aio_latency, recovery, coldstart.
 Each (scenario, variant, contender) runs in its own worker interpreter
 (``harness.py``) once per round, in rotated order, so that a burst of load
 does not land on one contender alone; the samples of the rounds are pooled.
@@ -48,13 +48,12 @@ import contenders
 import echo
 import fanout
 import harness
+import jit
 import recovery
 from harness import fmt_size, fmt_val, median
 
-SCENARIOS = {
-    m.NAME: m
-    for m in (echo, fanout, alltoall, arrays, batches, bridge, aio_latency, recovery, coldstart)
-}
+_ALL = (echo, fanout, alltoall, arrays, batches, jit, bridge, aio_latency, recovery, coldstart)
+SCENARIOS = {m.NAME: m for m in _ALL}
 GROUPS = {"messages": ["echo", "fanout", "alltoall"], "all": list(SCENARIOS)}
 DEFAULT = GROUPS["messages"]
 #: The targets of issue 9: (scenario, size, variant, peer, ratio, text[, our contender]);
