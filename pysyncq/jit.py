@@ -299,6 +299,8 @@ def _write(h, tlen, dlen, data, kind, timer):
         elif code == FULL:
             if timer != 0 and spin_until == 0 and _may_spin(h):
                 spin_until = monotonic_ns() + SPIN_NS
+                if deadline != _NEVER:
+                    spin_until = min(spin_until, deadline)
             if spin_until and monotonic_ns() < spin_until:
                 cpu_yield()
                 continue
@@ -410,6 +412,8 @@ def _read(h, out, want, timer):
                 return EMPTY
             if spin_until == 0 and _may_spin(h):
                 spin_until = now + SPIN_NS
+                if deadline != _NEVER:
+                    spin_until = min(spin_until, deadline)
             if now < spin_until:
                 seq = rep.seq
                 while atomic_load(w, H_DATA_SEQ) & SEQ_MASK == seq:
