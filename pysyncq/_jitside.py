@@ -13,6 +13,7 @@ other), and turning a failure into the exception the Python call would
 have raised, kept for :func:`raise_for`.
 """
 
+import ctypes
 import math
 import time
 import weakref
@@ -354,16 +355,23 @@ _ASKS = {
 }
 
 
-def take_inbox(hid, out, want):
+def take_inbox(hid, want, addr, size, tlen):
     """A nopython pop of a handle whose inbox holds messages: the first one
-    copied to ``out`` (``want`` ``KIND_ARRAY`` or ``KIND_BYTES``) and taken,
-    its fields to the handle's ``info``, as a pop of the queue does; or the
-    status that leaves it there."""
+    copied to the caller's ``out`` (at address ``addr``, ``size`` elements,
+    its dtype text at ``buf[DESC_AT:DESC_AT + tlen]``; ``want``
+    ``KIND_ARRAY`` or ``KIND_BYTES``) and taken, its fields to the handle's
+    ``info``, as a pop of the queue does; or the status that leaves it there."""
     ref = _handles.get(hid)
     q = ref() if ref is not None else None
     m = q._m if q is not None else None
     if m is None or getattr(q, "_jit", (None,))[0] is not m:
         return CLOSED
+    h = q._jit[1]
+    dtype = np.dtype(bytes(h.buf[DESC_AT : DESC_AT + tlen]).decode())
+    out = np.ctypeslib.as_array(
+        ctypes.cast(addr, ctypes.POINTER(ctypes.c_uint8)), (size * dtype.itemsize,)
+    )
+    out = out.view(dtype)
     info = q._jit[1].info
     with m.lock:
         got = _inbox.first(q, m)

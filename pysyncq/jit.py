@@ -112,6 +112,7 @@ from .kernels.user import (
     INFO_SENDER,
     INFO_SHAPE,
     INFO_TYPE,
+    dtype_text,
     put_desc,
     put_str,
     str_code,
@@ -364,11 +365,22 @@ def _try(h, out, want):
     return pop_free_with(w, h.mem, h.slot, h.token, _scr(h), take_bytes, out, h.info)
 
 
+@_nopython(inline=True)
+def _from_inbox(h, out, want):
+    """The inbox's first message into ``out``, by Python: ``out`` is told by
+    its address, size and dtype text (at ``h.buf[DESC_AT:]``), not handed
+    over (objmode boxing an array argument misbehaves on a cold cache)."""
+    text = dtype_text(out)
+    for i in range(len(text)):
+        h.buf[DESC_AT + i] = text[i]
+    return _inbox_call(h, want, out.ctypes.data, out.size, len(text))
+
+
 @_nopython(nrt=True)
-def _inbox(h, out, want):
+def _inbox_call(h, want, addr, size, tlen):
     hid = h.state[S_ID]
     with objmode(r="int64"):
-        r = _take_inbox(hid, out, want)
+        r = _take_inbox(hid, want, addr, size, tlen)
     return r
 
 
@@ -387,7 +399,7 @@ def _read(h, out, want, timer):
     spin_until = 0
     while True:
         if state[S_INBOX]:
-            r = _inbox(h, out, want)
+            r = _from_inbox(h, out, want)
             if r != EMPTY:
                 return r
         status, rep = _try(h, out, want)

@@ -31,19 +31,27 @@ def pair(qname):
     w.close()
 
 
+#: Each array kind is a compile of the programs (seconds on a cold cache): the
+#: default run takes four, the slow run every one.
+_SLOW = pytest.mark.slow
 ARRAYS = [
     np.array([1.5, -2.0]),
     np.arange(12, dtype=np.int32).reshape(3, 4),
-    np.array([[True, False], [False, True]]),
-    np.arange(6, dtype=np.complex128).reshape(2, 3, 1) * 1j,
     np.arange(10, dtype=np.uint16)[::2],  # not contiguous: sent as a C copy
     np.asfortranarray(np.arange(6.0).reshape(2, 3)),
-    np.zeros((0, 3), np.float32),
-    np.array(7, np.int64),  # 0-d
+    pytest.param(np.array([[True, False], [False, True]]), marks=_SLOW),
+    pytest.param(np.arange(6, dtype=np.complex128).reshape(2, 3, 1) * 1j, marks=_SLOW),
+    pytest.param(np.zeros((0, 3), np.float32), marks=_SLOW),
+    pytest.param(np.array(7, np.int64), marks=_SLOW),  # 0-d
 ]
 
 
-@pytest.mark.parametrize("arr", ARRAYS, ids=lambda a: f"{a.dtype}{a.shape}")
+def _arr_id(a):
+    a = a.values[0] if hasattr(a, "values") else a
+    return f"{a.dtype}{a.shape}"
+
+
+@pytest.mark.parametrize("arr", ARRAYS, ids=_arr_id)
 def test_a_nopython_array_reaches_a_python_reader_as_it_was(pair, arr):
     w, r = pair
     assert jp.send_array(w.jit_handle(), "arr", arr, 0.0) == pqjit.OK
@@ -54,7 +62,7 @@ def test_a_nopython_array_reaches_a_python_reader_as_it_was(pair, arr):
     assert r.pop() is None
 
 
-@pytest.mark.parametrize("arr", ARRAYS, ids=lambda a: f"{a.dtype}{a.shape}")
+@pytest.mark.parametrize("arr", ARRAYS, ids=_arr_id)
 def test_a_python_array_reaches_a_nopython_reader_in_c_order(pair, arr):
     w, r = pair
     w.append_array("arr", arr)
@@ -211,7 +219,20 @@ def test_statuses_are_distinct_and_raise_for_knows_each(pair):
         w.raise_for(12345)
 
 
-@pytest.mark.parametrize("direction", ["nopython->python", "python->nopython", "both"])
+ACROSS = [
+    ("fork", "nopython->python"),
+    ("fork", "python->nopython"),
+    ("fork", "both"),
+    ("spawn", "both"),
+    ("forkserver", "both"),
+    pytest.param("spawn", "nopython->python", marks=_SLOW),
+    pytest.param("spawn", "python->nopython", marks=_SLOW),
+    pytest.param("forkserver", "nopython->python", marks=_SLOW),
+    pytest.param("forkserver", "python->nopython", marks=_SLOW),
+]
+
+
+@pytest.mark.parametrize(("method", "direction"), ACROSS)
 def test_across_processes(qname, procs, method, direction):
     """Through a small queue (the writer waits for space, the reader for
     data), in every start method: every message, in order."""
