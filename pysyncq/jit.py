@@ -58,9 +58,9 @@ would have raised (the exception itself, where Python made one).
 
 A handle belongs to one membership of one process: make it after
 ``open()`` in each process (a handle passed to another process is not a
-member there; its calls return ``CLOSED``).  Threads of one process may use
-one handle from ``nogil`` functions, as they may share a ``PySyncQ``;
-a pop of the handle in nopython code must not run while a ``pop_view``
+member there).  A handle is for one thread at a time: its calls use
+scratch space in it, so threads that append or pop at once need a
+``PySyncQ`` membership each.  A pop of the handle in nopython code must not run while a ``pop_view``
 block of the same handle is open.  After upgrading pysyncq, clear the
 numba cache of your own ``cache=True`` functions that call these (numba
 does not see that code they compiled in has changed).
