@@ -83,21 +83,6 @@ STALE = 13
 LOCKED = 14
 ERROR = 15
 BAD_ARG = 16
-STATUSES = {
-    "OK": OK,
-    "EMPTY": EMPTY,
-    "FULL": FULL,
-    "TOO_LARGE": TOO_LARGE,
-    "CLOSED": CLOSED,
-    "NO_ROOM": NO_ROOM,
-    "CORRUPT": CORRUPT,
-    "WRONG_KIND": WRONG_KIND,
-    "WRONG_DTYPE": WRONG_DTYPE,
-    "STALE": STALE,
-    "LOCKED": LOCKED,
-    "ERROR": ERROR,
-    "BAD_ARG": BAD_ARG,
-}
 
 #: The handle: a named tuple of arrays and ints, which numba takes as an
 #: argument.  ``mem`` the segment, ``token`` and ``slot`` the membership,
